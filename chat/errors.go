@@ -1,0 +1,75 @@
+package chat
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors of the domain. Code maps each to the API's 3-digit result
+// code; that mapping lives here and nowhere else.
+var (
+	// ErrInvalid: a parameter is missing, malformed or out of range.
+	ErrInvalid = errors.New("invalid parameters")
+	// ErrTooManyParticipants: the group would exceed its participant limit.
+	ErrTooManyParticipants = errors.New("too many participants")
+	// ErrNoGroup: the group does not exist.
+	ErrNoGroup = errors.New("no such group")
+	// ErrNotMember: the caller (or a named login) is not a member.
+	ErrNotMember = errors.New("not a member of the group")
+	// ErrNotAllowed: the caller's role does not allow the operation.
+	ErrNotAllowed = errors.New("not allowed")
+	// ErrNoMessage: the message does not exist in this group.
+	ErrNoMessage = errors.New("no such message")
+	// ErrNotJoined: the caller is a member but has not joined (or has left).
+	ErrNotJoined = errors.New("member has not joined the group")
+	// ErrNotJPEG: an image that must be JPEG is not.
+	ErrNotJPEG = errors.New("image is not a JPEG")
+	// ErrUnsupportedMedia: a video upload is not a recognised video format.
+	ErrUnsupportedMedia = errors.New("unsupported media type")
+	// ErrTooLarge: an upload is over its size limit.
+	ErrTooLarge = errors.New("file too large")
+	// ErrNoMedia: the group has no file of the asked kind.
+	ErrNoMedia = errors.New("no such file")
+)
+
+// Result codes of the API specification.
+const (
+	CodeOK                  = 200
+	CodeInvalid             = 400
+	CodeNotJPEG             = 407
+	CodeTooLarge            = 411
+	CodeTooManyParticipants = 443
+	CodeNotFound            = 444
+	CodeNotJoined           = 457
+	CodeInternal            = 500
+)
+
+// Code returns the API result code for err: 200 for nil, 500 for anything
+// the domain does not know (a database failure, say).
+func Code(err error) int {
+	switch {
+	case err == nil:
+		return CodeOK
+	case errors.Is(err, ErrInvalid):
+		return CodeInvalid
+	case errors.Is(err, ErrTooManyParticipants):
+		return CodeTooManyParticipants
+	case errors.Is(err, ErrNoGroup), errors.Is(err, ErrNotMember),
+		errors.Is(err, ErrNotAllowed), errors.Is(err, ErrNoMessage),
+		errors.Is(err, ErrNoMedia):
+		return CodeNotFound
+	case errors.Is(err, ErrNotJoined):
+		return CodeNotJoined
+	case errors.Is(err, ErrNotJPEG), errors.Is(err, ErrUnsupportedMedia):
+		return CodeNotJPEG
+	case errors.Is(err, ErrTooLarge):
+		return CodeTooLarge
+	default:
+		return CodeInternal
+	}
+}
+
+// invalid wraps ErrInvalid with the reason, for logs and tests.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}

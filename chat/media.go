@@ -1,0 +1,170 @@
+package chat
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"image/jpeg"
+	"time"
+)
+
+// ParseMediaKind maps the API's t parameter to a MediaKind; empty means the
+// avatar image.
+func ParseMediaKind(t string) (MediaKind, error) {
+	switch MediaKind(t) {
+	case "", MediaAvatar:
+		return MediaAvatar, nil
+	case MediaVideo, MediaVideoThumb:
+		return MediaKind(t), nil
+	}
+	return "", invalid("media type %q is not image, video or video-thumbnail", t)
+}
+
+// MaxBytes returns the size limit of a media kind.
+func (s *Service) MaxBytes(kind MediaKind) int {
+	if kind == MediaVideo {
+		return s.limits.MaxVideoBytes
+	}
+	return s.limits.MaxAvatarBytes
+}
+
+// checkMedia validates an upload and returns its content type. Images are
+// checked by decoding them, never by trusting what the client says they are.
+func (s *Service) checkMedia(kind MediaKind, data []byte) (string, error) {
+	if len(data) == 0 {
+		return "", invalid("empty file")
+	}
+	if max := s.MaxBytes(kind); len(data) > max {
+		return "", fmt.Errorf("%w: %d bytes, at most %d", ErrTooLarge, len(data), max)
+	}
+	if kind == MediaVideo {
+		ct := sniffVideo(data)
+		if ct == "" {
+			return "", ErrUnsupportedMedia
+		}
+		return ct, nil
+	}
+	if _, err := jpeg.Decode(bytes.NewReader(data)); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNotJPEG, err)
+	}
+	return "image/jpeg", nil
+}
+
+// sniffVideo recognises the containers browsers and phones play: ISO BMFF
+// (MP4, QuickTime, 3GP) and Matroska/WebM.
+func sniffVideo(b []byte) string {
+	switch {
+	case len(b) >= 12 && string(b[4:8]) == "ftyp":
+		switch string(b[8:10]) {
+		case "qt":
+			return "video/quicktime"
+		case "3g":
+			return "video/3gpp"
+		}
+		return "video/mp4"
+	case len(b) >= 4 && bytes.Equal(b[:4], []byte{0x1A, 0x45, 0xDF, 0xA3}):
+		if bytes.Contains(b[:min(len(b), 64)], []byte("webm")) {
+			return "video/webm"
+		}
+		return "video/x-matroska"
+	}
+	return ""
+}
+
+// SetMedia stores a group's avatar, video or video thumbnail and returns the
+// time of the change. Admins only. Joined members are sent EG.
+func (s *Service) SetMedia(ctx context.Context, c Caller, id GroupID, kind MediaKind, data []byte, dn string) (time.Time, error) {
+	if err := checkDisplayName(dn); err != nil {
+		return time.Time{}, err
+	}
+	ct, err := s.checkMedia(kind, data)
+	if err != nil {
+		return time.Time{}, err
+	}
+	now := s.clock()
+	err = s.update(ctx, func(ch *change) error {
+		st, err := s.lock(ctx, ch.tx, id, c.Login, true)
+		if err != nil {
+			return err
+		}
+		if err := requireAdmin(st); err != nil {
+			return err
+		}
+		if err := ch.tx.PutMedia(ctx, Media{Group: id, Kind: kind, ContentType: ct, Data: data, Updated: now}); err != nil {
+			return fmt.Errorf("store %s of %d: %w", kind, id, err)
+		}
+		switch kind {
+		case MediaAvatar:
+			st.group.AvatarAt = now
+		case MediaVideo:
+			st.group.VideoAt = now
+		}
+		if err := ch.tx.UpdateGroup(ctx, st.group); err != nil {
+			return fmt.Errorf("update group %d: %w", id, err)
+		}
+		return s.emitEdit(ctx, ch, st, c, dn, "uploadAvatar", nil)
+	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return now, nil
+}
+
+// DeleteMedia removes a group's avatar (or its video with the thumbnail) and
+// returns the time of the change. Admins only. Joined members are sent EG
+// when there was something to delete.
+func (s *Service) DeleteMedia(ctx context.Context, c Caller, id GroupID, kind MediaKind, dn string) (time.Time, error) {
+	if err := checkDisplayName(dn); err != nil {
+		return time.Time{}, err
+	}
+	now := s.clock()
+	err := s.update(ctx, func(ch *change) error {
+		st, err := s.lock(ctx, ch.tx, id, c.Login, true)
+		if err != nil {
+			return err
+		}
+		if err := requireAdmin(st); err != nil {
+			return err
+		}
+		kinds := []MediaKind{kind}
+		changed := false
+		switch kind {
+		case MediaAvatar:
+			changed = st.group.HasAvatar()
+			st.group.AvatarAt = time.Time{}
+		case MediaVideo, MediaVideoThumb:
+			kinds = []MediaKind{MediaVideo, MediaVideoThumb}
+			changed = st.group.HasVideo()
+			st.group.VideoAt = time.Time{}
+		}
+		for _, k := range kinds {
+			if err := ch.tx.DeleteMedia(ctx, id, k); err != nil {
+				return fmt.Errorf("delete %s of %d: %w", k, id, err)
+			}
+		}
+		if !changed {
+			return nil
+		}
+		if err := ch.tx.UpdateGroup(ctx, st.group); err != nil {
+			return fmt.Errorf("update group %d: %w", id, err)
+		}
+		return s.emitEdit(ctx, ch, st, c, dn, "delAvatar", nil)
+	})
+	if err != nil {
+		return time.Time{}, err
+	}
+	return now, nil
+}
+
+// GetMedia returns a group's file to one of its waiting or joined members.
+// Whether the group does not exist, the caller is not a member or there is
+// no such file, the answer is the same ErrNoMedia: nothing leaks.
+func (s *Service) GetMedia(ctx context.Context, c Caller, id GroupID, kind MediaKind) (Media, error) {
+	if _, err := s.GetGroup(ctx, c, id); err != nil {
+		if Code(err) == CodeNotFound {
+			return Media{}, ErrNoMedia
+		}
+		return Media{}, err
+	}
+	return s.store.Media(ctx, id, kind)
+}

@@ -1,0 +1,173 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Post is a message to a group.
+type Post struct {
+	Group       GroupID
+	DisplayName string // the sender's dn for this message
+	Text        string
+}
+
+// SendMessage appends a message to a group's log and returns its MID. Only
+// joined members may post; the message is due to every other joined member.
+func (s *Service) SendMessage(ctx context.Context, c Caller, p Post) (MID, error) {
+	if err := s.checkText(p.Text); err != nil {
+		return 0, err
+	}
+	if err := checkDisplayName(p.DisplayName); err != nil {
+		return 0, err
+	}
+	var mid MID
+	err := s.update(ctx, func(ch *change) error {
+		st, err := s.lock(ctx, ch.tx, p.Group, c.Login, true)
+		if err != nil {
+			return err
+		}
+		if err := requireJoined(st); err != nil {
+			return err
+		}
+		ev := Event{Group: p.Group, Kind: KindMessage, Sender: c.Login, SenderDN: displayName(p.DisplayName, c), Body: p.Text, Time: s.clock()}
+		mid, err = ch.emit(ctx, ev, st.logins(func(m Member) bool { return m.Status == StatusJoined && m.Login != c.Login }))
+		return err
+	})
+	return mid, err
+}
+
+// ConfirmMessage records that the caller received a message (cf).
+func (s *Service) ConfirmMessage(ctx context.Context, c Caller, id GroupID, mid MID) error {
+	return s.receipt(ctx, c, id, mid, false)
+}
+
+// ReadMessage records that the caller read a message (rd, and cf if unset).
+func (s *Service) ReadMessage(ctx context.Context, c Caller, id GroupID, mid MID) error {
+	return s.receipt(ctx, c, id, mid, true)
+}
+
+func (s *Service) receipt(ctx context.Context, c Caller, id GroupID, mid MID, read bool) error {
+	return s.update(ctx, func(ch *change) error {
+		st, err := s.lock(ctx, ch.tx, id, c.Login, false)
+		if err != nil {
+			return err
+		}
+		if err := requireJoined(st); err != nil {
+			return err
+		}
+		if _, err := messageOf(ctx, ch.tx, id, mid); err != nil {
+			return err
+		}
+		now := s.clock()
+		var rd time.Time
+		if read {
+			rd = now
+		}
+		if err := ch.tx.SetReceipt(ctx, mid, c.Login, now, rd); err != nil {
+			return fmt.Errorf("set receipt of %d for %s: %w", mid, c.Login, err)
+		}
+		return nil
+	})
+}
+
+// DeleteMessage removes a message's text from the log. Its sender or an admin
+// may, both joined. Joined members are sent DM.
+func (s *Service) DeleteMessage(ctx context.Context, c Caller, id GroupID, mid MID, dn string) error {
+	if err := checkDisplayName(dn); err != nil {
+		return err
+	}
+	return s.update(ctx, func(ch *change) error {
+		st, err := s.lock(ctx, ch.tx, id, c.Login, true)
+		if err != nil {
+			return err
+		}
+		msg, err := messageOf(ctx, ch.tx, id, mid)
+		if err != nil {
+			return err
+		}
+		if st.me.Status != StatusJoined || (msg.Sender != c.Login && !st.me.Admin) {
+			return ErrNotAllowed
+		}
+		if err := ch.tx.DeleteMessage(ctx, mid); err != nil {
+			return fmt.Errorf("delete message %d: %w", mid, err)
+		}
+		ev := Event{Group: id, Kind: KindDeleteMessage, Sender: c.Login, SenderDN: displayName(dn, c), Body: "delMessage", Ref: mid, Time: s.clock()}
+		_, err = ch.emit(ctx, ev, st.logins(isJoined))
+		return err
+	})
+}
+
+// MessageInfo lists a message's recipients with their receipts, for joined
+// members.
+func (s *Service) MessageInfo(ctx context.Context, c Caller, id GroupID, mid MID) ([]Receipt, error) {
+	if err := s.requireJoinedReader(ctx, c, id); err != nil {
+		return nil, err
+	}
+	if _, err := messageOf(ctx, s.store, id, mid); err != nil {
+		return nil, err
+	}
+	return s.store.Receipts(ctx, mid)
+}
+
+// History limits.
+const (
+	DefaultHistoryLimit = 50
+	MaxHistoryLimit     = 200
+)
+
+// Messages returns up to limit events of a group's log after the given MID,
+// for joined members, and whether more follow.
+func (s *Service) Messages(ctx context.Context, c Caller, id GroupID, after MID, limit int) ([]Event, bool, error) {
+	switch {
+	case limit == 0:
+		limit = DefaultHistoryLimit
+	case limit < 0 || limit > MaxHistoryLimit:
+		return nil, false, invalid("limit %d is out of 1..%d", limit, MaxHistoryLimit)
+	}
+	if err := s.requireJoinedReader(ctx, c, id); err != nil {
+		return nil, false, err
+	}
+	evs, err := s.store.Events(ctx, id, after, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("load events of %d: %w", id, err)
+	}
+	if len(evs) > limit {
+		return evs[:limit], true, nil
+	}
+	return evs, false, nil
+}
+
+// requireJoinedReader checks without a transaction that the caller is a
+// joined member: reads of the log are for joined members only.
+func (s *Service) requireJoinedReader(ctx context.Context, c Caller, id GroupID) error {
+	if _, err := s.store.Group(ctx, id); err != nil {
+		return err
+	}
+	members, err := s.store.Members(ctx, id)
+	if err != nil {
+		return fmt.Errorf("load members of %d: %w", id, err)
+	}
+	for _, m := range members {
+		if m.Login == c.Login {
+			if m.Status != StatusJoined {
+				return ErrNotAllowed
+			}
+			return nil
+		}
+	}
+	return ErrNotMember
+}
+
+// messageOf loads a live message of the group.
+func messageOf(ctx context.Context, r Reader, id GroupID, mid MID) (Event, error) {
+	ev, err := r.Event(ctx, mid)
+	if err != nil {
+		return Event{}, err
+	}
+	if ev.Group != id || ev.Kind != KindMessage || ev.Deleted {
+		return Event{}, ErrNoMessage
+	}
+	return ev, nil
+}

@@ -1,0 +1,238 @@
+package chat
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Limits are the configurable bounds of the domain.
+type Limits struct {
+	MaxParticipants int // waiting and joined members, the owner included
+	MaxMessageBytes int // of one message text
+	MaxAvatarBytes  int // of the avatar image and the video thumbnail
+	MaxVideoBytes   int
+}
+
+// DefaultLimits are the specification's limits (30 participants, avatars of
+// 100 KB) and ours where it has none.
+func DefaultLimits() Limits {
+	return Limits{
+		MaxParticipants: 30,
+		MaxMessageBytes: 16 << 10,
+		MaxAvatarBytes:  100 << 10,
+		MaxVideoBytes:   16 << 20,
+	}
+}
+
+// Service runs every group chat operation: it checks the rules, commits the
+// change and its event in one transaction, and then hands the event to the
+// Publisher for delivery.
+type Service struct {
+	store     Store
+	publisher Publisher
+	limits    Limits
+	now       func() time.Time
+	log       *slog.Logger
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// WithPublisher sets who learns of committed events (the delivery machinery).
+func WithPublisher(p Publisher) Option { return func(s *Service) { s.publisher = p } }
+
+// WithLimits replaces DefaultLimits.
+func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l } }
+
+// WithClock replaces time.Now, for tests.
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithLogger sets the logger.
+func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// NewService returns a Service over store.
+func NewService(store Store, opts ...Option) *Service {
+	s := &Service{
+		store:  store,
+		limits: DefaultLimits(),
+		now:    time.Now,
+		log:    slog.New(slog.DiscardHandler),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// Limits returns the limits the service enforces.
+func (s *Service) Limits() Limits { return s.limits }
+
+// clock returns the current time in UTC with microsecond precision, the
+// precision both storage engines keep.
+func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// pending is an event committed by a transaction, waiting to be published.
+type pending struct {
+	ev         Event
+	recipients []string
+}
+
+// change is the body of an Update: it loads, checks, writes and records the
+// events to publish once the transaction has committed.
+type change struct {
+	tx     Tx
+	events []pending
+}
+
+// emit appends an event to the log and records its deliveries.
+func (c *change) emit(ctx context.Context, ev Event, recipients []string) (MID, error) {
+	mid, err := c.tx.AppendEvent(ctx, ev)
+	if err != nil {
+		return 0, fmt.Errorf("append %s event: %w", ev.Kind, err)
+	}
+	ev.MID = mid
+	if len(recipients) > 0 {
+		if err := c.tx.AddDeliveries(ctx, mid, recipients); err != nil {
+			return 0, fmt.Errorf("record deliveries of %d: %w", mid, err)
+		}
+	}
+	c.events = append(c.events, pending{ev: ev, recipients: recipients})
+	return mid, nil
+}
+
+// update runs fn in one transaction and publishes its events after commit,
+// never before: a delivery must not announce what could still roll back.
+func (s *Service) update(ctx context.Context, fn func(*change) error) error {
+	var c change
+	err := s.store.Update(ctx, func(tx Tx) error {
+		c = change{tx: tx}
+		return fn(&c)
+	})
+	if err != nil {
+		return err
+	}
+	if s.publisher != nil {
+		for _, p := range c.events {
+			s.publisher.Publish(p.ev, p.recipients)
+		}
+	}
+	return nil
+}
+
+// groupState is a locked group with its members and the caller's row.
+type groupState struct {
+	group   Group
+	members []Member
+	me      Member
+}
+
+// member returns the row of login, if any.
+func (g *groupState) member(login string) (Member, bool) {
+	for _, m := range g.members {
+		if m.Login == login {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+// count returns how many members satisfy keep.
+func (g *groupState) count(keep func(Member) bool) int {
+	n := 0
+	for _, m := range g.members {
+		if keep(m) {
+			n++
+		}
+	}
+	return n
+}
+
+// logins lists the members with an account that satisfy keep: guests have
+// nobody to deliver to.
+func (g *groupState) logins(keep func(Member) bool) []string {
+	var out []string
+	for _, m := range g.members {
+		if m.HasAccount && keep(m) {
+			out = append(out, m.Login)
+		}
+	}
+	return out
+}
+
+// put writes a member row and keeps the in-memory copy in step.
+func (g *groupState) put(ctx context.Context, tx Tx, m Member) error {
+	if err := tx.PutMember(ctx, m); err != nil {
+		return fmt.Errorf("write member %s: %w", m.Login, err)
+	}
+	for i := range g.members {
+		if g.members[i].Login == m.Login {
+			g.members[i] = m
+			if m.Login == g.me.Login {
+				g.me = m
+			}
+			return nil
+		}
+	}
+	g.members = append(g.members, m)
+	return nil
+}
+
+// lock loads a group for the caller, locked against concurrent changes when
+// exclusive is set (every change of the group or its log needs that; a
+// receipt does not). It fails with ErrNoGroup or ErrNotMember; callers check
+// roles and statuses themselves.
+func (s *Service) lock(ctx context.Context, tx Tx, id GroupID, caller string, exclusive bool) (*groupState, error) {
+	read := tx.Group
+	if exclusive {
+		read = tx.LockGroup
+	}
+	g, err := read(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	members, err := tx.Members(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("load members of %d: %w", id, err)
+	}
+	st := &groupState{group: g, members: members}
+	me, ok := st.member(caller)
+	if !ok {
+		return nil, ErrNotMember
+	}
+	st.me = me
+	return st, nil
+}
+
+// requireAdmin fails with ErrNotAllowed unless the caller is a joined admin.
+func requireAdmin(st *groupState) error {
+	if st.me.Status != StatusJoined || !st.me.Admin {
+		return ErrNotAllowed
+	}
+	return nil
+}
+
+// requireJoined fails unless the caller has joined: ErrNotJoined for a
+// waiting or left member.
+func requireJoined(st *groupState) error {
+	if st.me.Status != StatusJoined {
+		return ErrNotJoined
+	}
+	return nil
+}
+
+func isJoined(m Member) bool { return m.Status == StatusJoined }
+func isActive(m Member) bool { return m.Status.Active() }
+
+// displayName picks the dn to record: the one given with the request, else
+// the account's, else the login.
+func displayName(given string, c Caller) string {
+	if given != "" {
+		return given
+	}
+	if c.DisplayName != "" {
+		return c.DisplayName
+	}
+	return c.Login
+}

@@ -1,0 +1,65 @@
+package chat
+
+import (
+	"context"
+	"time"
+)
+
+// Reader is the part of the store that queries without a transaction.
+// Methods return ErrNoGroup, ErrNoMessage or ErrNoMedia when the thing asked
+// for does not exist; any other error is a storage failure.
+type Reader interface {
+	Group(ctx context.Context, id GroupID) (Group, error)
+	// Members lists every member row of a group, left ones included,
+	// ordered by Since then Login.
+	Members(ctx context.Context, id GroupID) ([]Member, error)
+	Event(ctx context.Context, mid MID) (Event, error)
+	// Events lists a group's log after the given MID in MID order.
+	Events(ctx context.Context, id GroupID, after MID, limit int) ([]Event, error)
+	// Receipts lists the recipients of a message with their cf and rd.
+	Receipts(ctx context.Context, mid MID) ([]Receipt, error)
+	// GroupsWith lists the groups in which every one of logins is an
+	// active (waiting or joined) member, ordered by ID.
+	GroupsWith(ctx context.Context, logins ...string) ([]Group, error)
+	Media(ctx context.Context, id GroupID, kind MediaKind) (Media, error)
+}
+
+// Tx is one read-write transaction. Nothing it writes is visible to others
+// before Store.Update returns nil.
+type Tx interface {
+	Reader
+	// LockGroup reads a group and holds it against concurrent changes until
+	// the transaction ends, so that a group's events commit in MID order.
+	LockGroup(ctx context.Context, id GroupID) (Group, error)
+	CreateGroup(ctx context.Context, g Group) (GroupID, error)
+	UpdateGroup(ctx context.Context, g Group) error
+	// DeleteGroup removes the group, its members and media. Its events stay
+	// so that the DG notification can still be delivered.
+	DeleteGroup(ctx context.Context, id GroupID) error
+	// PutMember inserts or replaces a member row.
+	PutMember(ctx context.Context, m Member) error
+	// AppendEvent adds e to the log and returns its MID.
+	AppendEvent(ctx context.Context, e Event) (MID, error)
+	// DeleteMessage marks a message deleted and forgets its body.
+	DeleteMessage(ctx context.Context, mid MID) error
+	// AddDeliveries records that the event is due to each login.
+	AddDeliveries(ctx context.Context, mid MID, logins []string) error
+	// SetReceipt records cf and rd (a zero time leaves a field as it is; an
+	// earlier value is kept) and ends any pending delivery to that login.
+	SetReceipt(ctx context.Context, mid MID, login string, cf, rd time.Time) error
+	PutMedia(ctx context.Context, m Media) error
+	DeleteMedia(ctx context.Context, id GroupID, kind MediaKind) error
+}
+
+// Store is the persistence the chat engine needs.
+type Store interface {
+	Reader
+	// Update runs fn in one transaction and commits it when fn returns nil.
+	Update(ctx context.Context, fn func(Tx) error) error
+}
+
+// Publisher learns of every committed event and the logins it is due to.
+// The delivery machinery implements it; Publish must not block for long.
+type Publisher interface {
+	Publish(ev Event, recipients []string)
+}

@@ -1,0 +1,306 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"gchd/chat"
+)
+
+// ChatStore returns the chat engine's view of the database. Its reads go to
+// the reader pool; Update runs on the writer.
+func (db *DB) ChatStore() chat.Store { return chatStore{queries{db: db, x: db.r}} }
+
+type chatStore struct{ queries }
+
+func (s chatStore) Update(ctx context.Context, fn func(chat.Tx) error) error {
+	return s.db.inTx(ctx, "chat_update", func(tx *sqlx.Tx) error {
+		return fn(&chatTx{queries{db: s.db, x: tx}})
+	})
+}
+
+// queries runs the chat SQL over a pool or a transaction.
+type queries struct {
+	db *DB
+	x  sqlx.ExtContext
+}
+
+func (q queries) get(ctx context.Context, dest any, query string, args ...any) error {
+	return sqlx.GetContext(ctx, q.x, dest, q.db.sql(query), args...)
+}
+
+func (q queries) selectAll(ctx context.Context, dest any, query string, args ...any) error {
+	return sqlx.SelectContext(ctx, q.x, dest, q.db.sql(query), args...)
+}
+
+func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return q.x.ExecContext(ctx, q.db.sql(query), args...)
+}
+
+type groupRow struct {
+	ID       int64  `db:"id"`
+	Subject  string `db:"subject"`
+	Owner    string `db:"owner"`
+	Created  int64  `db:"created_at"`
+	AvatarAt int64  `db:"avatar_at"`
+	VideoAt  int64  `db:"video_at"`
+}
+
+func (r groupRow) group() chat.Group {
+	return chat.Group{
+		ID: chat.GroupID(r.ID), Subject: r.Subject, Owner: r.Owner, Created: fromMicros(r.Created),
+		AvatarAt: fromMicros(r.AvatarAt), VideoAt: fromMicros(r.VideoAt),
+	}
+}
+
+const groupColumns = "id, subject, owner, created_at, avatar_at, video_at"
+
+func (q queries) Group(ctx context.Context, id chat.GroupID) (chat.Group, error) {
+	return q.group(ctx, id, "")
+}
+
+func (q queries) group(ctx context.Context, id chat.GroupID, suffix string) (chat.Group, error) {
+	var r groupRow
+	err := q.get(ctx, &r, "SELECT "+groupColumns+" FROM chat_groups WHERE id = ?"+suffix, int64(id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return chat.Group{}, chat.ErrNoGroup
+	}
+	if err != nil {
+		return chat.Group{}, fmt.Errorf("select group %d: %w", id, err)
+	}
+	return r.group(), nil
+}
+
+type memberRow struct {
+	GroupID     int64  `db:"group_id"`
+	Login       string `db:"login"`
+	DisplayName string `db:"display_name"`
+	Status      string `db:"status"`
+	Admin       bool   `db:"admin"`
+	Since       int64  `db:"since"`
+	HasAccount  bool   `db:"has_account"`
+}
+
+func (q queries) Members(ctx context.Context, id chat.GroupID) ([]chat.Member, error) {
+	var rows []memberRow
+	err := q.selectAll(ctx, &rows, `SELECT m.group_id, m.login, m.display_name, m.status, m.admin, m.since,
+		       (a.login IS NOT NULL) AS has_account
+		FROM members m LEFT JOIN accounts a ON a.login = m.login
+		WHERE m.group_id = ? ORDER BY m.since, m.login`, int64(id))
+	if err != nil {
+		return nil, fmt.Errorf("select members of %d: %w", id, err)
+	}
+	out := make([]chat.Member, len(rows))
+	for i, r := range rows {
+		out[i] = chat.Member{
+			Group: chat.GroupID(r.GroupID), Login: r.Login, DisplayName: r.DisplayName,
+			Status: chat.Status(r.Status), Admin: r.Admin, Since: fromMicros(r.Since), HasAccount: r.HasAccount,
+		}
+	}
+	return out, nil
+}
+
+type eventRow struct {
+	MID      int64  `db:"mid"`
+	GroupID  int64  `db:"group_id"`
+	Kind     string `db:"kind"`
+	Sender   string `db:"sender"`
+	SenderDN string `db:"sender_dn"`
+	Body     string `db:"body"`
+	Ref      int64  `db:"ref"`
+	Created  int64  `db:"created_at"`
+	Deleted  bool   `db:"deleted"`
+}
+
+func (r eventRow) event() chat.Event {
+	return chat.Event{
+		MID: chat.MID(r.MID), Group: chat.GroupID(r.GroupID), Kind: chat.Kind(r.Kind), Sender: r.Sender,
+		SenderDN: r.SenderDN, Body: r.Body, Ref: chat.MID(r.Ref), Time: fromMicros(r.Created), Deleted: r.Deleted,
+	}
+}
+
+const eventColumns = "mid, group_id, kind, sender, sender_dn, body, ref, created_at, deleted"
+
+func (q queries) Event(ctx context.Context, mid chat.MID) (chat.Event, error) {
+	var r eventRow
+	err := q.get(ctx, &r, "SELECT "+eventColumns+" FROM events WHERE mid = ?", int64(mid))
+	if errors.Is(err, sql.ErrNoRows) {
+		return chat.Event{}, chat.ErrNoMessage
+	}
+	if err != nil {
+		return chat.Event{}, fmt.Errorf("select event %d: %w", mid, err)
+	}
+	return r.event(), nil
+}
+
+func (q queries) Events(ctx context.Context, id chat.GroupID, after chat.MID, limit int) ([]chat.Event, error) {
+	var rows []eventRow
+	err := q.selectAll(ctx, &rows, "SELECT "+eventColumns+" FROM events WHERE group_id = ? AND mid > ? ORDER BY mid LIMIT ?",
+		int64(id), int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("select events of %d: %w", id, err)
+	}
+	out := make([]chat.Event, len(rows))
+	for i, r := range rows {
+		out[i] = r.event()
+	}
+	return out, nil
+}
+
+func (q queries) Receipts(ctx context.Context, mid chat.MID) ([]chat.Receipt, error) {
+	var rows []struct {
+		Login string `db:"login"`
+		CF    int64  `db:"cf_at"`
+		RD    int64  `db:"rd_at"`
+	}
+	err := q.selectAll(ctx, &rows, `SELECT d.login, d.cf_at, d.rd_at FROM deliveries d JOIN events e ON e.mid = d.mid
+		WHERE d.mid = ? AND d.login <> e.sender ORDER BY d.login`, int64(mid))
+	if err != nil {
+		return nil, fmt.Errorf("select receipts of %d: %w", mid, err)
+	}
+	out := make([]chat.Receipt, len(rows))
+	for i, r := range rows {
+		out[i] = chat.Receipt{Login: r.Login, Confirmed: fromMicros(r.CF), Read: fromMicros(r.RD)}
+	}
+	return out, nil
+}
+
+func (q queries) GroupsWith(ctx context.Context, logins ...string) ([]chat.Group, error) {
+	if len(logins) == 0 {
+		return nil, nil
+	}
+	query, args, err := sqlx.In(`SELECT `+groupColumns+` FROM chat_groups WHERE id IN (
+		SELECT group_id FROM members WHERE login IN (?) AND status IN ('w', 'j')
+		GROUP BY group_id HAVING COUNT(*) = ?) ORDER BY id`, logins, len(logins))
+	if err != nil {
+		return nil, err
+	}
+	var rows []groupRow
+	if err := q.selectAll(ctx, &rows, query, args...); err != nil {
+		return nil, fmt.Errorf("select groups of %s: %w", strings.Join(logins, ","), err)
+	}
+	out := make([]chat.Group, len(rows))
+	for i, r := range rows {
+		out[i] = r.group()
+	}
+	return out, nil
+}
+
+func (q queries) Media(ctx context.Context, id chat.GroupID, kind chat.MediaKind) (chat.Media, error) {
+	var r struct {
+		ContentType string `db:"content_type"`
+		Data        []byte `db:"data"`
+		Updated     int64  `db:"updated_at"`
+	}
+	err := q.get(ctx, &r, "SELECT content_type, data, updated_at FROM media WHERE group_id = ? AND kind = ?", int64(id), string(kind))
+	if errors.Is(err, sql.ErrNoRows) {
+		return chat.Media{}, chat.ErrNoMedia
+	}
+	if err != nil {
+		return chat.Media{}, fmt.Errorf("select %s of %d: %w", kind, id, err)
+	}
+	return chat.Media{Group: id, Kind: kind, ContentType: r.ContentType, Data: r.Data, Updated: fromMicros(r.Updated)}, nil
+}
+
+// chatTx is chat.Tx over one SQL transaction.
+type chatTx struct{ queries }
+
+func (t *chatTx) LockGroup(ctx context.Context, id chat.GroupID) (chat.Group, error) {
+	// SQLite transactions are already exclusive (BEGIN IMMEDIATE).
+	if t.db.engine == Postgres {
+		return t.group(ctx, id, " FOR UPDATE")
+	}
+	return t.group(ctx, id, "")
+}
+
+func (t *chatTx) CreateGroup(ctx context.Context, g chat.Group) (chat.GroupID, error) {
+	var id int64
+	err := t.get(ctx, &id, `INSERT INTO chat_groups (subject, owner, created_at, avatar_at, video_at)
+		VALUES (?, ?, ?, ?, ?) RETURNING id`, g.Subject, g.Owner, micros(g.Created), micros(g.AvatarAt), micros(g.VideoAt))
+	if err != nil {
+		return 0, fmt.Errorf("insert group: %w", err)
+	}
+	return chat.GroupID(id), nil
+}
+
+func (t *chatTx) UpdateGroup(ctx context.Context, g chat.Group) error {
+	_, err := t.exec(ctx, `UPDATE chat_groups SET subject = ?, owner = ?, avatar_at = ?, video_at = ? WHERE id = ?`,
+		g.Subject, g.Owner, micros(g.AvatarAt), micros(g.VideoAt), int64(g.ID))
+	return err
+}
+
+func (t *chatTx) DeleteGroup(ctx context.Context, id chat.GroupID) error {
+	// members and media go with the group (ON DELETE CASCADE).
+	_, err := t.exec(ctx, "DELETE FROM chat_groups WHERE id = ?", int64(id))
+	return err
+}
+
+func (t *chatTx) PutMember(ctx context.Context, m chat.Member) error {
+	_, err := t.exec(ctx, `INSERT INTO members (group_id, login, display_name, status, admin, since)
+		VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT (group_id, login) DO UPDATE SET display_name = excluded.display_name,
+			status = excluded.status, admin = excluded.admin, since = excluded.since`,
+		int64(m.Group), m.Login, m.DisplayName, string(m.Status), m.Admin, micros(m.Since))
+	return err
+}
+
+func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event) (chat.MID, error) {
+	var mid int64
+	err := t.get(ctx, &mid, `INSERT INTO events (group_id, kind, sender, sender_dn, body, ref, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
+		int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, e.Body, int64(e.Ref), micros(e.Time))
+	if err != nil {
+		return 0, err
+	}
+	return chat.MID(mid), nil
+}
+
+func (t *chatTx) DeleteMessage(ctx context.Context, mid chat.MID) error {
+	_, err := t.exec(ctx, "UPDATE events SET deleted = ?, body = '' WHERE mid = ?", true, int64(mid))
+	return err
+}
+
+func (t *chatTx) AddDeliveries(ctx context.Context, mid chat.MID, logins []string) error {
+	// One statement for the whole fan-out: a group has at most a few dozen
+	// members, far below either engine's parameter limit.
+	var b strings.Builder
+	b.WriteString("INSERT INTO deliveries (mid, login) VALUES ")
+	args := make([]any, 0, 2*len(logins))
+	for i, l := range logins {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?, ?)")
+		args = append(args, int64(mid), l)
+	}
+	_, err := t.exec(ctx, b.String(), args...)
+	return err
+}
+
+func (t *chatTx) SetReceipt(ctx context.Context, mid chat.MID, login string, cf, rd time.Time) error {
+	_, err := t.exec(ctx, `INSERT INTO deliveries (mid, login, state, cf_at, rd_at) VALUES (?, ?, 'd', ?, ?)
+		ON CONFLICT (mid, login) DO UPDATE SET state = 'd',
+			cf_at = CASE WHEN deliveries.cf_at = 0 THEN excluded.cf_at ELSE deliveries.cf_at END,
+			rd_at = CASE WHEN deliveries.rd_at = 0 THEN excluded.rd_at ELSE deliveries.rd_at END`,
+		int64(mid), login, micros(cf), micros(rd))
+	return err
+}
+
+func (t *chatTx) PutMedia(ctx context.Context, m chat.Media) error {
+	_, err := t.exec(ctx, `INSERT INTO media (group_id, kind, content_type, data, updated_at) VALUES (?, ?, ?, ?, ?)
+		ON CONFLICT (group_id, kind) DO UPDATE SET content_type = excluded.content_type,
+			data = excluded.data, updated_at = excluded.updated_at`,
+		int64(m.Group), string(m.Kind), m.ContentType, m.Data, micros(m.Updated))
+	return err
+}
+
+func (t *chatTx) DeleteMedia(ctx context.Context, id chat.GroupID, kind chat.MediaKind) error {
+	_, err := t.exec(ctx, "DELETE FROM media WHERE group_id = ? AND kind = ?", int64(id), string(kind))
+	return err
+}

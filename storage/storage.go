@@ -1,0 +1,259 @@
+// Package storage keeps gchd's data in SQL: an embedded SQLite file by
+// default, PostgreSQL for production. One schema, migrations embedded per
+// engine, portable SQL written with ? placeholders and rebound per engine.
+// It implements the store interfaces that chat and registrar declare and
+// never lets a driver type escape.
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	_ "github.com/lib/pq"  // registers the "postgres" driver
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// Engine names a database engine.
+type Engine string
+
+const (
+	SQLite   Engine = "sqlite"
+	Postgres Engine = "postgres"
+)
+
+// ParseDSN splits a database setting into engine and driver DSN:
+// "sqlite:PATH" or "postgres://..." (also "postgresql://...").
+func ParseDSN(dsn string) (Engine, string, error) {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "//")
+		if path == "" {
+			return "", "", errors.New("sqlite DSN has no file path (want sqlite:PATH)")
+		}
+		return SQLite, path, nil
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return Postgres, dsn, nil
+	}
+	return "", "", fmt.Errorf("unsupported database %q: want sqlite:PATH or postgres://USER@HOST/DB?sslmode=disable", redact(dsn))
+}
+
+// redact hides a password in a DSN for messages.
+func redact(dsn string) string {
+	at := strings.LastIndex(dsn, "@")
+	scheme := strings.Index(dsn, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return dsn
+	}
+	userinfo := dsn[scheme+3 : at]
+	if i := strings.Index(userinfo, ":"); i >= 0 {
+		return dsn[:scheme+3] + userinfo[:i] + ":xxxxx" + dsn[at:]
+	}
+	return dsn
+}
+
+// Options tune a DB.
+type Options struct {
+	// MaxOpenConns bounds the connection pool (PostgreSQL) or the reader pool
+	// (SQLite, whose writes go through one connection). 0 picks a default.
+	MaxOpenConns int
+	// SQLiteSynchronous is SQLite's synchronous pragma: FULL (default) makes
+	// every commit durable across power loss; NORMAL across process crashes.
+	SQLiteSynchronous string
+	// Observe, when set, is told the duration of every transaction and query
+	// by operation name, for metrics.
+	Observe func(op string, d time.Duration, err error)
+}
+
+// DB is an open database. It is safe for concurrent use.
+type DB struct {
+	engine  Engine
+	w       *sqlx.DB // writes; for SQLite a single connection
+	r       *sqlx.DB // reads; for PostgreSQL the same pool as w
+	observe func(op string, d time.Duration, err error)
+	sqlText sync.Map // query as written -> query for this engine
+}
+
+// Open connects to the database named by dsn and applies pending migrations.
+func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
+	db, err := Connect(ctx, dsn, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// Connect connects without migrating (gchd migrate does that explicitly).
+func Connect(ctx context.Context, dsn string, opts Options) (*DB, error) {
+	engine, source, err := ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	db := &DB{engine: engine, observe: opts.Observe}
+	switch engine {
+	case SQLite:
+		err = db.openSQLite(source, opts)
+	case Postgres:
+		err = db.openPostgres(source, opts)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := db.w.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to %s database %s: %w", engine, redact(dsn), err)
+	}
+	return db, nil
+}
+
+func (db *DB) openSQLite(path string, opts Options) error {
+	// Package-level registration of the bind type is idempotent; sqlx does
+	// not know modernc's driver name.
+	sqlx.BindDriver("sqlite", sqlx.QUESTION)
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return fmt.Errorf("create database directory: %w", err)
+		}
+	}
+	sync := strings.ToUpper(opts.SQLiteSynchronous)
+	if sync == "" {
+		sync = "FULL"
+	}
+	base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + sync + ")"
+	w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
+	if err != nil {
+		return fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	// One writer: SQLite serialises writes anyway, and queueing in the pool
+	// is cheaper and fairer than spinning on SQLITE_BUSY.
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	r, err := sqlx.Open("sqlite", base+"&_pragma=query_only(1)")
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	n := opts.MaxOpenConns
+	if n <= 0 {
+		n = 8
+	}
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	db.w, db.r = w, r
+	return nil
+}
+
+func (db *DB) openPostgres(dsn string, opts Options) error {
+	p, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		return fmt.Errorf("open postgres: %w", err)
+	}
+	n := opts.MaxOpenConns
+	if n <= 0 {
+		n = 32
+	}
+	p.SetMaxOpenConns(n)
+	p.SetMaxIdleConns(n)
+	p.SetConnMaxIdleTime(5 * time.Minute)
+	db.w, db.r = p, p
+	return nil
+}
+
+// Engine returns the database engine.
+func (db *DB) Engine() Engine { return db.engine }
+
+// Close closes every connection.
+func (db *DB) Close() error {
+	err := db.w.Close()
+	if db.r != db.w {
+		err = errors.Join(err, db.r.Close())
+	}
+	return err
+}
+
+// Ping checks that the database answers.
+func (db *DB) Ping(ctx context.Context) error {
+	return db.r.PingContext(ctx)
+}
+
+// Stats returns the connection pool statistics of the writer pool (SQLite)
+// or the pool (PostgreSQL), and of the reader pool.
+func (db *DB) Stats() (write, read sql.DBStats) {
+	return db.w.Stats(), db.r.Stats()
+}
+
+// sql returns query rebound for the engine's placeholders, cached.
+func (db *DB) sql(query string) string {
+	if db.engine == SQLite {
+		return query
+	}
+	if q, ok := db.sqlText.Load(query); ok {
+		return q.(string)
+	}
+	q := sqlx.Rebind(sqlx.DOLLAR, query)
+	db.sqlText.Store(query, q)
+	return q
+}
+
+// timed reports the duration of op to the observer.
+func (db *DB) timed(op string, start time.Time, err error) {
+	if db.observe != nil {
+		db.observe(op, time.Since(start), err)
+	}
+}
+
+// inTx runs fn in a write transaction and commits it when fn returns nil. A
+// panic in fn rolls back before it propagates, so the single SQLite writer
+// connection is never left inside a transaction.
+func (db *DB) inTx(ctx context.Context, op string, fn func(*sqlx.Tx) error) (err error) {
+	start := time.Now()
+	defer func() { db.timed(op, start, err) }()
+	tx, err := db.w.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tx.Rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+// micros converts a time to the stored form: microseconds since the epoch,
+// 0 for the zero time.
+func micros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMicro()
+}
+
+// fromMicros converts the stored form back to a UTC time.
+func fromMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return time.UnixMicro(us).UTC()
+}

@@ -1,0 +1,396 @@
+package storage_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"gchd/chat"
+	"gchd/registrar"
+	"gchd/storage"
+	"gchd/storage/storagetest"
+)
+
+// The conformance suite: every test here runs unchanged on every engine.
+
+func eachDB(t *testing.T, fn func(t *testing.T, db *storage.DB)) {
+	for _, e := range storagetest.Engines() {
+		t.Run(string(e), func(t *testing.T) {
+			t.Parallel()
+			fn(t, storagetest.Open(t, e))
+		})
+	}
+}
+
+var t0 = time.Date(2026, 11, 25, 12, 0, 0, 123456000, time.UTC)
+
+func mustUpdate(t *testing.T, s chat.Store, fn func(chat.Tx) error) {
+	t.Helper()
+	if err := s.Update(context.Background(), fn); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+}
+
+func TestGroupRoundTrip(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.ChatStore()
+		want := chat.Group{Subject: "Żółć ąę 🎉", Owner: "alice", Created: t0, AvatarAt: t0.Add(time.Second)}
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			id, err := tx.CreateGroup(ctx, want)
+			want.ID = id
+			return err
+		})
+		if want.ID == 0 {
+			t.Fatal("group id 0")
+		}
+		got, err := s.Group(ctx, want.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Fatalf("group = %+v, want %+v", got, want)
+		}
+		if _, err := s.Group(ctx, want.ID+1000); !errors.Is(err, chat.ErrNoGroup) {
+			t.Fatalf("missing group: err = %v, want ErrNoGroup", err)
+		}
+		want.Subject, want.Owner, want.AvatarAt, want.VideoAt = "new", "bob", time.Time{}, t0
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			if _, err := tx.LockGroup(ctx, want.ID); err != nil {
+				return err
+			}
+			return tx.UpdateGroup(ctx, want)
+		})
+		if got, _ := s.Group(ctx, want.ID); got != want {
+			t.Fatalf("after update = %+v, want %+v", got, want)
+		}
+	})
+}
+
+func TestMembersAndGuests(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.ChatStore()
+		accounts := registrar.NewAccounts(db.AccountStore(), "example.org")
+		if err := accounts.Add(ctx, "alice", "pw", "Alice"); err != nil {
+			t.Fatal(err)
+		}
+		var id chat.GroupID
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			var err error
+			if id, err = tx.CreateGroup(ctx, chat.Group{Subject: "g", Owner: "alice", Created: t0}); err != nil {
+				return err
+			}
+			for i, m := range []chat.Member{
+				{Login: "alice", DisplayName: "A", Status: chat.StatusJoined, Admin: true},
+				{Login: "+48500100200", DisplayName: "guest", Status: chat.StatusWaiting},
+			} {
+				m.Group, m.Since = id, t0.Add(time.Duration(i)*time.Millisecond)
+				if err := tx.PutMember(ctx, m); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		ms, err := s.Members(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ms) != 2 || ms[0].Login != "alice" || !ms[0].HasAccount || !ms[0].Admin || ms[0].Since != t0 {
+			t.Fatalf("members[0] = %+v", ms[0])
+		}
+		if ms[1].Login != "+48500100200" || ms[1].HasAccount || ms[1].Status != chat.StatusWaiting {
+			t.Fatalf("members[1] = %+v", ms[1])
+		}
+		// The guest gets an account: from then on it is a member like others.
+		if err := accounts.Add(ctx, "+48500100200", "pw", ""); err != nil {
+			t.Fatal(err)
+		}
+		if ms, _ = s.Members(ctx, id); !ms[1].HasAccount {
+			t.Fatalf("after account: %+v", ms[1])
+		}
+		// Upsert replaces.
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			return tx.PutMember(ctx, chat.Member{Group: id, Login: "+48500100200", DisplayName: "x", Status: chat.StatusLeft, Since: t0.Add(time.Hour)})
+		})
+		if ms, _ = s.Members(ctx, id); ms[1].Status != chat.StatusLeft || ms[1].DisplayName != "x" {
+			t.Fatalf("after upsert: %+v", ms[1])
+		}
+	})
+}
+
+func TestEventsReceiptsAndCascade(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.ChatStore()
+		var id chat.GroupID
+		var mids []chat.MID
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			var err error
+			if id, err = tx.CreateGroup(ctx, chat.Group{Subject: "g", Owner: "a", Created: t0}); err != nil {
+				return err
+			}
+			for _, l := range []string{"a", "b"} {
+				if err := tx.PutMember(ctx, chat.Member{Group: id, Login: l, DisplayName: l, Status: chat.StatusJoined, Since: t0}); err != nil {
+					return err
+				}
+			}
+			for i := 0; i < 3; i++ {
+				mid, err := tx.AppendEvent(ctx, chat.Event{Group: id, Kind: chat.KindMessage, Sender: "a", SenderDN: "A", Body: "hi\r\n\t\"?", Time: t0})
+				if err != nil {
+					return err
+				}
+				mids = append(mids, mid)
+				if err := tx.AddDeliveries(ctx, mid, []string{"a", "b", "c"}); err != nil {
+					return err
+				}
+			}
+			return tx.PutMedia(ctx, chat.Media{Group: id, Kind: chat.MediaAvatar, ContentType: "image/jpeg", Data: []byte{0xff, 0xd8, 0}, Updated: t0})
+		})
+		if !(mids[0] < mids[1] && mids[1] < mids[2]) {
+			t.Fatalf("MIDs not increasing: %v", mids)
+		}
+		ev, err := s.Event(ctx, mids[0])
+		if err != nil || ev.Body != "hi\r\n\t\"?" || ev.Sender != "a" || ev.Time != t0 || ev.Group != id {
+			t.Fatalf("event = %+v, %v", ev, err)
+		}
+		if _, err := s.Event(ctx, mids[2]+100); !errors.Is(err, chat.ErrNoMessage) {
+			t.Fatalf("missing event: %v", err)
+		}
+		evs, err := s.Events(ctx, id, mids[0], 10)
+		if err != nil || len(evs) != 2 || evs[0].MID != mids[1] {
+			t.Fatalf("events after %d = %+v, %v", mids[0], evs, err)
+		}
+		cf := t0.Add(time.Minute)
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			if err := tx.SetReceipt(ctx, mids[0], "b", cf, time.Time{}); err != nil {
+				return err
+			}
+			// A later cf keeps the first; rd is set; a receipt for a login
+			// that was not a recipient is added.
+			if err := tx.SetReceipt(ctx, mids[0], "b", cf.Add(time.Hour), cf.Add(time.Hour)); err != nil {
+				return err
+			}
+			if err := tx.SetReceipt(ctx, mids[0], "d", cf, time.Time{}); err != nil {
+				return err
+			}
+			return tx.DeleteMessage(ctx, mids[1])
+		})
+		rs, err := s.Receipts(ctx, mids[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []chat.Receipt{{Login: "b", Confirmed: cf, Read: cf.Add(time.Hour)}, {Login: "c"}, {Login: "d", Confirmed: cf}}
+		if len(rs) != len(want) {
+			t.Fatalf("receipts = %+v, want %+v (sender excluded)", rs, want)
+		}
+		for i := range want {
+			if rs[i] != want[i] {
+				t.Fatalf("receipt %d = %+v, want %+v", i, rs[i], want[i])
+			}
+		}
+		if ev, _ := s.Event(ctx, mids[1]); !ev.Deleted || ev.Body != "" {
+			t.Fatalf("deleted event = %+v", ev)
+		}
+		m, err := s.Media(ctx, id, chat.MediaAvatar)
+		if err != nil || string(m.Data) != "\xff\xd8\x00" || m.ContentType != "image/jpeg" {
+			t.Fatalf("media = %+v, %v", m, err)
+		}
+		if _, err := s.Media(ctx, id, chat.MediaVideo); !errors.Is(err, chat.ErrNoMedia) {
+			t.Fatalf("missing media: %v", err)
+		}
+		// Deleting the group takes members and media but keeps the log.
+		mustUpdate(t, s, func(tx chat.Tx) error { return tx.DeleteGroup(ctx, id) })
+		if ms, _ := s.Members(ctx, id); len(ms) != 0 {
+			t.Fatalf("members after delete: %+v", ms)
+		}
+		if _, err := s.Media(ctx, id, chat.MediaAvatar); !errors.Is(err, chat.ErrNoMedia) {
+			t.Fatalf("media after delete: %v", err)
+		}
+		if _, err := s.Event(ctx, mids[0]); err != nil {
+			t.Fatalf("event after group delete: %v", err)
+		}
+	})
+}
+
+func TestGroupsWith(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.ChatStore()
+		mk := func(members map[string]chat.Status) (id chat.GroupID) {
+			mustUpdate(t, s, func(tx chat.Tx) error {
+				var err error
+				if id, err = tx.CreateGroup(ctx, chat.Group{Subject: "g", Owner: "a", Created: t0}); err != nil {
+					return err
+				}
+				for l, st := range members {
+					if err := tx.PutMember(ctx, chat.Member{Group: id, Login: l, DisplayName: l, Status: st, Since: t0}); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			return id
+		}
+		g1 := mk(map[string]chat.Status{"a": chat.StatusJoined, "b": chat.StatusWaiting})
+		mk(map[string]chat.Status{"a": chat.StatusJoined, "b": chat.StatusLeft})
+		g3 := mk(map[string]chat.Status{"a": chat.StatusJoined})
+		common, err := s.GroupsWith(ctx, "a", "b")
+		if err != nil || len(common) != 1 || common[0].ID != g1 {
+			t.Fatalf("common(a,b) = %+v, %v; want [%d]", common, err, g1)
+		}
+		mine, err := s.GroupsWith(ctx, "a")
+		if err != nil || len(mine) != 3 || mine[2].ID != g3 {
+			t.Fatalf("groups(a) = %+v, %v", mine, err)
+		}
+		if none, err := s.GroupsWith(ctx, "zed"); err != nil || len(none) != 0 {
+			t.Fatalf("groups(zed) = %+v, %v", none, err)
+		}
+	})
+}
+
+func TestUpdateRollsBack(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.ChatStore()
+		var id chat.GroupID
+		boom := errors.New("boom")
+		err := s.Update(ctx, func(tx chat.Tx) error {
+			var err error
+			id, err = tx.CreateGroup(ctx, chat.Group{Subject: "g", Owner: "a", Created: t0})
+			if err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := s.Group(ctx, id); !errors.Is(err, chat.ErrNoGroup) {
+			t.Fatalf("rolled-back group is visible: %v", err)
+		}
+		// A panic rolls back too, and the store stays usable.
+		func() {
+			defer func() { recover() }()
+			s.Update(ctx, func(tx chat.Tx) error {
+				tx.CreateGroup(ctx, chat.Group{Subject: "p", Owner: "a", Created: t0})
+				panic("in transaction")
+			})
+		}()
+		if groups, _ := s.GroupsWith(ctx, "a"); len(groups) != 0 {
+			t.Fatalf("groups after rollback: %+v", groups)
+		}
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			_, err := tx.CreateGroup(ctx, chat.Group{Subject: "ok", Owner: "a", Created: t0})
+			return err
+		})
+	})
+}
+
+func TestAccounts(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.AccountStore()
+		a := registrar.Account{Login: "alice", DisplayName: "Alice", Realm: "r", HA1MD5: "m", HA1SHA256: "s", Created: t0, Updated: t0}
+		if err := s.CreateAccount(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CreateAccount(ctx, a); !errors.Is(err, registrar.ErrAccountExists) {
+			t.Fatalf("duplicate: %v", err)
+		}
+		got, err := s.Account(ctx, "alice")
+		if err != nil || got != a {
+			t.Fatalf("account = %+v, %v", got, err)
+		}
+		a.HA1MD5, a.Updated = "m2", t0.Add(time.Hour)
+		if err := s.UpdateAccount(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Account(ctx, "alice"); got != a {
+			t.Fatalf("after update = %+v", got)
+		}
+		if err := s.UpdateAccount(ctx, registrar.Account{Login: "nobody"}); !errors.Is(err, registrar.ErrNoAccount) {
+			t.Fatalf("update missing: %v", err)
+		}
+		added, updated, err := s.PutAccounts(ctx, []registrar.Account{a, {Login: "bob", Realm: "r", Created: t0, Updated: t0}})
+		if err != nil || added != 1 || updated != 1 {
+			t.Fatalf("put = %d, %d, %v", added, updated, err)
+		}
+		list, err := s.Accounts(ctx)
+		if err != nil || len(list) != 2 || list[0].Login != "alice" || list[1].Login != "bob" {
+			t.Fatalf("list = %+v, %v", list, err)
+		}
+		if err := s.DeleteAccount(ctx, "bob"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.DeleteAccount(ctx, "bob"); !errors.Is(err, registrar.ErrNoAccount) {
+			t.Fatalf("delete missing: %v", err)
+		}
+		if _, err := s.Account(ctx, "bob"); !errors.Is(err, registrar.ErrNoAccount) {
+			t.Fatalf("deleted account: %v", err)
+		}
+	})
+}
+
+func TestMigrations(t *testing.T) {
+	for _, e := range storagetest.Engines() {
+		t.Run(string(e), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			dsn := storagetest.DSN(t, e)
+			db, err := storage.Open(ctx, dsn, storage.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			cur, known, err := db.SchemaVersion(ctx)
+			if err != nil || cur != known || known < 1 {
+				t.Fatalf("version = %d of %d, %v", cur, known, err)
+			}
+			// Migrating again is a no-op.
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// A schema newer than the binary is refused with a clear message.
+			if err := db.MarkSchemaVersionForTest(ctx, known+1); err != nil {
+				t.Fatal(err)
+			}
+			db2, err := storage.Open(ctx, dsn, storage.Options{})
+			if err == nil {
+				db2.Close()
+				t.Fatal("opened a database newer than the binary")
+			}
+			if want := "newer than this gchd knows"; !strings.Contains(err.Error(), want) {
+				t.Fatalf("err = %v, want it to say %q", err, want)
+			}
+		})
+	}
+}
+
+func TestParseDSN(t *testing.T) {
+	tests := []struct {
+		dsn    string
+		engine storage.Engine
+		ok     bool
+	}{
+		{"sqlite:./data/gchd.db", storage.SQLite, true},
+		{"sqlite:///var/lib/gchd/gchd.db", storage.SQLite, true},
+		{"postgres://u:secret@h/db?sslmode=disable", storage.Postgres, true},
+		{"postgresql://h/db", storage.Postgres, true},
+		{"sqlite:", "", false},
+		{"mysql://h/db", "", false},
+		{"", "", false},
+	}
+	for _, tt := range tests {
+		e, _, err := storage.ParseDSN(tt.dsn)
+		if (err == nil) != tt.ok || e != tt.engine {
+			t.Errorf("ParseDSN(%q) = %q, %v", tt.dsn, e, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("error leaks the password: %v", err)
+		}
+	}
+}
+
