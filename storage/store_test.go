@@ -393,4 +393,3 @@ func TestParseDSN(t *testing.T) {
 		}
 	}
 }
-
