@@ -47,7 +47,8 @@ CREATE TABLE events (
 CREATE INDEX events_by_group ON events (group_id, mid);
 
 -- One row per event and recipient: the delivery state and the receipts.
--- state: p pending, d done (delivered or confirmed), x expired.
+-- state: p pending, d done (delivered or confirmed), f failed (refused by
+-- every device), x expired. next_at: when to retry; 0 waits for a registration.
 CREATE TABLE deliveries (
     mid      INTEGER NOT NULL REFERENCES events (mid) ON DELETE CASCADE,
     login    TEXT    NOT NULL,
@@ -59,6 +60,7 @@ CREATE TABLE deliveries (
     PRIMARY KEY (mid, login)
 );
 CREATE INDEX deliveries_pending ON deliveries (login, mid) WHERE state = 'p';
+CREATE INDEX deliveries_due ON deliveries (next_at) WHERE state = 'p' AND next_at > 0;
 
 CREATE TABLE media (
     group_id     INTEGER NOT NULL REFERENCES chat_groups (id) ON DELETE CASCADE,

@@ -1,0 +1,70 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Deliverer sends one event to every reachable device of one member. It
+// returns nil once a device accepted it (a 2xx), ErrUnreachable when the
+// member has no device to send to (the delivery waits for a registration),
+// an error wrapping ErrRejected when every device refused it for good, and
+// any other error for a failure worth retrying (timeouts, 408, 480, 503,
+// transport errors).
+type Deliverer interface {
+	Deliver(ctx context.Context, ev Event, login string) error
+}
+
+// Outcomes of a delivery attempt that are not plain failures.
+var (
+	ErrUnreachable = errors.New("no reachable contact")
+	ErrRejected    = errors.New("rejected by every contact")
+)
+
+// PendingDelivery is an event still due to a member.
+type PendingDelivery struct {
+	Event    Event
+	Login    string
+	Attempts int
+}
+
+// DeliveryState is the bookkeeping state of one delivery.
+type DeliveryState string
+
+const (
+	DeliveryPending DeliveryState = "p"
+	DeliveryDone    DeliveryState = "d"
+	DeliveryExpired DeliveryState = "x"
+	DeliveryFailed  DeliveryState = "f"
+)
+
+// Settlement is the result of one attempt, written in batches.
+type Settlement struct {
+	MID   MID
+	Login string
+	// Done: delivered (cf set if unset). Failed: rejected for good.
+	// Otherwise the delivery stays pending, retried at Next (zero: when the
+	// member registers).
+	State    DeliveryState
+	At       time.Time
+	Next     time.Time
+	Attempts int
+}
+
+// DeliveryStore is the bookkeeping of deliveries the dispatcher needs.
+type DeliveryStore interface {
+	// PendingFor lists a member's pending deliveries in MID order, after
+	// the given MID.
+	PendingFor(ctx context.Context, login string, after MID, limit int) ([]PendingDelivery, error)
+	// Due lists pending deliveries whose retry time has come, oldest first.
+	Due(ctx context.Context, now time.Time, limit int) ([]PendingDelivery, error)
+	// Settle records the results of attempts in one transaction.
+	Settle(ctx context.Context, s []Settlement) error
+	// Expire ends the pending deliveries of events older than before and
+	// returns how many it ended.
+	Expire(ctx context.Context, before time.Time) (int, error)
+	// PendingSummary counts pending deliveries and finds the oldest event
+	// among them (zero when none).
+	PendingSummary(ctx context.Context) (count int, oldest time.Time, err error)
+}

@@ -1,0 +1,506 @@
+package chat
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// DispatchOptions tune the Dispatcher.
+type DispatchOptions struct {
+	// Workers bounds the deliveries in flight at once (each is one outgoing
+	// SIP transaction, to every contact of one member).
+	Workers int
+	// AttemptTimeout bounds one attempt.
+	AttemptTimeout time.Duration
+	// RetryMin and RetryMax bound the exponential backoff between attempts.
+	RetryMin, RetryMax time.Duration
+	// Retention is how long an undelivered event is kept trying for.
+	Retention time.Duration
+	// BatchSize and BatchDelay bound how many settlements are written in one
+	// transaction and how long one waits for company.
+	BatchSize  int
+	BatchDelay time.Duration
+	// ScanInterval is how often due retries are looked for.
+	ScanInterval time.Duration
+	// Observe, when set, is told each attempt's outcome (delivered, retried,
+	// stored, failed, expired) and, for delivered ones, the time since the
+	// event was committed.
+	Observe func(outcome string, n int, latency time.Duration)
+}
+
+// DefaultDispatchOptions are sensible production values.
+func DefaultDispatchOptions() DispatchOptions {
+	return DispatchOptions{
+		Workers:        256,
+		AttemptTimeout: 40 * time.Second,
+		RetryMin:       2 * time.Second,
+		RetryMax:       5 * time.Minute,
+		Retention:      7 * 24 * time.Hour,
+		BatchSize:      1000,
+		BatchDelay:     5 * time.Millisecond,
+		ScanInterval:   time.Second,
+	}
+}
+
+// Outcome labels for DispatchOptions.Observe.
+const (
+	OutcomeDelivered = "delivered"
+	OutcomeRetried   = "retried"
+	OutcomeStored    = "stored"
+	OutcomeFailed    = "failed"
+	OutcomeExpired   = "expired"
+)
+
+// Dispatcher delivers committed events to members, reliably: every delivery
+// is a row written with its event, so nothing is lost when an attempt fails
+// or the process dies; the Dispatcher only moves rows along. Each member's
+// deliveries go out one at a time in MID order; a bounded pool of workers
+// serves all members. Results are written in batches.
+type Dispatcher struct {
+	store     DeliveryStore
+	deliverer Deliverer
+	opts      DispatchOptions
+	log       *slog.Logger
+	now       func() time.Time
+
+	mu        sync.Mutex
+	cond      *sync.Cond
+	mailboxes map[string]*mailbox // by login: queued deliveries
+	runnable  []*mailbox          // mailboxes with work and no worker
+	queued    map[deliveryKey]bool
+	flushes   map[string]bool // logins whose pending rows are to be loaded
+	stopping  bool
+
+	settle chan Settlement
+	wake   chan struct{} // a flush was asked for
+}
+
+type deliveryKey struct {
+	mid   MID
+	login string
+}
+
+type job struct {
+	ev       Event
+	login    string
+	attempts int
+}
+
+type mailbox struct {
+	login   string
+	jobs    []job
+	active  bool // queued in runnable or held by a worker
+	loading bool // a flush is loading the backlog: hold live jobs behind it
+}
+
+// NewDispatcher returns a Dispatcher; Run starts it.
+func NewDispatcher(store DeliveryStore, d Deliverer, log *slog.Logger, opts DispatchOptions) *Dispatcher {
+	def := DefaultDispatchOptions()
+	if opts.Workers <= 0 {
+		opts.Workers = def.Workers
+	}
+	if opts.AttemptTimeout <= 0 {
+		opts.AttemptTimeout = def.AttemptTimeout
+	}
+	if opts.RetryMin <= 0 {
+		opts.RetryMin = def.RetryMin
+	}
+	if opts.RetryMax < opts.RetryMin {
+		opts.RetryMax = max(def.RetryMax, opts.RetryMin)
+	}
+	if opts.Retention <= 0 {
+		opts.Retention = def.Retention
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = def.BatchSize
+	}
+	if opts.BatchDelay <= 0 {
+		opts.BatchDelay = def.BatchDelay
+	}
+	if opts.ScanInterval <= 0 {
+		opts.ScanInterval = def.ScanInterval
+	}
+	d2 := &Dispatcher{
+		store: store, deliverer: d, opts: opts, log: log, now: time.Now,
+		mailboxes: map[string]*mailbox{},
+		queued:    map[deliveryKey]bool{},
+		flushes:   map[string]bool{},
+		settle:    make(chan Settlement, 4*opts.BatchSize),
+		wake:      make(chan struct{}, 1),
+	}
+	d2.cond = sync.NewCond(&d2.mu)
+	return d2
+}
+
+// Publish queues a committed event for its recipients. It never blocks on
+// the network or the database.
+func (d *Dispatcher) Publish(ev Event, recipients []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, login := range recipients {
+		d.enqueueLocked(job{ev: ev, login: login})
+	}
+}
+
+// Flush asks for every pending delivery of login to be sent now, in MID
+// order: the member has just registered a device.
+func (d *Dispatcher) Flush(login string) {
+	d.mu.Lock()
+	d.flushes[login] = true
+	d.mailbox(login).loading = true
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Dispatcher) enqueueLocked(j job) {
+	if d.stopping {
+		return // the row stays pending; the next start sends it
+	}
+	k := deliveryKey{j.ev.MID, j.login}
+	if d.queued[k] {
+		return
+	}
+	d.queued[k] = true
+	mb := d.mailbox(j.login)
+	mb.jobs = append(mb.jobs, j)
+	d.wakeLocked(mb)
+}
+
+// mailbox returns login's mailbox, creating it.
+func (d *Dispatcher) mailbox(login string) *mailbox {
+	mb := d.mailboxes[login]
+	if mb == nil {
+		mb = &mailbox{login: login}
+		d.mailboxes[login] = mb
+	}
+	return mb
+}
+
+// wakeLocked hands a mailbox with work to the workers unless it is already
+// with them or waiting for its backlog.
+func (d *Dispatcher) wakeLocked(mb *mailbox) {
+	if !mb.active && !mb.loading && len(mb.jobs) > 0 {
+		mb.active = true
+		d.runnable = append(d.runnable, mb)
+		d.cond.Signal()
+	}
+}
+
+// Run delivers until ctx is done, then lets the attempts in flight finish
+// (each bounded by AttemptTimeout, or by stopCtx when it ends first), writes
+// their results and returns. Deliveries not attempted stay pending in the
+// store for the next start.
+func (d *Dispatcher) Run(ctx context.Context, stopCtx context.Context) {
+	attemptCtx, cancelAttempts := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelAttempts()
+	go func() {
+		select {
+		case <-stopCtx.Done():
+			cancelAttempts()
+		case <-attemptCtx.Done():
+		}
+	}()
+
+	var workers sync.WaitGroup
+	for i := 0; i < d.opts.Workers; i++ {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			d.work(attemptCtx)
+		}()
+	}
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		d.writeSettlements()
+	}()
+	d.loop(ctx)
+
+	d.mu.Lock()
+	d.stopping = true
+	d.cond.Broadcast()
+	d.mu.Unlock()
+	workers.Wait()
+	close(d.settle)
+	<-writerDone
+}
+
+// loop loads flushed members' backlogs, due retries and expiries until ctx
+// is done.
+func (d *Dispatcher) loop(ctx context.Context) {
+	scan := time.NewTicker(d.opts.ScanInterval)
+	defer scan.Stop()
+	expire := time.NewTicker(max(time.Minute, d.opts.ScanInterval))
+	defer expire.Stop()
+	d.expire(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+			d.loadFlushes(ctx)
+		case <-scan.C:
+			d.loadDue(ctx)
+		case <-expire.C:
+			d.expire(ctx)
+		}
+	}
+}
+
+func (d *Dispatcher) loadFlushes(ctx context.Context) {
+	d.mu.Lock()
+	logins := make([]string, 0, len(d.flushes))
+	for l := range d.flushes {
+		logins = append(logins, l)
+	}
+	clear(d.flushes)
+	d.mu.Unlock()
+	for _, login := range logins {
+		d.loadBacklog(ctx, login)
+	}
+}
+
+// loadBacklog queues a member's pending deliveries and releases the
+// mailbox with every job, live ones included, in MID order.
+func (d *Dispatcher) loadBacklog(ctx context.Context, login string) {
+	defer func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		mb := d.mailbox(login)
+		mb.loading = false
+		slices.SortFunc(mb.jobs, func(a, b job) int { return cmp.Compare(a.ev.MID, b.ev.MID) })
+		d.wakeLocked(mb)
+		if !mb.active && len(mb.jobs) == 0 {
+			delete(d.mailboxes, login)
+		}
+	}()
+	var after MID
+	for {
+		ps, err := d.store.PendingFor(ctx, login, after, 500)
+		if err != nil {
+			if ctx.Err() == nil {
+				d.log.Error("load pending deliveries", "login", login, "error", err)
+			}
+			return
+		}
+		d.enqueuePending(ps)
+		if len(ps) < 500 {
+			return
+		}
+		after = ps[len(ps)-1].Event.MID
+	}
+}
+
+func (d *Dispatcher) loadDue(ctx context.Context) {
+	ps, err := d.store.Due(ctx, d.now(), 1000)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("load due deliveries", "error", err)
+		}
+		return
+	}
+	d.enqueuePending(ps)
+}
+
+func (d *Dispatcher) enqueuePending(ps []PendingDelivery) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range ps {
+		d.enqueueLocked(job{ev: p.Event, login: p.Login, attempts: p.Attempts})
+	}
+}
+
+func (d *Dispatcher) expire(ctx context.Context) {
+	n, err := d.store.Expire(ctx, d.now().Add(-d.opts.Retention))
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("expire deliveries", "error", err)
+		}
+		return
+	}
+	if n > 0 {
+		d.log.Warn("undelivered events expired", "deliveries", n, "retention", d.opts.Retention)
+		d.observe(OutcomeExpired, n, 0)
+	}
+}
+
+// next hands a worker the next runnable mailbox, or nil when stopping.
+func (d *Dispatcher) next() *mailbox {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(d.runnable) == 0 && !d.stopping {
+		d.cond.Wait()
+	}
+	if d.stopping {
+		return nil
+	}
+	mb := d.runnable[0]
+	d.runnable[0] = nil
+	d.runnable = d.runnable[1:]
+	return mb
+}
+
+// take pops the mailbox's next job; when it is empty the mailbox is retired.
+func (d *Dispatcher) take(mb *mailbox) (job, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(mb.jobs) == 0 || mb.loading || d.stopping {
+		mb.active = false
+		if len(mb.jobs) == 0 && !mb.loading {
+			delete(d.mailboxes, mb.login)
+		}
+		return job{}, false
+	}
+	j := mb.jobs[0]
+	mb.jobs[0] = job{}
+	mb.jobs = mb.jobs[1:]
+	return j, true
+}
+
+// forget drops jobs from the queued set, once their results are written
+// (or there is nothing to write): until then a flush must not load the same
+// rows again.
+func (d *Dispatcher) forget(ss []Settlement) {
+	d.mu.Lock()
+	for _, s := range ss {
+		delete(d.queued, deliveryKey{s.MID, s.Login})
+	}
+	d.mu.Unlock()
+}
+
+// work serves mailboxes: one member's jobs in MID order, then the next
+// member. When an attempt is to be retried, the member's later jobs wait for
+// the same retry, so that they do not overtake it.
+func (d *Dispatcher) work(ctx context.Context) {
+	for {
+		mb := d.next()
+		if mb == nil {
+			return
+		}
+		var retryAt time.Time
+		for {
+			j, ok := d.take(mb)
+			if !ok {
+				break
+			}
+			if !retryAt.IsZero() {
+				d.settle <- Settlement{MID: j.ev.MID, Login: j.login, State: DeliveryPending, At: d.now(), Next: retryAt, Attempts: j.attempts}
+				continue
+			}
+			s, write := d.attempt(ctx, j)
+			if !write {
+				d.forget([]Settlement{s})
+				continue
+			}
+			if s.State == DeliveryPending {
+				retryAt = s.Next
+			}
+			d.settle <- s
+		}
+	}
+}
+
+// attempt delivers one job and returns its settlement, and whether there is
+// anything to write.
+func (d *Dispatcher) attempt(ctx context.Context, j job) (Settlement, bool) {
+	actx, cancel := context.WithTimeout(ctx, d.opts.AttemptTimeout)
+	err := d.deliverer.Deliver(actx, j.ev, j.login)
+	cancel()
+	now := d.now()
+	s := Settlement{MID: j.ev.MID, Login: j.login, At: now, Attempts: j.attempts + 1}
+	switch {
+	case err == nil:
+		s.State = DeliveryDone
+		d.observe(OutcomeDelivered, 1, now.Sub(j.ev.Time))
+	case errors.Is(err, ErrUnreachable):
+		// Nothing to write: the row already waits for a registration.
+		d.observe(OutcomeStored, 1, 0)
+		return s, false
+	case errors.Is(err, ErrRejected):
+		s.State = DeliveryFailed
+		d.log.Info("delivery rejected", "mid", j.ev.MID, "login", j.login, "error", err)
+		d.observe(OutcomeFailed, 1, 0)
+	default:
+		s.State = DeliveryPending
+		s.Next = now.Add(d.backoff(j.attempts))
+		d.log.Debug("delivery will be retried", "mid", j.ev.MID, "login", j.login, "at", s.Next, "error", err)
+		d.observe(OutcomeRetried, 1, 0)
+	}
+	return s, true
+}
+
+// backoff doubles from RetryMin up to RetryMax.
+func (d *Dispatcher) backoff(attempts int) time.Duration {
+	b := d.opts.RetryMin
+	for i := 0; i < attempts && b < d.opts.RetryMax; i++ {
+		b *= 2
+	}
+	return min(b, d.opts.RetryMax)
+}
+
+// writeSettlements writes results in batches until the channel closes.
+func (d *Dispatcher) writeSettlements() {
+	batch := make([]Settlement, 0, d.opts.BatchSize)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := d.store.Settle(ctx, batch); err != nil {
+			// The rows stay pending: they are sent again later, which a
+			// client tolerates (X-GC-MID identifies duplicates).
+			d.log.Error("record delivery results", "count", len(batch), "error", err)
+		}
+		cancel()
+		d.forget(batch)
+		batch = batch[:0]
+	}
+	for {
+		s, ok := <-d.settle
+		if !ok {
+			flush()
+			return
+		}
+		batch = append(batch, s)
+		deadline := time.NewTimer(d.opts.BatchDelay)
+	collect:
+		for len(batch) < d.opts.BatchSize {
+			select {
+			case s, ok := <-d.settle:
+				if !ok {
+					deadline.Stop()
+					flush()
+					return
+				}
+				batch = append(batch, s)
+			case <-deadline.C:
+				break collect
+			}
+		}
+		deadline.Stop()
+		flush()
+	}
+}
+
+func (d *Dispatcher) observe(outcome string, n int, latency time.Duration) {
+	if d.opts.Observe != nil {
+		d.opts.Observe(outcome, n, latency)
+	}
+}
+
+// Pending reports the store's pending deliveries and the oldest one's age.
+func (d *Dispatcher) Pending(ctx context.Context) (int, time.Duration, error) {
+	n, oldest, err := d.store.PendingSummary(ctx)
+	if err != nil || oldest.IsZero() {
+		return n, 0, err
+	}
+	return n, d.now().Sub(oldest), nil
+}

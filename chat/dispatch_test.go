@@ -1,0 +1,202 @@
+package chat_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"gchd/chat"
+)
+
+// phones is a Deliverer whose members' reachability the test decides.
+type phones struct {
+	mu       sync.Mutex
+	online   map[string]bool
+	failNext map[string]error // answered once, then forgotten
+	got      map[string][]chat.MID
+}
+
+func newPhones() *phones {
+	return &phones{online: map[string]bool{}, failNext: map[string]error{}, got: map[string][]chat.MID{}}
+}
+
+func (p *phones) Deliver(ctx context.Context, ev chat.Event, login string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err, ok := p.failNext[login]; ok {
+		delete(p.failNext, login)
+		return err
+	}
+	if !p.online[login] {
+		return chat.ErrUnreachable
+	}
+	p.got[login] = append(p.got[login], ev.MID)
+	return nil
+}
+
+func (p *phones) set(login string, online bool) {
+	p.mu.Lock()
+	p.online[login] = online
+	p.mu.Unlock()
+}
+
+func (p *phones) fail(login string, err error) {
+	p.mu.Lock()
+	p.failNext[login] = err
+	p.mu.Unlock()
+}
+
+func (p *phones) received(login string) []chat.MID {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.got[login])
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type outcomes struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (o *outcomes) observe(outcome string, n int, _ time.Duration) {
+	o.mu.Lock()
+	o.n[outcome] += n
+	o.mu.Unlock()
+}
+
+func (o *outcomes) get(outcome string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.n[outcome]
+}
+
+func TestDispatcher(t *testing.T) {
+	eachEngine(t, func(t *testing.T, e env) {
+		ctx, cancel := context.WithCancel(context.Background())
+		p := newPhones()
+		obs := &outcomes{n: map[string]int{}}
+		d := chat.NewDispatcher(e.db.DeliveryStore(), p, slog.New(slog.DiscardHandler), chat.DispatchOptions{
+			Workers: 4, RetryMin: 30 * time.Millisecond, RetryMax: 100 * time.Millisecond,
+			ScanInterval: 10 * time.Millisecond, Observe: obs.observe,
+		})
+		svc := chat.NewService(e.db.ChatStore(), chat.WithPublisher(d))
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			d.Run(ctx, context.Background())
+		}()
+
+		p.set("a", true)
+		p.set("b", true)
+		id, err := svc.AddGroup(ctx, caller("a"), "s", "", invitees("b", "c"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJoin(t, env{db: e.db, svc: svc}, id, "b", "c")
+
+		// Online members get it at once and cf is recorded.
+		mid, err := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: "hello"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "b's delivery", func() bool { return slices.Contains(p.received("b"), mid) })
+		eventually(t, "cf of b", func() bool {
+			rs, _ := svc.MessageInfo(ctx, caller("a"), id, mid)
+			return len(rs) == 2 && rs[0].Login == "b" && !rs[0].Confirmed.IsZero() && rs[1].Confirmed.IsZero()
+		})
+
+		// c is offline: more messages wait, and arrive in MID order on Flush.
+		var want []chat.MID
+		for i := 0; i < 5; i++ {
+			m, err := svc.SendMessage(ctx, caller("b"), chat.Post{Group: id, Text: fmt.Sprint(i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, m)
+		}
+		eventually(t, "stored deliveries", func() bool { return obs.get(chat.OutcomeStored) >= 8 })
+		if got := p.received("c"); len(got) != 0 {
+			t.Fatalf("offline member received %v", got)
+		}
+		p.set("c", true)
+		d.Flush("c")
+		eventually(t, "c's backlog", func() bool { return len(p.received("c")) >= 8 })
+		got := p.received("c")
+		if !slices.IsSorted(got) || !slices.Contains(got, mid) || !slices.Contains(got, want[4]) {
+			t.Fatalf("c received %v, want every pending MID in order", got)
+		}
+
+		// A temporary failure is retried; a rejection is final.
+		p.fail("b", errors.New("408 request timeout"))
+		m1, _ := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: "retry me"})
+		eventually(t, "retried delivery", func() bool { return slices.Contains(p.received("b"), m1) })
+		if obs.get(chat.OutcomeRetried) < 1 {
+			t.Fatal("retry not observed")
+		}
+		p.fail("c", fmt.Errorf("415: %w", chat.ErrRejected))
+		m2, _ := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: "unwanted"})
+		eventually(t, "failed delivery", func() bool { return obs.get(chat.OutcomeFailed) == 1 })
+		eventually(t, "settled rows", func() bool {
+			ps, _ := e.db.DeliveryStore().PendingFor(ctx, "c", m2-1, 10)
+			return len(ps) == 0
+		})
+
+		cancel()
+		select {
+		case <-stopped:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run did not return after cancel")
+		}
+	})
+}
+
+// A member's later deliveries do not overtake one that is being retried.
+func TestDispatcherKeepsOrderAcrossRetries(t *testing.T) {
+	eachEngine(t, func(t *testing.T, e env) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p := newPhones()
+		d := chat.NewDispatcher(e.db.DeliveryStore(), p, slog.New(slog.DiscardHandler), chat.DispatchOptions{
+			Workers: 1, RetryMin: 20 * time.Millisecond, ScanInterval: 5 * time.Millisecond,
+		})
+		svc := chat.NewService(e.db.ChatStore(), chat.WithPublisher(d))
+		go d.Run(ctx, context.Background())
+		id, _ := svc.AddGroup(ctx, caller("a"), "s", "", invitees("b"))
+		mustJoin(t, env{db: e.db, svc: svc}, id, "b")
+		p.set("b", true)
+		p.fail("b", errors.New("503"))
+		var want []chat.MID
+		for i := 0; i < 5; i++ {
+			m, _ := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: fmt.Sprint(i)})
+			want = append(want, m)
+		}
+		eventually(t, "all five", func() bool {
+			got := p.received("b")
+			return len(got) >= 5 && slices.Contains(got, want[4])
+		})
+		var got []chat.MID
+		for _, m := range p.received("b") {
+			if slices.Contains(want, m) {
+				got = append(got, m)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("b received %v, want %v in order", got, want)
+		}
+	})
+}

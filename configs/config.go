@@ -1,0 +1,98 @@
+// Package configs is gchd's one configuration: defaults, an optional YAML
+// file, GCHD_* environment variables and command-line flags, in rising
+// precedence, validated with errors that name the setting.
+//
+// Every setting has a YAML path (sip.ws_addr); its environment variable is
+// GCHD_ plus the path in upper case with dots as underscores
+// (GCHD_SIP_WS_ADDR) and its flag is the path with dots and underscores as
+// dashes (-sip-ws-addr).
+package configs
+
+import (
+	"time"
+)
+
+// Config is the whole configuration of a gchd process.
+type Config struct {
+	Domain   string   `yaml:"domain" help:"SIP domain of the users' addresses and digest realm"`
+	Database string   `yaml:"database" help:"sqlite:PATH or postgres://USER@HOST/DB?sslmode=disable"`
+	SIP      SIP      `yaml:"sip"`
+	HTTP     HTTP     `yaml:"http"`
+	TLS      TLS      `yaml:"tls"`
+	Storage  Storage  `yaml:"storage"`
+	API      API      `yaml:"api"`
+	Chat     Chat     `yaml:"chat"`
+	Log      Log      `yaml:"log"`
+	Shutdown Shutdown `yaml:"shutdown"`
+}
+
+// SIP is the SIP listeners.
+type SIP struct {
+	Addr    string `yaml:"addr" help:"SIP UDP and TCP listen address"`
+	WSAddr  string `yaml:"ws_addr" help:"SIP over WebSocket listen address (empty: off)"`
+	TLSAddr string `yaml:"tls_addr" help:"SIP over TLS listen address (empty: off; needs tls.cert and tls.key)"`
+	WSSAddr string `yaml:"wss_addr" help:"SIP over secure WebSocket listen address (empty: off; needs tls.cert and tls.key)"`
+}
+
+// HTTP is the API listeners.
+type HTTP struct {
+	Addr         string `yaml:"addr" help:"HTTP listen address of the API, health and metrics (empty: off)"`
+	TLSAddr      string `yaml:"tls_addr" help:"HTTPS listen address (empty: off; needs tls.cert and tls.key)"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes" help:"largest request body of an API call other than an upload"`
+}
+
+// TLS is the certificate shared by SIP over TLS/WSS and HTTPS.
+type TLS struct {
+	Cert string `yaml:"cert" help:"PEM certificate chain file for TLS listeners"`
+	Key  string `yaml:"key" help:"PEM private key file for TLS listeners"`
+}
+
+// Storage tunes the database connections.
+type Storage struct {
+	MaxOpenConns      int    `yaml:"max_open_conns" help:"connection pool size (0: engine default)"`
+	SQLiteSynchronous string `yaml:"sqlite_synchronous" help:"SQLite synchronous pragma: FULL (durable across power loss) or NORMAL"`
+}
+
+// API is the behaviour of /gch.ashx.
+type API struct {
+	CodesInStatus bool `yaml:"codes_in_status" help:"answer result codes as the HTTP status too (false: HTTP 200 with the code in the body)"`
+}
+
+// Chat is the group chat limits.
+type Chat struct {
+	MaxParticipants int `yaml:"max_participants" help:"participants per group, the owner included"`
+	MaxMessageBytes int `yaml:"max_message_bytes" help:"largest message text in bytes"`
+	MaxAvatarBytes  int `yaml:"max_avatar_bytes" help:"largest avatar or video thumbnail in bytes"`
+	MaxVideoBytes   int `yaml:"max_video_bytes" help:"largest group video in bytes"`
+}
+
+// Log is the logging.
+type Log struct {
+	Level  string `yaml:"level" help:"debug, info, warn or error"`
+	Format string `yaml:"format" help:"text or json"`
+}
+
+// Shutdown is the graceful stop.
+type Shutdown struct {
+	Grace time.Duration `yaml:"grace" help:"how long a stop waits for in-flight work"`
+}
+
+// Default returns the configuration gchd runs with when nothing is set.
+func Default() Config {
+	return Config{
+		Domain:   "localhost",
+		Database: "sqlite:./data/gchd.db",
+		SIP:      SIP{Addr: "0.0.0.0:5060"},
+		HTTP:     HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 1 << 20},
+		Storage:  Storage{SQLiteSynchronous: "FULL"},
+		API:      API{CodesInStatus: true},
+		Chat: Chat{
+			MaxParticipants: 30,
+			MaxMessageBytes: 16 << 10,
+			MaxAvatarBytes:  100 << 10,
+			MaxVideoBytes:   16 << 20,
+		},
+		Log:      Log{Level: "info", Format: "text"},
+		Shutdown: Shutdown{Grace: 10 * time.Second},
+	}
+}

@@ -1,0 +1,32 @@
+package httpapi
+
+import (
+	"errors"
+	"net/http"
+	"strconv"
+
+	"gchd/registrar"
+)
+
+// authenticate checks HTTP basic auth. On failure it has answered 401 with
+// a challenge (or 500 when the account store failed) and returns that code.
+func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar.Account, int) {
+	login, password, ok := r.BasicAuth()
+	if ok {
+		acc, err := s.auth.Authenticate(r.Context(), login, password)
+		if err == nil {
+			return acc, 0
+		}
+		if !errors.Is(err, registrar.ErrBadCredentials) {
+			s.log.Error("authenticate", "login", login, "error", err)
+			s.writeCode(w, http.StatusInternalServerError)
+			return registrar.Account{}, http.StatusInternalServerError
+		}
+		s.log.Info("http basic auth failed", "login", login, "remote", r.RemoteAddr)
+	}
+	w.Header().Set("WWW-Authenticate", "Basic realm="+strconv.Quote(s.opts.Realm)+`, charset="UTF-8"`)
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusUnauthorized)
+	w.Write([]byte("401"))
+	return registrar.Account{}, http.StatusUnauthorized
+}

@@ -1,0 +1,142 @@
+// Package metrics defines gchd's Prometheus collectors, named
+// gchd_<subsystem>_<name>_<unit> with bounded labels, as one struct with
+// typed methods. It registers on the registry main creates: no globals.
+package metrics
+
+import (
+	"database/sql"
+	"runtime"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds every collector of a gchd process.
+type Metrics struct {
+	apiRequests *prometheus.CounterVec
+	apiDuration *prometheus.HistogramVec
+
+	dbDuration *prometheus.HistogramVec
+	dbErrors   *prometheus.CounterVec
+
+	chatMessages *prometheus.CounterVec
+	chatEvents   *prometheus.CounterVec
+	chatFanout   prometheus.Histogram
+}
+
+// BuildInfo describes the running binary.
+type BuildInfo struct {
+	Version string
+}
+
+// New creates the collectors and registers them, with the Go and process
+// collectors, on reg.
+func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
+	m := &Metrics{
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_api_requests_total",
+			Help: "Group chat API calls by method (gm) and result code.",
+		}, []string{"gm", "code"}),
+		apiDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gchd_api_request_duration_seconds",
+			Help:    "Time to answer a group chat API call, by method (gm).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"gm"}),
+		dbDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gchd_db_transaction_duration_seconds",
+			Help:    "Time of database transactions, by operation.",
+			Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"op"}),
+		dbErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_db_errors_total",
+			Help: "Database transactions that failed, by operation.",
+		}, []string{"op"}),
+		chatMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_chat_messages_total",
+			Help: "Group messages posted, by source (http, sip).",
+		}, []string{"source"}),
+		chatEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_chat_events_total",
+			Help: "Events committed to group logs, by kind (MSG, NG, EG, DG, DM).",
+		}, []string{"kind"}),
+		chatFanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gchd_chat_fanout_recipients",
+			Help:    "Recipients of each committed event.",
+			Buckets: []float64{0, 1, 2, 5, 10, 20, 30, 50, 100},
+		}),
+	}
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "gchd_build_info",
+		Help: "The running gchd build; always 1.",
+	}, []string{"version", "goversion"})
+	info.WithLabelValues(build.Version, runtime.Version()).Set(1)
+	reg.MustRegister(
+		m.apiRequests, m.apiDuration, m.dbDuration, m.dbErrors, m.chatMessages, m.chatEvents, m.chatFanout, info,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// APIRequest counts one API call. gm must be a canonical method name or
+// "unknown", so that the label stays bounded.
+func (m *Metrics) APIRequest(gm string, code int, d time.Duration) {
+	m.apiRequests.WithLabelValues(gm, strconv.Itoa(code)).Inc()
+	m.apiDuration.WithLabelValues(gm).Observe(d.Seconds())
+}
+
+// DBTransaction records one database transaction.
+func (m *Metrics) DBTransaction(op string, d time.Duration, err error) {
+	m.dbDuration.WithLabelValues(op).Observe(d.Seconds())
+	if err != nil {
+		m.dbErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// MessagePosted counts one group message accepted from source (http, sip).
+func (m *Metrics) MessagePosted(source string) {
+	m.chatMessages.WithLabelValues(source).Inc()
+}
+
+// EventCommitted counts one committed event and the size of its fan-out.
+func (m *Metrics) EventCommitted(kind string, recipients int) {
+	m.chatEvents.WithLabelValues(kind).Inc()
+	m.chatFanout.Observe(float64(recipients))
+}
+
+// RegisterDBPools exports the statistics of database connection pools, by
+// pool name (e.g. "write", "read").
+func RegisterDBPools(reg prometheus.Registerer, pools map[string]func() sql.DBStats) {
+	reg.MustRegister(&dbPoolCollector{pools: pools})
+}
+
+var (
+	dbOpenDesc  = prometheus.NewDesc("gchd_db_connections_open", "Open database connections, by pool.", []string{"pool"}, nil)
+	dbInUseDesc = prometheus.NewDesc("gchd_db_connections_in_use", "Database connections in use, by pool.", []string{"pool"}, nil)
+	dbWaitDesc  = prometheus.NewDesc("gchd_db_connection_waits_total", "Times a connection had to be waited for, by pool.", []string{"pool"}, nil)
+	dbWaitDur   = prometheus.NewDesc("gchd_db_connection_wait_seconds_total", "Time spent waiting for connections, by pool.", []string{"pool"}, nil)
+)
+
+// dbPoolCollector reads pool statistics at scrape time.
+type dbPoolCollector struct {
+	pools map[string]func() sql.DBStats
+}
+
+func (c *dbPoolCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dbOpenDesc
+	ch <- dbInUseDesc
+	ch <- dbWaitDesc
+	ch <- dbWaitDur
+}
+
+func (c *dbPoolCollector) Collect(ch chan<- prometheus.Metric) {
+	for name, stats := range c.pools {
+		s := stats()
+		ch <- prometheus.MustNewConstMetric(dbOpenDesc, prometheus.GaugeValue, float64(s.OpenConnections), name)
+		ch <- prometheus.MustNewConstMetric(dbInUseDesc, prometheus.GaugeValue, float64(s.InUse), name)
+		ch <- prometheus.MustNewConstMetric(dbWaitDesc, prometheus.CounterValue, float64(s.WaitCount), name)
+		ch <- prometheus.MustNewConstMetric(dbWaitDur, prometheus.CounterValue, s.WaitDuration.Seconds(), name)
+	}
+}

@@ -1,0 +1,135 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"gchd/chat"
+)
+
+// DeliveryStore returns the dispatcher's bookkeeping store.
+func (db *DB) DeliveryStore() chat.DeliveryStore { return deliveryStore{queries{db: db, x: db.r}} }
+
+type deliveryStore struct{ queries }
+
+type pendingRow struct {
+	eventRow
+	Login    string `db:"login"`
+	Attempts int    `db:"attempts"`
+}
+
+const pendingColumns = "e.mid, e.group_id, e.kind, e.sender, e.sender_dn, e.body, e.ref, e.created_at, e.deleted, d.login, d.attempts"
+
+func pendingList(rows []pendingRow) []chat.PendingDelivery {
+	out := make([]chat.PendingDelivery, len(rows))
+	for i, r := range rows {
+		out[i] = chat.PendingDelivery{Event: r.event(), Login: r.Login, Attempts: r.Attempts}
+	}
+	return out
+}
+
+func (s deliveryStore) PendingFor(ctx context.Context, login string, after chat.MID, limit int) ([]chat.PendingDelivery, error) {
+	var rows []pendingRow
+	err := s.selectAll(ctx, &rows, "SELECT "+pendingColumns+` FROM deliveries d JOIN events e ON e.mid = d.mid
+		WHERE d.login = ? AND d.state = 'p' AND d.mid > ? ORDER BY d.mid LIMIT ?`, login, int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("select pending deliveries of %s: %w", login, err)
+	}
+	return pendingList(rows), nil
+}
+
+func (s deliveryStore) Due(ctx context.Context, now time.Time, limit int) ([]chat.PendingDelivery, error) {
+	var rows []pendingRow
+	err := s.selectAll(ctx, &rows, "SELECT "+pendingColumns+` FROM deliveries d JOIN events e ON e.mid = d.mid
+		WHERE d.state = 'p' AND d.next_at > 0 AND d.next_at <= ? ORDER BY d.next_at, d.mid LIMIT ?`, micros(now), limit)
+	if err != nil {
+		return nil, fmt.Errorf("select due deliveries: %w", err)
+	}
+	return pendingList(rows), nil
+}
+
+// Settle writes a batch with one UPDATE per kind of result, joined to the
+// batch's rows as a VALUES list: a round trip per kind, not per row.
+func (s deliveryStore) Settle(ctx context.Context, batch []chat.Settlement) error {
+	var done, failed, retry []chat.Settlement
+	for _, st := range batch {
+		switch st.State {
+		case chat.DeliveryDone:
+			done = append(done, st)
+		case chat.DeliveryFailed:
+			failed = append(failed, st)
+		default:
+			retry = append(retry, st)
+		}
+	}
+	return s.db.inTx(ctx, "delivery_settle", func(tx *sqlx.Tx) error {
+		for _, part := range []struct {
+			rows []chat.Settlement
+			set  string
+		}{
+			{done, "state = 'd', attempts = v.attempts, next_at = 0, cf_at = CASE WHEN deliveries.cf_at = 0 THEN v.at ELSE deliveries.cf_at END"},
+			{failed, "state = 'f', attempts = v.attempts, next_at = 0"},
+			{retry, "attempts = v.attempts, next_at = v.next_at"},
+		} {
+			for len(part.rows) > 0 {
+				chunk := part.rows[:min(len(part.rows), 1000)]
+				part.rows = part.rows[len(chunk):]
+				if err := s.settleChunk(ctx, tx, chunk, part.set); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (s deliveryStore) settleChunk(ctx context.Context, tx *sqlx.Tx, rows []chat.Settlement, set string) error {
+	var b strings.Builder
+	b.WriteString("WITH v (mid, login, attempts, at, next_at) AS (VALUES ")
+	args := make([]any, 0, 5*len(rows))
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		// Typed casts: PostgreSQL cannot infer parameter types inside VALUES.
+		b.WriteString("(CAST(? AS BIGINT), CAST(? AS TEXT), CAST(? AS INTEGER), CAST(? AS BIGINT), CAST(? AS BIGINT))")
+		args = append(args, int64(r.MID), r.Login, r.Attempts, micros(r.At), micros(r.Next))
+	}
+	b.WriteString(") UPDATE deliveries SET " + set + " FROM v WHERE deliveries.mid = v.mid AND deliveries.login = v.login AND deliveries.state = 'p'")
+	if _, err := tx.ExecContext(ctx, s.db.sql(b.String()), args...); err != nil {
+		return fmt.Errorf("settle %d deliveries: %w", len(rows), err)
+	}
+	return nil
+}
+
+func (s deliveryStore) Expire(ctx context.Context, before time.Time) (int, error) {
+	var n int64
+	err := s.db.inTx(ctx, "delivery_expire", func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, s.db.sql(`UPDATE deliveries SET state = 'x', next_at = 0
+			WHERE state = 'p' AND mid IN (SELECT d.mid FROM deliveries d JOIN events e ON e.mid = d.mid
+				WHERE d.state = 'p' AND e.created_at < ?)`), micros(before))
+		if err != nil {
+			return fmt.Errorf("expire deliveries: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return int(n), err
+}
+
+func (s deliveryStore) PendingSummary(ctx context.Context) (int, time.Time, error) {
+	var r struct {
+		N      int   `db:"n"`
+		Oldest int64 `db:"oldest"`
+	}
+	err := s.get(ctx, &r, `SELECT COUNT(*) AS n, COALESCE(MIN(e.created_at), 0) AS oldest
+		FROM deliveries d JOIN events e ON e.mid = d.mid WHERE d.state = 'p'`)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("summarise pending deliveries: %w", err)
+	}
+	return r.N, fromMicros(r.Oldest), nil
+}

@@ -1,0 +1,90 @@
+package storage_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"gchd/chat"
+	"gchd/storage"
+)
+
+func TestDeliveryBookkeeping(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		cs, ds := db.ChatStore(), db.DeliveryStore()
+		var mids []chat.MID
+		mustUpdate(t, cs, func(tx chat.Tx) error {
+			for i := 0; i < 4; i++ {
+				mid, err := tx.AppendEvent(ctx, chat.Event{Group: 7, Kind: chat.KindMessage, Sender: "a", Body: "m", Time: t0.Add(time.Duration(i) * time.Hour)})
+				if err != nil {
+					return err
+				}
+				mids = append(mids, mid)
+				if err := tx.AddDeliveries(ctx, mid, []string{"b", "c"}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		ps, err := ds.PendingFor(ctx, "b", 0, 3)
+		if err != nil || len(ps) != 3 || ps[0].Event.MID != mids[0] || ps[2].Event.MID != mids[2] || ps[0].Event.Body != "m" {
+			t.Fatalf("pending for b = %+v, %v", ps, err)
+		}
+		if ps, _ := ds.PendingFor(ctx, "b", mids[2], 3); len(ps) != 1 || ps[0].Event.MID != mids[3] {
+			t.Fatalf("second page = %+v", ps)
+		}
+		cf := t0.Add(time.Minute)
+		err = ds.Settle(ctx, []chat.Settlement{
+			{MID: mids[0], Login: "b", State: chat.DeliveryDone, At: cf, Attempts: 1},
+			{MID: mids[1], Login: "b", State: chat.DeliveryFailed, At: cf, Attempts: 1},
+			{MID: mids[2], Login: "b", State: chat.DeliveryPending, At: cf, Next: t0.Add(2 * time.Hour), Attempts: 3},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps, _ := ds.PendingFor(ctx, "b", 0, 10); len(ps) != 2 || ps[0].Event.MID != mids[2] || ps[0].Attempts != 3 {
+			t.Fatalf("pending after settle = %+v", ps)
+		}
+		rs, _ := cs.Receipts(ctx, mids[0])
+		if len(rs) != 2 || rs[0].Login != "b" || rs[0].Confirmed != cf {
+			t.Fatalf("receipts after delivery = %+v", rs)
+		}
+		// A later delivery does not move cf; a settled row is not reopened.
+		ds.Settle(ctx, []chat.Settlement{{MID: mids[0], Login: "b", State: chat.DeliveryPending, At: cf, Next: t0, Attempts: 9}})
+		if rs, _ := cs.Receipts(ctx, mids[0]); rs[0].Confirmed != cf {
+			t.Fatalf("cf moved: %+v", rs)
+		}
+		due, err := ds.Due(ctx, t0.Add(2*time.Hour), 10)
+		if err != nil || len(due) != 1 || due[0].Event.MID != mids[2] || due[0].Login != "b" {
+			t.Fatalf("due = %+v, %v", due, err)
+		}
+		if due, _ := ds.Due(ctx, t0.Add(time.Hour), 10); len(due) != 0 {
+			t.Fatalf("due too early = %+v", due)
+		}
+		n, oldest, err := ds.PendingSummary(ctx)
+		if err != nil || n != 6 || oldest != t0 {
+			t.Fatalf("summary = %d, %v, %v; want 6 pending since %v", n, oldest, err, t0)
+		}
+		// Events older than t0+90min expire: c's first two, nothing of b's
+		// (b's first two are settled).
+		expired, err := ds.Expire(ctx, t0.Add(90*time.Minute))
+		if err != nil || expired != 2 {
+			t.Fatalf("expired = %d, %v", expired, err)
+		}
+		if ps, _ := ds.PendingFor(ctx, "c", 0, 10); len(ps) != 2 || ps[0].Event.MID != mids[2] {
+			t.Fatalf("c after expiry = %+v", ps)
+		}
+		// Settle handles batches larger than one statement's chunk.
+		var big []chat.Settlement
+		for i := 0; i < 2500; i++ {
+			big = append(big, chat.Settlement{MID: mids[3], Login: "c", State: chat.DeliveryDone, At: cf, Attempts: 1})
+		}
+		if err := ds.Settle(ctx, big); err != nil {
+			t.Fatal(err)
+		}
+		if ps, _ := ds.PendingFor(ctx, "c", 0, 10); len(ps) != 1 {
+			t.Fatalf("c after big batch = %+v", ps)
+		}
+	})
+}
