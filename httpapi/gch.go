@@ -197,7 +197,8 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 		return http.StatusOK
 	}
 	if res.mid != 0 {
-		w.Header().Set("X-GC-MID", strconv.FormatUint(uint64(res.mid), 10))
+		// Set directly to keep the spelling of the design (Go would send X-Gc-Mid).
+		w.Header()["X-GC-MID"] = []string{strconv.FormatUint(uint64(res.mid), 10)}
 	}
 	s.writeCode(w, chat.CodeOK)
 	return chat.CodeOK

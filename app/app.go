@@ -1,0 +1,245 @@
+// Package app wires gchd's parts together and owns their lifecycle: New
+// builds every part and binds every listener (so that port errors surface
+// before anything is served and ":0" works in tests), Run serves until its
+// context ends and then stops the parts in reverse order.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"gchd/chat"
+	"gchd/configs"
+	"gchd/httpapi"
+	"gchd/metrics"
+	"gchd/registrar"
+	"gchd/storage"
+)
+
+// Version is the build's version, set with -ldflags "-X gchd/app.Version=...".
+var Version = "dev"
+
+// App is a running gchd server.
+type App struct {
+	cfg      configs.Config
+	log      *slog.Logger
+	db       *storage.DB
+	registry *prometheus.Registry
+	metrics  *metrics.Metrics
+	accounts *registrar.Accounts
+	chat     *chat.Service
+	dispatch *chat.Dispatcher
+	api      *httpapi.Server
+
+	httpServers []*httpServer
+}
+
+// httpServer is one bound HTTP or HTTPS listener.
+type httpServer struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// New builds the server from cfg: it opens and migrates the database and
+// binds every listener, but serves nothing until Run.
+func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (a *App, err error) {
+	a = &App{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	a.metrics = metrics.New(a.registry, metrics.BuildInfo{Version: Version})
+
+	a.db, err = storage.Open(ctx, cfg.Database, storage.Options{
+		MaxOpenConns:      cfg.Storage.MaxOpenConns,
+		SQLiteSynchronous: cfg.Storage.SQLiteSynchronous,
+		Observe:           a.metrics.DBTransaction,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	metrics.RegisterDBPools(a.registry, map[string]func() sql.DBStats{
+		"write": func() sql.DBStats { w, _ := a.db.Stats(); return w },
+		"read":  func() sql.DBStats { _, r := a.db.Stats(); return r },
+	})
+
+	a.accounts = registrar.NewAccounts(a.db.AccountStore(), cfg.Domain)
+	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), logDeliverer{log: log}, log.With("part", "delivery"), chat.DispatchOptions{})
+	a.chat = chat.NewService(a.db.ChatStore(),
+		chat.WithPublisher(countingPublisher{next: a.dispatch, metrics: a.metrics}),
+		chat.WithLogger(log.With("part", "chat")),
+		chat.WithLimits(chat.Limits{
+			MaxParticipants: cfg.Chat.MaxParticipants,
+			MaxMessageBytes: cfg.Chat.MaxMessageBytes,
+			MaxAvatarBytes:  cfg.Chat.MaxAvatarBytes,
+			MaxVideoBytes:   cfg.Chat.MaxVideoBytes,
+		}),
+	)
+	a.api = httpapi.New(a.chat, a.accounts, a.metrics, log.With("part", "http"), httpapi.Options{
+		Realm:         cfg.Domain,
+		CodesInStatus: cfg.API.CodesInStatus,
+		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
+		Metrics:       promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}),
+		Ready: map[string]httpapi.Check{
+			"database": a.checkDatabase,
+		},
+	})
+	if err := a.bindHTTP(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// bindHTTP binds the HTTP and HTTPS listeners.
+func (a *App) bindHTTP() error {
+	handler := a.api.Handler()
+	newServer := func() *http.Server {
+		return &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       2 * time.Minute,
+			WriteTimeout:      2 * time.Minute,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    1 << 20,
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+		}
+	}
+	if addr := a.cfg.HTTP.Addr; addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("http.addr: %w", err)
+		}
+		a.httpServers = append(a.httpServers, &httpServer{srv: newServer(), ln: ln})
+	}
+	if addr := a.cfg.HTTP.TLSAddr; addr != "" {
+		cert, err := tls.LoadX509KeyPair(a.cfg.TLS.Cert, a.cfg.TLS.Key)
+		if err != nil {
+			return fmt.Errorf("tls.cert: %w", err)
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("http.tls_addr: %w", err)
+		}
+		srv := newServer()
+		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		a.httpServers = append(a.httpServers, &httpServer{srv: srv, ln: tls.NewListener(ln, srv.TLSConfig)})
+	}
+	return nil
+}
+
+// HTTPAddr returns the bound address of the first HTTP listener.
+func (a *App) HTTPAddr() string {
+	if len(a.httpServers) == 0 {
+		return ""
+	}
+	return a.httpServers[0].ln.Addr().String()
+}
+
+// Registry returns the metrics registry.
+func (a *App) Registry() *prometheus.Registry { return a.registry }
+
+func (a *App) checkDatabase(ctx context.Context) error {
+	cur, known, err := a.db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if cur != known {
+		return fmt.Errorf("schema at version %d, want %d", cur, known)
+	}
+	return nil
+}
+
+// Run serves until ctx is done, then stops gracefully: listeners stop
+// accepting, requests and deliveries in flight get cfg.Shutdown.Grace to
+// finish, and the database is closed.
+func (a *App) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(a.httpServers)+1)
+
+	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
+	graceCtx, endGrace := context.WithCancel(context.Background())
+	defer endGrace()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.dispatch.Run(dispatchCtx, graceCtx)
+	}()
+
+	for _, h := range a.httpServers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := h.srv.Serve(h.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("http %s: %w", h.ln.Addr(), err)
+			}
+		}()
+	}
+	a.log.Info("gchd serving", "version", Version, "domain", a.cfg.Domain, "http", a.HTTPAddr(), "database", a.db.Engine())
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errs:
+	}
+	a.log.Info("gchd stopping", "grace", a.cfg.Shutdown.Grace)
+
+	// Reverse order: stop taking requests, then let deliveries finish.
+	shutCtx, cancel := context.WithTimeout(context.Background(), a.cfg.Shutdown.Grace)
+	defer cancel()
+	for _, h := range a.httpServers {
+		if err := h.srv.Shutdown(shutCtx); err != nil {
+			h.srv.Close()
+		}
+	}
+	go func() {
+		<-shutCtx.Done()
+		endGrace()
+	}()
+	stopDispatch()
+	wg.Wait()
+	a.close()
+	a.log.Info("gchd stopped")
+	return runErr
+}
+
+// close releases what New opened.
+func (a *App) close() {
+	for _, h := range a.httpServers {
+		h.ln.Close()
+	}
+	if a.db != nil {
+		a.db.Close()
+	}
+}
+
+// countingPublisher counts committed events before passing them on.
+type countingPublisher struct {
+	next    chat.Publisher
+	metrics *metrics.Metrics
+}
+
+func (p countingPublisher) Publish(ev chat.Event, recipients []string) {
+	p.metrics.EventCommitted(string(ev.Kind), len(recipients))
+	p.next.Publish(ev, recipients)
+}
+
+// logDeliverer stands in for a transport: it logs each delivery it would
+// make and reports the member unreachable, so the delivery stays pending.
+type logDeliverer struct{ log *slog.Logger }
+
+func (d logDeliverer) Deliver(ctx context.Context, ev chat.Event, login string) error {
+	d.log.Info("delivery", "mid", ev.MID, "group", ev.Group, "kind", ev.Kind, "to", login)
+	return chat.ErrUnreachable
+}

@@ -1,0 +1,283 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"golang.org/x/term"
+
+	"gchd/chat"
+	"gchd/configs"
+	"gchd/registrar"
+	"gchd/storage"
+)
+
+// Stdio is where a command reads and writes.
+type Stdio struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+const usage = `gchd: a SIP-native group chat server
+
+Usage:
+  gchd [serve] [flags]                      run the server (the default)
+  gchd accounts add LOGIN [-display-name DN] add an account; password on standard input
+  gchd accounts passwd LOGIN                 set an account's password from standard input
+  gchd accounts del LOGIN                    delete an account
+  gchd accounts list                         list accounts
+  gchd migrate                               apply database migrations and exit
+  gchd version                               print the version
+
+Every command takes the configuration flags (gchd serve -h lists them), the
+GCHD_* environment variables and -config FILE; accounts and migrate need the
+same -database and -domain as the server (the domain is the digest realm).
+`
+
+// Main runs the gchd command line and returns the process exit code.
+func Main(ctx context.Context, args []string, stdio Stdio, getenv func(string) string) int {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(ctx, args, stdio, getenv)
+	case "accounts":
+		err = accountsCommand(ctx, args, stdio, getenv)
+	case "migrate":
+		err = migrate(ctx, args, stdio, getenv)
+	case "version":
+		fmt.Fprintln(stdio.Out, "gchd", Version)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdio.Out, usage)
+	default:
+		fmt.Fprintf(stdio.Err, "gchd: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(stdio.Err, "gchd %s: %v\n", cmd, err)
+		return 2
+	default:
+		fmt.Fprintf(stdio.Err, "gchd %s: %v\n", cmd, err)
+		return 1
+	}
+}
+
+var errUsage = errors.New("usage")
+
+// command is a parsed subcommand: its configuration and positional arguments.
+type command struct {
+	cfg  configs.Config
+	args []string
+}
+
+// parse parses flags, which may come before, between or after positional
+// arguments, and loads the configuration.
+func parse(name string, args []string, stdio Stdio, getenv func(string) string, extra func(*flag.FlagSet)) (command, error) {
+	fs := flag.NewFlagSet("gchd "+name, flag.ContinueOnError)
+	fs.SetOutput(stdio.Err)
+	cf := configs.Register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return command{}, err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	cfg, err := configs.Load(cf, getenv)
+	if err != nil {
+		return command{}, err
+	}
+	return command{cfg: cfg, args: positional}, nil
+}
+
+// newLogger returns the process logger for the log settings.
+func newLogger(cfg configs.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(cfg.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), level
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), level
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func serve(ctx context.Context, args []string, stdio Stdio, getenv func(string) string) error {
+	c, err := parse("serve", args, stdio, getenv, nil)
+	if err != nil {
+		return err
+	}
+	if len(c.args) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, c.args[0])
+	}
+	log, _ := newLogger(c.cfg.Log, stdio.Err)
+	a, err := New(ctx, c.cfg, log)
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
+}
+
+func migrate(ctx context.Context, args []string, stdio Stdio, getenv func(string) string) error {
+	c, err := parse("migrate", args, stdio, getenv, nil)
+	if err != nil {
+		return err
+	}
+	db, err := storage.Connect(ctx, c.cfg.Database, storage.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	before, _, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		return err
+	}
+	after, _, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Out, "schema version %d (was %d)\n", after, before)
+	return nil
+}
+
+func accountsCommand(ctx context.Context, args []string, stdio Stdio, getenv func(string) string) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return fmt.Errorf("%w: gchd accounts add|passwd|del|list", errUsage)
+	}
+	sub, args := args[0], args[1:]
+	var displayName string
+	c, err := parse("accounts "+sub, args, stdio, getenv, func(fs *flag.FlagSet) {
+		if sub == "add" {
+			fs.StringVar(&displayName, "display-name", "", "display name of the account")
+		}
+	})
+	if err != nil {
+		return err
+	}
+	wantArgs := 1
+	if sub == "list" {
+		wantArgs = 0
+	}
+	if len(c.args) != wantArgs {
+		return fmt.Errorf("%w: gchd accounts %s takes %d argument(s), got %d", errUsage, sub, wantArgs, len(c.args))
+	}
+	var login string
+	if wantArgs == 1 {
+		login = c.args[0]
+		if !chat.ValidLogin(login) {
+			return fmt.Errorf("%w: login %q: use 1 to 64 letters, digits and . - _ + ~, not starting with %q", errUsage, login, chat.GroupUserPrefix)
+		}
+	}
+	db, err := storage.Open(ctx, c.cfg.Database, storage.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	accounts := registrar.NewAccounts(db.AccountStore(), c.cfg.Domain)
+
+	switch sub {
+	case "add":
+		password, err := readPassword(stdio)
+		if err != nil {
+			return err
+		}
+		if err := accounts.Add(ctx, login, password, displayName); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdio.Out, "added %s@%s\n", login, c.cfg.Domain)
+	case "passwd":
+		password, err := readPassword(stdio)
+		if err != nil {
+			return err
+		}
+		if err := accounts.SetPassword(ctx, login, password); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdio.Out, "password of %s@%s changed\n", login, c.cfg.Domain)
+	case "del":
+		if err := accounts.Delete(ctx, login); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdio.Out, "deleted %s\n", login)
+	case "list":
+		list, err := accounts.List(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdio.Out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "LOGIN\tDISPLAY NAME\tREALM\tCREATED")
+		for _, acc := range list {
+			realm := acc.Realm
+			if realm != c.cfg.Domain {
+				realm += " (not the domain: set the password again)"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", acc.Login, acc.DisplayName, realm, acc.Created.Format("2006-01-02 15:04:05"))
+		}
+		return tw.Flush()
+	default:
+		return fmt.Errorf("%w: unknown accounts command %q", errUsage, sub)
+	}
+	return nil
+}
+
+// readPassword reads one line from standard input; on a terminal it asks
+// twice without echo.
+func readPassword(stdio Stdio) (string, error) {
+	if f, ok := stdio.In.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		fmt.Fprint(stdio.Err, "Password: ")
+		p1, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stdio.Err)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprint(stdio.Err, "Again: ")
+		p2, err := term.ReadPassword(int(f.Fd()))
+		fmt.Fprintln(stdio.Err)
+		if err != nil {
+			return "", err
+		}
+		if string(p1) != string(p2) {
+			return "", errors.New("the passwords differ")
+		}
+		return string(p1), registrar.CheckPassword(string(p1))
+	}
+	line, err := bufio.NewReader(stdio.In).ReadString('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
+		return "", fmt.Errorf("read password from standard input: %w", err)
+	}
+	line = strings.TrimRight(line, "\r\n")
+	return line, registrar.CheckPassword(line)
+}

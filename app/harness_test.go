@@ -1,0 +1,217 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"gchd/configs"
+	"gchd/storage"
+	"gchd/storage/storagetest"
+)
+
+const testDomain = "test.local"
+
+// server is a real gchd started on ephemeral ports for one test.
+type server struct {
+	t      testing.TB
+	app    *App
+	cfg    configs.Config
+	base   string // http://127.0.0.1:port
+	cancel context.CancelFunc
+	done   chan error
+	client *http.Client
+}
+
+// testLogger logs to stderr when GCHD_TEST_LOG is set, else nowhere.
+func testLogger() *slog.Logger {
+	if os.Getenv("GCHD_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// testConfig is the configuration of a test server on a fresh database.
+func testConfig(t testing.TB, engine storage.Engine) configs.Config {
+	cfg := configs.Default()
+	cfg.Domain = testDomain
+	cfg.Database = storagetest.DSN(t, engine)
+	cfg.HTTP.Addr = "127.0.0.1:0"
+	cfg.SIP.Addr = "127.0.0.1:0"
+	cfg.Storage.SQLiteSynchronous = "NORMAL"
+	cfg.Shutdown.Grace = 5 * time.Second
+	return cfg
+}
+
+// start runs a server with cfg until the test ends.
+func start(t testing.TB, cfg configs.Config) *server {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a, err := New(ctx, cfg, testLogger())
+	if err != nil {
+		cancel()
+		t.Fatalf("start gchd: %v", err)
+	}
+	s := &server{t: t, app: a, cfg: cfg, base: "http://" + a.HTTPAddr(), cancel: cancel, done: make(chan error, 1),
+		client: &http.Client{Timeout: 30 * time.Second}}
+	go func() { s.done <- a.Run(ctx) }()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func startEngine(t testing.TB, engine storage.Engine, mutate ...func(*configs.Config)) *server {
+	cfg := testConfig(t, engine)
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	return start(t, cfg)
+}
+
+func (s *server) stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	s.cancel = nil
+	select {
+	case err := <-s.done:
+		if err != nil {
+			s.t.Errorf("gchd stopped with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		s.t.Errorf("gchd did not stop")
+	}
+}
+
+func (s *server) addAccount(login, password, dn string) {
+	s.t.Helper()
+	if err := s.app.accounts.Add(context.Background(), login, password, dn); err != nil {
+		s.t.Fatalf("add account %s: %v", login, err)
+	}
+}
+
+// reply is an HTTP answer.
+type reply struct {
+	status int
+	body   []byte
+	header http.Header
+}
+
+func (r reply) String() string { return fmt.Sprintf("%d %q", r.status, r.body) }
+
+// code is the result code in the body (or the status for non-code bodies).
+func (r reply) code() int {
+	var c int
+	if _, err := fmt.Sscanf(string(r.body), "%d", &c); err == nil && len(r.body) == 3 {
+		return c
+	}
+	return r.status
+}
+
+func (r reply) json(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.body, v); err != nil {
+		t.Fatalf("answer %s is not JSON: %v", r, err)
+	}
+}
+
+func (s *server) do(req *http.Request) reply {
+	s.t.Helper()
+	res, err := s.client.Do(req)
+	if err != nil {
+		s.t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		s.t.Fatalf("read answer: %v", err)
+	}
+	return reply{status: res.StatusCode, body: body, header: res.Header}
+}
+
+// pmJSON renders pm: a string as is, anything else as JSON.
+func pmJSON(t testing.TB, pm any) string {
+	if s, ok := pm.(string); ok {
+		return s
+	}
+	b, err := json.Marshal(pm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// call POSTs gm and pm as a url-encoded form with basic auth.
+func (s *server) call(login, password, gm string, pm any) reply {
+	s.t.Helper()
+	form := url.Values{"gm": {gm}}
+	if pm != nil {
+		form.Set("pm", pmJSON(s.t, pm))
+	}
+	req, _ := http.NewRequest(http.MethodPost, s.base+"/gch.ashx", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if login != "" {
+		req.SetBasicAuth(login, password)
+	}
+	return s.do(req)
+}
+
+// get sends gm and pm in the query string of a GET.
+func (s *server) get(path, login, password string, query url.Values) reply {
+	s.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, s.base+path+"?"+query.Encode(), nil)
+	if login != "" {
+		req.SetBasicAuth(login, password)
+	}
+	return s.do(req)
+}
+
+// upload sends a multipart uploadAvatar with the file under fileField.
+func (s *server) upload(login, password string, pm any, fileField, filename string, data []byte) reply {
+	s.t.Helper()
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	mw.WriteField("gm", "uploadAvatar")
+	mw.WriteField("pm", pmJSON(s.t, pm))
+	fw, _ := mw.CreateFormFile(fileField, filename)
+	fw.Write(data)
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, s.base+"/gch.ashx", &b)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.SetBasicAuth(login, password)
+	return s.do(req)
+}
+
+// must calls and fails the test unless the answer is HTTP 200.
+func (s *server) must(login, gm string, pm any) reply {
+	s.t.Helper()
+	r := s.call(login, "pw-"+login, gm, pm)
+	if r.status != 200 {
+		s.t.Fatalf("%s by %s (%s): %s", gm, login, pmJSON(s.t, pm), r)
+	}
+	return r
+}
+
+// rowCounts counts the rows of every table, to show that a refused call
+// changed nothing.
+func (s *server) rowCounts() map[string]int {
+	s.t.Helper()
+	counts, err := s.app.db.TableCounts(context.Background())
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return counts
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// The arrows of DESIGN.md section 1: which of our packages each package may
+// import (test files aside), and which outside packages it must not.
+var allowedImports = map[string][]string{
+	"chat":                {},
+	"registrar":           {},
+	"metrics":             {},
+	"configs":             {},
+	"storage":             {"chat", "registrar"},
+	"storage/storagetest": {"storage"},
+	"sipserver":           {"chat", "registrar", "metrics"},
+	"httpapi":             {"chat", "registrar", "metrics"},
+}
+
+var forbiddenImports = map[string][]string{
+	"chat":      {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
+	"registrar": {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
+	"httpapi":   {"github.com/emiago/sipgo", "database/sql", "github.com/jmoiron/sqlx"},
+	"sipserver": {"net/http", "database/sql", "github.com/jmoiron/sqlx"},
+}
+
+func TestPackageDependencies(t *testing.T) {
+	const module = "gchd/"
+	seen := map[string]bool{}
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return err
+		}
+		pkg := filepath.ToSlash(filepath.Dir(path))
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		allowed, ruled := allowedImports[pkg]
+		seen[pkg] = true
+		for _, imp := range f.Imports {
+			p := strings.Trim(imp.Path.Value, `"`)
+			if ruled && strings.HasPrefix(p, module) && !slices.Contains(allowed, strings.TrimPrefix(p, module)) {
+				t.Errorf("%s imports %s: %s may import only %v", path, p, pkg, allowed)
+			}
+			for _, bad := range forbiddenImports[pkg] {
+				if p == bad || strings.HasPrefix(p, bad+"/") {
+					t.Errorf("%s imports %s, which %s must not", path, p, pkg)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pkg := range allowedImports {
+		if !seen[pkg] && pkg != "sipserver" {
+			t.Errorf("package %s has no Go files: the rule table is stale", pkg)
+		}
+	}
+}
