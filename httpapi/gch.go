@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-		"mime"
+	"mime"
 	"net/http"
 	"strconv"
 	"strings"
