@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"time"
 
@@ -47,8 +48,9 @@ type App struct {
 
 // httpServer is one bound HTTP or HTTPS listener.
 type httpServer struct {
-	srv *http.Server
-	ln  net.Listener
+	name string // the setting that configured it
+	srv  *http.Server
+	ln   net.Listener
 }
 
 // New builds the server from cfg: it opens and migrates the database and
@@ -121,7 +123,23 @@ func (a *App) bindHTTP() error {
 		if err != nil {
 			return fmt.Errorf("http.addr: %w", err)
 		}
-		a.httpServers = append(a.httpServers, &httpServer{srv: newServer(), ln: ln})
+		a.httpServers = append(a.httpServers, &httpServer{name: "http.addr", srv: newServer(), ln: ln})
+	}
+	if addr := a.cfg.Debug.PprofAddr; addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("debug.pprof_addr: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		srv := newServer()
+		srv.Handler = mux
+		srv.WriteTimeout = 0 // profiles stream for as long as asked
+		a.httpServers = append(a.httpServers, &httpServer{name: "debug.pprof_addr", srv: srv, ln: ln})
 	}
 	if addr := a.cfg.HTTP.TLSAddr; addr != "" {
 		cert, err := tls.LoadX509KeyPair(a.cfg.TLS.Cert, a.cfg.TLS.Key)
@@ -134,18 +152,24 @@ func (a *App) bindHTTP() error {
 		}
 		srv := newServer()
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		a.httpServers = append(a.httpServers, &httpServer{srv: srv, ln: tls.NewListener(ln, srv.TLSConfig)})
+		a.httpServers = append(a.httpServers, &httpServer{name: "http.tls_addr", srv: srv, ln: tls.NewListener(ln, srv.TLSConfig)})
 	}
 	return nil
 }
 
-// HTTPAddr returns the bound address of the first HTTP listener.
-func (a *App) HTTPAddr() string {
-	if len(a.httpServers) == 0 {
-		return ""
+// listenAddr returns the bound address of the listener configured by setting
+// (http.addr, http.tls_addr, debug.pprof_addr), "" if there is none.
+func (a *App) listenAddr(setting string) string {
+	for _, h := range a.httpServers {
+		if h.name == setting {
+			return h.ln.Addr().String()
+		}
 	}
-	return a.httpServers[0].ln.Addr().String()
+	return ""
 }
+
+// HTTPAddr returns the bound address of the plain HTTP listener.
+func (a *App) HTTPAddr() string { return a.listenAddr("http.addr") }
 
 // Registry returns the metrics registry.
 func (a *App) Registry() *prometheus.Registry { return a.registry }
@@ -186,7 +210,8 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	a.log.Info("gchd serving", "version", Version, "domain", a.cfg.Domain, "http", a.HTTPAddr(), "database", a.db.Engine())
+	a.log.Info("gchd serving", "version", Version, "domain", a.cfg.Domain, "http", a.HTTPAddr(),
+		"https", a.listenAddr("http.tls_addr"), "database", a.db.Engine())
 
 	var runErr error
 	select {

@@ -24,6 +24,12 @@ type Config struct {
 	Chat     Chat     `yaml:"chat"`
 	Log      Log      `yaml:"log"`
 	Shutdown Shutdown `yaml:"shutdown"`
+	Debug    Debug    `yaml:"debug"`
+}
+
+// Debug is diagnostics for operators.
+type Debug struct {
+	PprofAddr string `yaml:"pprof_addr" help:"listen address of Go's /debug/pprof profiler (empty: off; keep it on localhost)"`
 }
 
 // SIP is the SIP listeners.

@@ -40,6 +40,7 @@ func (c Config) Validate() error {
 	}{
 		{"sip.addr", c.SIP.Addr}, {"sip.ws_addr", c.SIP.WSAddr}, {"sip.tls_addr", c.SIP.TLSAddr},
 		{"sip.wss_addr", c.SIP.WSSAddr}, {"http.addr", c.HTTP.Addr}, {"http.tls_addr", c.HTTP.TLSAddr},
+		{"debug.pprof_addr", c.Debug.PprofAddr},
 	}
 	for _, a := range addrs {
 		if a.value == "" {
