@@ -55,11 +55,11 @@ type httpServer struct {
 
 // New builds the server from cfg: it opens and migrates the database and
 // binds every listener, but serves nothing until Run.
-func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (a *App, err error) {
-	a = &App{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
+func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err error) {
+	a := &App{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
-			a.close()
+			a.close() // whatever was opened before the failure
 		}
 	}()
 	a.metrics = metrics.New(a.registry, metrics.BuildInfo{Version: Version})

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of gchd. Needs Go; starts (or installs, on Debian, as root)
+# the PostgreSQL server the storage tests run against, unless
+# GCHD_TEST_POSTGRES names another server or is "skip".
+# Extra arguments go to `go test` (e.g. ./test.sh -run TestAddGroup ./chat/).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+
+ensure_postgres() {
+	[ -n "${GCHD_TEST_POSTGRES:-}" ] && return 0
+	if ! command -v pg_isready >/dev/null 2>&1 || ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+		if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+			echo "test.sh: installing PostgreSQL" >&2
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+		else
+			echo "test.sh: PostgreSQL is not installed; install it or set GCHD_TEST_POSTGRES" >&2
+			exit 1
+		fi
+	fi
+	if ! pg_ready; then
+		echo "test.sh: starting PostgreSQL" >&2
+		pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+		for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
+	fi
+	pg_ready || { echo "test.sh: PostgreSQL does not answer on 127.0.0.1:5432" >&2; exit 1; }
+	# The tests connect as postgres without a password (trust on loopback).
+	if ! psql -h 127.0.0.1 -U postgres -Atc 'SELECT 1' >/dev/null 2>&1; then
+		echo "test.sh: cannot connect as postgres to 127.0.0.1; allowing trust for loopback" >&2
+		hba=$(su postgres -c "psql -Atc 'SHOW hba_file'")
+		sed -i '1i host all postgres 127.0.0.1/32 trust' "$hba"
+		su postgres -c "psql -Atc 'SELECT pg_reload_conf()'" >/dev/null
+	fi
+}
+
+ensure_postgres
+if [ $# -eq 0 ]; then
+	set -- ./...
+fi
+exec go test -race -count=1 -timeout 20m "$@"
