@@ -262,7 +262,7 @@ func fromMicros(us int64) time.Time {
 // for tests that check that a refused request changed nothing.
 func (db *DB) TableCounts(ctx context.Context) (map[string]int, error) {
 	out := map[string]int{}
-	for _, table := range []string{"accounts", "chat_groups", "members", "events", "deliveries", "media"} {
+	for _, table := range []string{"accounts", "chat_groups", "members", "events", "deliveries", "media", "bindings"} {
 		var n int
 		if err := db.r.GetContext(ctx, &n, "SELECT COUNT(*) FROM "+table); err != nil {
 			return nil, fmt.Errorf("count %s: %w", table, err)

@@ -1,9 +1,10 @@
 -- Shared by the wrk scripts of bench/api.
 --
 -- Script arguments (after "--" on the wrk command line):
---   GROUP_ID TOKEN [TOKEN ...]
--- where each TOKEN is base64("login:password"). Requests rotate over the
--- tokens, so that the load is spread over several accounts.
+--   GROUP_IDS TOKEN [TOKEN ...]
+-- where GROUP_IDS is a group id or a comma-separated list of them and each
+-- TOKEN is base64("login:password"). Requests rotate over the tokens (and
+-- the groups), so that the load is spread over several accounts.
 --
 -- done() prints one machine-readable line that run.sh picks up:
 --   RESULT requests=N duration_s=S rps=R p50_ms=.. p90_ms=.. p99_ms=.. max_ms=..
@@ -18,20 +19,28 @@ function M.urlencode(s)
    end))
 end
 
--- parse_args returns the group id and the list of Authorization values.
+-- parse_args returns the list of group ids and the list of Authorization
+-- values.
 function M.parse_args(args)
    if args == nil or #args < 2 then
-      error("usage: wrk ... -s SCRIPT URL -- GROUP_ID TOKEN [TOKEN ...]")
+      error("usage: wrk ... -s SCRIPT URL -- GROUP_IDS TOKEN [TOKEN ...]")
    end
-   local group = tonumber(args[1])
-   if group == nil then
-      error("GROUP_ID must be a number, got " .. tostring(args[1]))
+   local groups = {}
+   for id in string.gmatch(args[1], "[^,]+") do
+      local n = tonumber(id)
+      if n == nil then
+         error("GROUP_IDS must be numbers separated by commas, got " .. args[1])
+      end
+      groups[#groups + 1] = n
+   end
+   if #groups == 0 then
+      error("GROUP_IDS is empty")
    end
    local auths = {}
    for i = 2, #args do
       auths[#auths + 1] = "Basic " .. args[i]
    end
-   return group, auths
+   return groups, auths
 end
 
 -- done prints the RESULT line.

@@ -1,0 +1,608 @@
+package registrar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Binding is one registered contact of an address-of-record, with the flow
+// it registered over: replies and later requests for the contact go back
+// over that connection (TCP, TLS, WS) or to that source address (UDP), so a
+// phone behind NAT, or a browser whose Contact host is *.invalid, is
+// reachable.
+type Binding struct {
+	AOR       string // the login
+	URI       string // the Contact URI as registered
+	Instance  string // +sip.instance (RFC 5626), "" if none
+	RegID     int    // reg-id (RFC 5626), 0 if none
+	Q         string // q parameter as given, "" if none
+	Expires   time.Time
+	CallID    string
+	CSeq      uint32
+	Transport string // UDP, TCP, TLS, WS or WSS
+	Source    string // ip:port the REGISTER came from
+	Node      string // the gchd node that holds the flow
+	UserAgent string
+	Updated   time.Time
+	// Unreachable is set when the flow closed: the contact stays listed
+	// until it expires or re-registers, but nothing is sent to it.
+	Unreachable bool
+}
+
+// Key identifies a binding within its AOR: the device instance when the
+// phone gave one (so a new registration of the same device replaces the old
+// one), else the Contact URI.
+func (b Binding) Key() string {
+	if b.Instance != "" {
+		return "i:" + b.Instance + "#" + strconv.Itoa(b.RegID)
+	}
+	return "c:" + b.URI
+}
+
+// Reliable reports whether the binding's flow is a connection.
+func (b Binding) Reliable() bool { return b.Transport != "UDP" }
+
+// sameFlow reports whether nb changes nothing but the expiry and the
+// Call-ID/CSeq bookkeeping of b: such a refresh need not wait for the disk.
+func (b Binding) sameFlow(nb Binding) bool {
+	return b.URI == nb.URI && b.Instance == nb.Instance && b.RegID == nb.RegID && b.Q == nb.Q &&
+		b.Transport == nb.Transport && b.Source == nb.Source && b.Node == nb.Node &&
+		b.UserAgent == nb.UserAgent && !b.Unreachable
+}
+
+// BindingStore keeps bindings durable.
+type BindingStore interface {
+	// LoadBindings returns every binding that expires after now.
+	LoadBindings(ctx context.Context, now time.Time) ([]Binding, error)
+	// SaveBindings writes new or changed bindings and deletes others, in
+	// one transaction.
+	SaveBindings(ctx context.Context, put []Binding, del []BindingRef) error
+	// DeleteExpiredBindings removes bindings that expired before t.
+	DeleteExpiredBindings(ctx context.Context, t time.Time) (int, error)
+}
+
+// BindingRef names a binding.
+type BindingRef struct {
+	AOR string
+	Key string
+}
+
+// Policy is the registrar's configuration.
+type Policy struct {
+	MinExpires     time.Duration // shorter non-zero requests get 423
+	MaxExpires     time.Duration // longer ones are shortened
+	DefaultExpires time.Duration // when the phone names none
+	MaxContacts    int           // per AOR
+	// RejectOverflow answers 403 when an AOR has MaxContacts bindings
+	// already; otherwise the oldest binding gives way.
+	RejectOverflow bool
+	// Node names this gchd process among those sharing a database.
+	Node string
+}
+
+// DefaultPolicy is what a phone expects of a registrar.
+func DefaultPolicy() Policy {
+	return Policy{
+		MinExpires:     60 * time.Second,
+		MaxExpires:     2 * time.Hour,
+		DefaultExpires: time.Hour,
+		MaxContacts:    10,
+		Node:           "gchd",
+	}
+}
+
+// Register errors. sipserver maps each to its response.
+var (
+	// ErrIntervalTooBrief: 423, with Min-Expires.
+	ErrIntervalTooBrief = errors.New("interval too brief")
+	// ErrOutOfOrder: 400, a CSeq not above the binding's for the same Call-ID.
+	ErrOutOfOrder = errors.New("invalid CSeq number")
+	// ErrBadWildcard: 400, "*" with other contacts or a non-zero Expires.
+	ErrBadWildcard = errors.New("wildcard contact needs Expires: 0 and no other contact")
+	// ErrTooManyContacts: 403 under the reject policy.
+	ErrTooManyContacts = errors.New("too many registered contacts")
+)
+
+// ContactRequest is one Contact of a REGISTER.
+type ContactRequest struct {
+	URI      string
+	Expires  int // the expires parameter; -1 when absent
+	Instance string
+	RegID    int
+	Q        string
+}
+
+// RegisterRequest is a REGISTER reduced to what RFC 3261 section 10.3 needs.
+type RegisterRequest struct {
+	AOR       string
+	CallID    string
+	CSeq      uint32
+	Contacts  []ContactRequest
+	Wildcard  bool // Contact: *
+	Expires   int  // the Expires header; -1 when absent
+	Transport string
+	Source    string
+	UserAgent string
+}
+
+// RegisterResult is the answer to a REGISTER.
+type RegisterResult struct {
+	Bindings []Binding // every current binding of the AOR
+	// Changed is set when a binding was added or its flow changed: the
+	// member may have become reachable, so pending deliveries should go.
+	Changed bool
+}
+
+// Bindings is the location service: every AOR's bindings in memory, kept
+// durable in a BindingStore. New and changed bindings are committed before
+// the REGISTER is answered (group commit batches them); refreshes that only
+// move the expiry are written behind.
+type Bindings struct {
+	store  BindingStore
+	policy Policy
+	log    *slog.Logger
+	now    func() time.Time
+
+	seed   maphash.Seed
+	shards [64]shard
+
+	writes  chan write
+	stop    chan struct{} // closed when Run's context ends
+	stopped chan struct{} // closed when the writer has written its last
+	onFlow  func(aor string)
+}
+
+type shard struct {
+	mu   sync.RWMutex
+	aors map[string][]Binding
+	// byURI finds the binding of a Contact URI, for in-dialog requests
+	// whose Request-URI is a registered contact.
+	byURI map[string]BindingRef
+}
+
+type write struct {
+	put  []Binding
+	del  []BindingRef
+	done chan error // nil: nobody waits
+}
+
+// NewBindings returns an empty location service; Load fills it and Run
+// starts its writer and expiry.
+func NewBindings(store BindingStore, policy Policy, log *slog.Logger) *Bindings {
+	b := &Bindings{store: store, policy: policy, log: log, now: time.Now, seed: maphash.MakeSeed(),
+		writes: make(chan write, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
+	for i := range b.shards {
+		b.shards[i].aors = map[string][]Binding{}
+		b.shards[i].byURI = map[string]BindingRef{}
+	}
+	return b
+}
+
+// Policy returns the registrar policy.
+func (b *Bindings) Policy() Policy { return b.policy }
+
+func (b *Bindings) shard(aor string) *shard {
+	return &b.shards[maphash.String(b.seed, aor)%uint64(len(b.shards))]
+}
+
+// Load reads the stored bindings into memory. Bindings held by this node
+// come back unreachable when their flow was a connection: that connection
+// died with the previous process.
+func (b *Bindings) Load(ctx context.Context) (int, error) {
+	list, err := b.store.LoadBindings(ctx, b.now())
+	if err != nil {
+		return 0, fmt.Errorf("load bindings: %w", err)
+	}
+	for _, bd := range list {
+		if bd.Node == b.policy.Node && bd.Reliable() {
+			bd.Unreachable = true
+		}
+		sh := b.shard(bd.AOR)
+		sh.mu.Lock()
+		sh.aors[bd.AOR] = append(sh.aors[bd.AOR], bd)
+		sh.byURI[bd.URI] = BindingRef{bd.AOR, bd.Key()}
+		sh.mu.Unlock()
+	}
+	return len(list), nil
+}
+
+// Register applies a REGISTER (RFC 3261 section 10.3 steps 6 to 8) and
+// returns the AOR's bindings once the change is durable.
+func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterResult, error) {
+	now := b.now()
+	if r.Wildcard {
+		if len(r.Contacts) > 0 || r.Expires != 0 {
+			return RegisterResult{}, ErrBadWildcard
+		}
+	}
+	// Validate every contact's expiry before changing anything.
+	type wanted struct {
+		bd     Binding
+		expiry time.Duration
+	}
+	var want []wanted
+	for _, c := range r.Contacts {
+		exp := c.Expires
+		if exp < 0 {
+			exp = r.Expires
+		}
+		d := time.Duration(exp) * time.Second
+		if exp < 0 {
+			d = b.policy.DefaultExpires
+		}
+		if d > 0 && d < b.policy.MinExpires {
+			return RegisterResult{}, ErrIntervalTooBrief
+		}
+		d = min(d, b.policy.MaxExpires)
+		want = append(want, wanted{expiry: d, bd: Binding{
+			AOR: r.AOR, URI: c.URI, Instance: c.Instance, RegID: c.RegID, Q: c.Q,
+			Expires: now.Add(d), CallID: r.CallID, CSeq: r.CSeq, Transport: r.Transport, Source: r.Source,
+			Node: b.policy.Node, UserAgent: r.UserAgent, Updated: now,
+		}})
+	}
+
+	sh := b.shard(r.AOR)
+	sh.mu.Lock()
+	cur := live(sh.aors[r.AOR], now)
+	var put []Binding
+	var del []BindingRef
+	changed, sync := false, false
+	if r.Wildcard {
+		for _, old := range cur {
+			if r.CallID == old.CallID && r.CSeq <= old.CSeq {
+				sh.mu.Unlock()
+				return RegisterResult{}, ErrOutOfOrder
+			}
+		}
+		for _, old := range cur {
+			del = append(del, BindingRef{r.AOR, old.Key()})
+		}
+		cur, sync = nil, len(del) > 0
+	}
+	for _, w := range want {
+		i := indexOf(cur, w.bd.Key())
+		if i >= 0 {
+			old := cur[i]
+			if old.CallID == r.CallID && r.CSeq <= old.CSeq {
+				sh.mu.Unlock()
+				return RegisterResult{}, ErrOutOfOrder
+			}
+			if w.expiry == 0 {
+				del = append(del, BindingRef{r.AOR, old.Key()})
+				cur = append(cur[:i:i], cur[i+1:]...)
+				sync = true
+				continue
+			}
+			if !old.sameFlow(w.bd) {
+				changed, sync = true, true
+			}
+			cur[i] = w.bd
+			put = append(put, w.bd)
+			continue
+		}
+		if w.expiry == 0 {
+			continue // removing what is not there
+		}
+		if len(cur) >= b.policy.MaxContacts {
+			if b.policy.RejectOverflow {
+				sh.mu.Unlock()
+				return RegisterResult{}, ErrTooManyContacts
+			}
+			oldest := 0
+			for j := range cur {
+				if cur[j].Updated.Before(cur[oldest].Updated) {
+					oldest = j
+				}
+			}
+			del = append(del, BindingRef{r.AOR, cur[oldest].Key()})
+			cur = append(cur[:oldest:oldest], cur[oldest+1:]...)
+		}
+		cur = append(cur, w.bd)
+		put = append(put, w.bd)
+		changed, sync = true, true
+	}
+	b.setLocked(sh, r.AOR, cur)
+	out := append([]Binding(nil), cur...)
+	sh.mu.Unlock()
+
+	if len(put) > 0 || len(del) > 0 {
+		if err := b.persist(ctx, put, del, sync); err != nil {
+			return RegisterResult{}, err
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Updated.Before(out[j].Updated) })
+	if changed && b.onFlow != nil {
+		b.onFlow(r.AOR)
+	}
+	return RegisterResult{Bindings: out, Changed: changed}, nil
+}
+
+// setLocked stores the AOR's bindings and keeps the URI index in step.
+func (b *Bindings) setLocked(sh *shard, aor string, cur []Binding) {
+	for _, old := range sh.aors[aor] {
+		if ref, ok := sh.byURI[old.URI]; ok && ref.AOR == aor {
+			delete(sh.byURI, old.URI)
+		}
+	}
+	for _, bd := range cur {
+		sh.byURI[bd.URI] = BindingRef{aor, bd.Key()}
+	}
+	if len(cur) == 0 {
+		delete(sh.aors, aor)
+	} else {
+		sh.aors[aor] = cur
+	}
+}
+
+// persist hands a change to the writer; when wait is set it returns once
+// the change is committed.
+func (b *Bindings) persist(ctx context.Context, put []Binding, del []BindingRef, wait bool) error {
+	w := write{put: put, del: del}
+	if wait {
+		w.done = make(chan error, 1)
+	}
+	select {
+	case b.writes <- w:
+	case <-b.stop:
+		return errStopped
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if !wait {
+		return nil
+	}
+	select {
+	case err := <-w.done:
+		if err != nil {
+			return fmt.Errorf("store bindings: %w", err)
+		}
+		return nil
+	case <-b.stopped:
+		// The writer may have taken w in its last batch.
+		select {
+		case err := <-w.done:
+			return err
+		default:
+			return errStopped
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var errStopped = errors.New("registrar is stopping")
+
+// Run writes bindings and expires them until ctx is done; it writes what
+// is queued before it returns.
+func (b *Bindings) Run(ctx context.Context) {
+	go func() {
+		defer close(b.stopped)
+		b.writeLoop()
+	}()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			close(b.stop)
+			<-b.stopped
+			return
+		case <-tick.C:
+			b.expire(ctx)
+		}
+	}
+}
+
+// writeLoop commits queued writes in batches: one transaction, and one
+// disk flush, for every REGISTER that arrived meanwhile.
+func (b *Bindings) writeLoop() {
+	for {
+		var w write
+		select {
+		case w = <-b.writes:
+		case <-b.stop:
+			// Write what is still queued, then stop.
+			select {
+			case w = <-b.writes:
+			default:
+				return
+			}
+		}
+		batch := []write{w}
+	collect:
+		for len(batch) < 512 {
+			select {
+			case w := <-b.writes:
+				batch = append(batch, w)
+			default:
+				break collect
+			}
+		}
+		var put []Binding
+		var del []BindingRef
+		for _, w := range batch {
+			put = append(put, w.put...)
+			del = append(del, w.del...)
+		}
+		put, del = squash(put, del)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := b.store.SaveBindings(ctx, put, del)
+		cancel()
+		if err != nil {
+			b.log.Error("store bindings", "count", len(put)+len(del), "error", err)
+		}
+		for _, w := range batch {
+			if w.done != nil {
+				w.done <- err
+			}
+		}
+	}
+}
+
+// squash keeps the last write of each binding in a batch, so that the
+// store never sees the same row twice in one statement.
+func squash(put []Binding, del []BindingRef) ([]Binding, []BindingRef) {
+	type op struct {
+		put   *Binding
+		order int
+	}
+	last := map[BindingRef]op{}
+	i := 0
+	for _, d := range del {
+		last[d] = op{order: i}
+		i++
+	}
+	for j := range put {
+		last[BindingRef{put[j].AOR, put[j].Key()}] = op{put: &put[j], order: i}
+		i++
+	}
+	var outPut []Binding
+	var outDel []BindingRef
+	for ref, o := range last {
+		if o.put != nil {
+			outPut = append(outPut, *o.put)
+		} else {
+			outDel = append(outDel, ref)
+		}
+	}
+	return outPut, outDel
+}
+
+// live filters out expired bindings.
+func live(bs []Binding, now time.Time) []Binding {
+	out := bs[:0:0]
+	for _, b := range bs {
+		if b.Expires.After(now) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func indexOf(bs []Binding, key string) int {
+	for i := range bs {
+		if bs[i].Key() == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// expire drops expired bindings from memory and from the store.
+func (b *Bindings) expire(ctx context.Context) {
+	now := b.now()
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for aor, bs := range sh.aors {
+			keep := live(bs, now)
+			if len(keep) == len(bs) {
+				continue
+			}
+			for _, bd := range bs {
+				if !bd.Expires.After(now) {
+					if ref := sh.byURI[bd.URI]; ref.AOR == aor && ref.Key == bd.Key() {
+						delete(sh.byURI, bd.URI)
+					}
+				}
+			}
+			if len(keep) == 0 {
+				delete(sh.aors, aor)
+			} else {
+				sh.aors[aor] = keep
+			}
+		}
+		sh.mu.Unlock()
+	}
+	if _, err := b.store.DeleteExpiredBindings(ctx, now); err != nil && ctx.Err() == nil {
+		b.log.Error("delete expired bindings", "error", err)
+	}
+}
+
+// Lookup returns the AOR's live bindings that can be reached.
+func (b *Bindings) Lookup(aor string) []Binding {
+	now := b.now()
+	sh := b.shard(aor)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	var out []Binding
+	for _, bd := range sh.aors[aor] {
+		if bd.Expires.After(now) && !bd.Unreachable {
+			out = append(out, bd)
+		}
+	}
+	return out
+}
+
+// LookupURI finds the live binding whose Contact URI is uri, for requests
+// sent to a registered contact inside a dialog.
+func (b *Bindings) LookupURI(uri string) (Binding, bool) {
+	now := b.now()
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.RLock()
+		ref, ok := sh.byURI[uri]
+		if ok {
+			for _, bd := range sh.aors[ref.AOR] {
+				if bd.Key() == ref.Key && bd.Expires.After(now) && !bd.Unreachable {
+					sh.mu.RUnlock()
+					return bd, true
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return Binding{}, false
+}
+
+// FlowClosed marks every binding of this node on the connection from source
+// over transport unreachable.
+func (b *Bindings) FlowClosed(transport, source string) {
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for _, bs := range sh.aors {
+			for j := range bs {
+				if bs[j].Source == source && bs[j].Transport == transport && bs[j].Node == b.policy.Node {
+					bs[j].Unreachable = true
+				}
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// OnReachable sets a function called (outside any lock) with the AOR when
+// a REGISTER adds a binding or changes its flow.
+func (b *Bindings) OnReachable(fn func(aor string)) { b.onFlow = fn }
+
+// Stats counts live bindings by transport and AORs with at least one.
+func (b *Bindings) Stats() (byTransport map[string]int, aors int) {
+	now := b.now()
+	byTransport = map[string]int{}
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.RLock()
+		for _, bs := range sh.aors {
+			n := 0
+			for _, bd := range bs {
+				if bd.Expires.After(now) && !bd.Unreachable {
+					byTransport[bd.Transport]++
+					n++
+				}
+			}
+			if n > 0 {
+				aors++
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return byTransport, aors
+}

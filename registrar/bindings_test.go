@@ -1,0 +1,169 @@
+package registrar_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"gchd/registrar"
+	"gchd/storage"
+	"gchd/storage/storagetest"
+)
+
+func newBindings(t *testing.T, db *storage.DB, policy registrar.Policy) (*registrar.Bindings, func()) {
+	t.Helper()
+	b := registrar.NewBindings(db.BindingStore(), policy, slog.New(slog.DiscardHandler))
+	if _, err := b.Load(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); b.Run(ctx) }()
+	return b, func() { cancel(); <-done }
+}
+
+func contact(uri string, expires int) registrar.ContactRequest {
+	return registrar.ContactRequest{URI: uri, Expires: expires}
+}
+
+func reg(callID string, cseq uint32, expires int, contacts ...registrar.ContactRequest) registrar.RegisterRequest {
+	return registrar.RegisterRequest{AOR: "alice", CallID: callID, CSeq: cseq, Contacts: contacts, Expires: expires,
+		Transport: "UDP", Source: "192.0.2.1:5060"}
+}
+
+func uris(bs []registrar.Binding) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.URI)
+	}
+	return out
+}
+
+func TestRegisterSemantics(t *testing.T) {
+	for _, engine := range storagetest.Engines() {
+		t.Run(string(engine), func(t *testing.T) {
+			ctx := context.Background()
+			db := storagetest.Open(t, engine)
+			p := registrar.DefaultPolicy()
+			p.MaxContacts = 3
+			b, stop := newBindings(t, db, p)
+
+			steps := []struct {
+				name string
+				req  registrar.RegisterRequest
+				err  error
+				want []string
+			}{
+				{"first contact", reg("c1", 1, -1, contact("sip:a@192.0.2.1", -1)), nil, []string{"sip:a@192.0.2.1"}},
+				{"query without contacts", reg("c9", 1, -1), nil, []string{"sip:a@192.0.2.1"}},
+				{"second contact, parameter expiry", reg("c2", 1, -1, contact("sip:a@192.0.2.2", 300)), nil, []string{"sip:a@192.0.2.1", "sip:a@192.0.2.2"}},
+				{"replayed CSeq", reg("c1", 1, -1, contact("sip:a@192.0.2.1", -1)), registrar.ErrOutOfOrder, nil},
+				{"lower CSeq", reg("c2", 0, -1, contact("sip:a@192.0.2.2", 300)), registrar.ErrOutOfOrder, nil},
+				{"too brief", reg("c3", 1, 30, contact("sip:a@192.0.2.3", -1)), registrar.ErrIntervalTooBrief, nil},
+				{"zero parameter beats header", reg("c2", 2, 3600, contact("sip:a@192.0.2.2", 0)), nil, []string{"sip:a@192.0.2.1"}},
+				{"wildcard with expiry", registrar.RegisterRequest{AOR: "alice", CallID: "c5", CSeq: 1, Wildcard: true, Expires: 60}, registrar.ErrBadWildcard, nil},
+				{"fill to the limit", reg("c6", 1, -1, contact("sip:a@192.0.2.6", -1), contact("sip:a@192.0.2.7", -1)), nil,
+					[]string{"sip:a@192.0.2.1", "sip:a@192.0.2.6", "sip:a@192.0.2.7"}},
+				{"oldest gives way", reg("c8", 1, -1, contact("sip:a@192.0.2.8", -1)), nil,
+					[]string{"sip:a@192.0.2.6", "sip:a@192.0.2.7", "sip:a@192.0.2.8"}},
+				{"wildcard removes all", registrar.RegisterRequest{AOR: "alice", CallID: "c9", CSeq: 2, Wildcard: true, Expires: 0}, nil, nil},
+			}
+			for _, s := range steps {
+				time.Sleep(2 * time.Millisecond) // distinct update times for "oldest"
+				res, err := b.Register(ctx, s.req)
+				if !errors.Is(err, s.err) {
+					t.Fatalf("%s: err %v, want %v", s.name, err, s.err)
+				}
+				if err != nil {
+					continue
+				}
+				got := uris(res.Bindings)
+				if len(got) != len(s.want) {
+					t.Fatalf("%s: bindings %v, want %v", s.name, got, s.want)
+				}
+				for i := range got {
+					if got[i] != s.want[i] {
+						t.Fatalf("%s: bindings %v, want %v", s.name, got, s.want)
+					}
+				}
+			}
+			// Expiry is clamped to the maximum.
+			res, _ := b.Register(ctx, reg("c10", 1, 999999, contact("sip:a@192.0.2.10", -1)))
+			if d := time.Until(res.Bindings[0].Expires); d > p.MaxExpires || d < p.MaxExpires-time.Minute {
+				t.Fatalf("expiry %v, want about %v", d, p.MaxExpires)
+			}
+			stop()
+
+			// The same device (instance, reg-id) replaces its old binding even
+			// with a new Contact; a restart keeps bindings.
+			p.RejectOverflow = true
+			b, stop = newBindings(t, db, p)
+			defer stop()
+			if got := b.Lookup("alice"); len(got) != 1 || got[0].URI != "sip:a@192.0.2.10" {
+				t.Fatalf("after restart: %v", uris(got))
+			}
+			dev := func(uri string) registrar.ContactRequest {
+				return registrar.ContactRequest{URI: uri, Expires: -1, Instance: "<urn:uuid:00000000-0000-0000-0000-000000000001>", RegID: 1}
+			}
+			b.Register(ctx, reg("d1", 1, -1, dev("sip:a@198.51.100.1:1111")))
+			res, err := b.Register(ctx, reg("d2", 1, -1, dev("sip:a@198.51.100.1:2222")))
+			if err != nil || len(res.Bindings) != 2 || res.Bindings[1].URI != "sip:a@198.51.100.1:2222" {
+				t.Fatalf("instance replace: %v, %v", uris(res.Bindings), err)
+			}
+			b.Register(ctx, reg("d3", 1, -1, contact("sip:a@192.0.2.11", -1)))
+			if _, err := b.Register(ctx, reg("d4", 1, -1, contact("sip:a@192.0.2.12", -1))); !errors.Is(err, registrar.ErrTooManyContacts) {
+				t.Fatalf("over the limit with the reject policy: %v", err)
+			}
+			if bd, ok := b.LookupURI("sip:a@198.51.100.1:2222"); !ok || bd.AOR != "alice" {
+				t.Fatalf("LookupURI = %+v, %v", bd, ok)
+			}
+			if _, ok := b.LookupURI("sip:a@198.51.100.1:1111"); ok {
+				t.Fatal("LookupURI found the replaced contact")
+			}
+		})
+	}
+}
+
+func TestFlowsAndReachability(t *testing.T) {
+	db := storagetest.Open(t, storage.SQLite)
+	b, stop := newBindings(t, db, registrar.DefaultPolicy())
+	ctx := context.Background()
+	var reachable []string
+	b.OnReachable(func(aor string) { reachable = append(reachable, aor) })
+	tcp := registrar.RegisterRequest{AOR: "bob", CallID: "x", CSeq: 1, Contacts: []registrar.ContactRequest{contact("sip:bob@h.invalid;transport=ws", -1)},
+		Expires: -1, Transport: "WS", Source: "203.0.113.5:40000"}
+	if _, err := b.Register(ctx, tcp); err != nil {
+		t.Fatal(err)
+	}
+	tcp.CSeq = 2
+	b.Register(ctx, tcp) // a refresh of the same flow
+	if len(reachable) != 1 {
+		t.Fatalf("reachable callbacks = %v, want one (the refresh changes nothing)", reachable)
+	}
+	if got := b.Lookup("bob"); len(got) != 1 || got[0].Source != "203.0.113.5:40000" || got[0].Transport != "WS" {
+		t.Fatalf("lookup = %+v", got)
+	}
+	b.FlowClosed("WS", "203.0.113.5:40000")
+	if got := b.Lookup("bob"); len(got) != 0 {
+		t.Fatalf("after the flow closed: %+v", got)
+	}
+	if by, aors := b.Stats(); aors != 0 || by["WS"] != 0 {
+		t.Fatalf("stats after close: %v %d", by, aors)
+	}
+	// Registering again over a new connection makes it reachable.
+	tcp.CSeq, tcp.Source = 3, "203.0.113.5:40001"
+	b.Register(ctx, tcp)
+	if got := b.Lookup("bob"); len(got) != 1 || len(reachable) != 2 {
+		t.Fatalf("after re-register: %+v, callbacks %v", got, reachable)
+	}
+	stop()
+	// After a restart, a connection-held binding of this node is unreachable
+	// (the connection died with the process); UDP ones stay reachable.
+	b2, stop2 := newBindings(t, db, registrar.DefaultPolicy())
+	defer stop2()
+	if got := b2.Lookup("bob"); len(got) != 0 {
+		t.Fatalf("WS binding reachable after restart: %+v", got)
+	}
+}

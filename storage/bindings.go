@@ -1,0 +1,147 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"gchd/registrar"
+)
+
+// BindingStore returns the registrar's location store.
+func (db *DB) BindingStore() registrar.BindingStore { return bindingStore{queries{db: db, x: db.r}} }
+
+type bindingStore struct{ queries }
+
+type bindingRow struct {
+	AOR       string `db:"aor"`
+	Key       string `db:"binding_key"`
+	URI       string `db:"uri"`
+	Instance  string `db:"instance"`
+	RegID     int    `db:"reg_id"`
+	Q         string `db:"q"`
+	Expires   int64  `db:"expires_at"`
+	CallID    string `db:"call_id"`
+	CSeq      int64  `db:"cseq"`
+	Transport string `db:"transport"`
+	Source    string `db:"source"`
+	Node      string `db:"node"`
+	UserAgent string `db:"user_agent"`
+	Updated   int64  `db:"updated_at"`
+}
+
+const bindingColumns = "aor, binding_key, uri, instance, reg_id, q, expires_at, call_id, cseq, transport, source, node, user_agent, updated_at"
+
+func (s bindingStore) LoadBindings(ctx context.Context, now time.Time) ([]registrar.Binding, error) {
+	var rows []bindingRow
+	if err := s.selectAll(ctx, &rows, "SELECT "+bindingColumns+" FROM bindings WHERE expires_at > ?", micros(now)); err != nil {
+		return nil, fmt.Errorf("select bindings: %w", err)
+	}
+	out := make([]registrar.Binding, len(rows))
+	for i, r := range rows {
+		out[i] = registrar.Binding{
+			AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
+			CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, Node: r.Node,
+			UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
+		}
+	}
+	return out, nil
+}
+
+// SaveBindings upserts and deletes in one transaction, many rows per
+// statement: a REGISTER burst costs one commit, not one per phone.
+func (s bindingStore) SaveBindings(ctx context.Context, put []registrar.Binding, del []registrar.BindingRef) error {
+	return s.db.inTx(ctx, "bindings_save", func(tx *sqlx.Tx) error {
+		for len(del) > 0 {
+			chunk := del[:min(len(del), 400)]
+			del = del[len(chunk):]
+			var b strings.Builder
+			b.WriteString("DELETE FROM bindings WHERE (aor, binding_key) IN (VALUES ")
+			args := make([]any, 0, 2*len(chunk))
+			for i, d := range chunk {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("(?, ?)")
+				args = append(args, d.AOR, d.Key)
+			}
+			b.WriteString(")")
+			if _, err := tx.ExecContext(ctx, s.db.sql(b.String()), args...); err != nil {
+				return fmt.Errorf("delete %d bindings: %w", len(chunk), err)
+			}
+		}
+		for len(put) > 0 {
+			chunk := put[:min(len(put), 200)]
+			put = put[len(chunk):]
+			var b strings.Builder
+			b.WriteString("INSERT INTO bindings (" + bindingColumns + ") VALUES ")
+			args := make([]any, 0, 14*len(chunk))
+			for i, bd := range chunk {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				args = append(args, bd.AOR, bd.Key(), bd.URI, bd.Instance, bd.RegID, bd.Q, micros(bd.Expires),
+					bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.Node, bd.UserAgent, micros(bd.Updated))
+			}
+			b.WriteString(` ON CONFLICT (aor, binding_key) DO UPDATE SET uri = excluded.uri, instance = excluded.instance,
+				reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, call_id = excluded.call_id,
+				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, node = excluded.node,
+				user_agent = excluded.user_agent, updated_at = excluded.updated_at`)
+			if _, err := tx.ExecContext(ctx, s.db.sql(b.String()), args...); err != nil {
+				return fmt.Errorf("upsert %d bindings: %w", len(chunk), err)
+			}
+		}
+		return nil
+	})
+}
+
+func (s bindingStore) DeleteExpiredBindings(ctx context.Context, t time.Time) (int, error) {
+	var n int64
+	err := s.db.inTx(ctx, "bindings_expire", func(tx *sqlx.Tx) error {
+		res, err := tx.ExecContext(ctx, s.db.sql("DELETE FROM bindings WHERE expires_at <= ?"), micros(t))
+		if err != nil {
+			return fmt.Errorf("delete expired bindings: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return int(n), err
+}
+
+// Secret returns the named server secret, creating a random one on first
+// use; every node sharing the database gets the same.
+func (db *DB) Secret(ctx context.Context, name string) ([]byte, error) {
+	var value string
+	err := db.inTx(ctx, "secret", func(tx *sqlx.Tx) error {
+		err := tx.GetContext(ctx, &value, db.sql("SELECT value FROM settings WHERE name = ?"), name)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		b := make([]byte, 32)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		value = hex.EncodeToString(b)
+		_, err = tx.ExecContext(ctx, db.sql("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"), name, value)
+		if err != nil {
+			return err
+		}
+		// Another node may have won the race: read what is stored.
+		return tx.GetContext(ctx, &value, db.sql("SELECT value FROM settings WHERE name = ?"), name)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("secret %s: %w", name, err)
+	}
+	return hex.DecodeString(value)
+}
