@@ -314,6 +314,9 @@ func (d *Dispatcher) enqueuePending(ps []PendingDelivery) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, p := range ps {
+		if p.Event.Deleted {
+			continue // its delivery was ended with the deletion
+		}
 		d.enqueueLocked(job{ev: p.Event, login: p.Login, attempts: p.Attempts})
 	}
 }

@@ -273,6 +273,7 @@ func (s *Service) RemoveMembers(ctx context.Context, c Caller, id GroupID, dn st
 			return err
 		}
 		var removed []string
+		changed := false
 		for _, l := range logins {
 			m, ok := st.member(l)
 			if !ok {
@@ -284,6 +285,7 @@ func (s *Service) RemoveMembers(ctx context.Context, c Caller, id GroupID, dn st
 			if !m.Status.Active() {
 				continue
 			}
+			changed = true
 			if m.Status == StatusJoined {
 				removed = append(removed, l)
 			}
@@ -291,6 +293,9 @@ func (s *Service) RemoveMembers(ctx context.Context, c Caller, id GroupID, dn st
 			if err := st.put(ctx, ch.tx, m); err != nil {
 				return err
 			}
+		}
+		if !changed {
+			return nil
 		}
 		if err := s.settleRoles(ctx, ch.tx, st); err != nil {
 			return err

@@ -126,21 +126,22 @@ func (s *Service) DeleteMedia(ctx context.Context, c Caller, id GroupID, kind Me
 		if err := requireAdmin(st); err != nil {
 			return err
 		}
+		// A video goes with its thumbnail.
 		kinds := []MediaKind{kind}
-		changed := false
 		switch kind {
 		case MediaAvatar:
-			changed = st.group.HasAvatar()
 			st.group.AvatarAt = time.Time{}
 		case MediaVideo, MediaVideoThumb:
 			kinds = []MediaKind{MediaVideo, MediaVideoThumb}
-			changed = st.group.HasVideo()
 			st.group.VideoAt = time.Time{}
 		}
+		changed := false
 		for _, k := range kinds {
-			if err := ch.tx.DeleteMedia(ctx, id, k); err != nil {
+			deleted, err := ch.tx.DeleteMedia(ctx, id, k)
+			if err != nil {
 				return fmt.Errorf("delete %s of %d: %w", k, id, err)
 			}
+			changed = changed || deleted
 		}
 		if !changed {
 			return nil

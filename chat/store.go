@@ -40,15 +40,18 @@ type Tx interface {
 	PutMember(ctx context.Context, m Member) error
 	// AppendEvent adds e to the log and returns its MID.
 	AppendEvent(ctx context.Context, e Event) (MID, error)
-	// DeleteMessage marks a message deleted and forgets its body.
+	// DeleteMessage marks a message deleted, forgets its body and ends its
+	// pending deliveries: nobody is to receive it any more.
 	DeleteMessage(ctx context.Context, mid MID) error
 	// AddDeliveries records that the event is due to each login.
 	AddDeliveries(ctx context.Context, mid MID, logins []string) error
-	// SetReceipt records cf and rd (a zero time leaves a field as it is; an
-	// earlier value is kept) and ends any pending delivery to that login.
+	// SetReceipt records cf and rd of a recipient (a zero time leaves a
+	// field as it is; an earlier value is kept) and ends its pending
+	// delivery. A login the message was not due to gets no receipt.
 	SetReceipt(ctx context.Context, mid MID, login string, cf, rd time.Time) error
 	PutMedia(ctx context.Context, m Media) error
-	DeleteMedia(ctx context.Context, id GroupID, kind MediaKind) error
+	// DeleteMedia reports whether there was a file to delete.
+	DeleteMedia(ctx context.Context, id GroupID, kind MediaKind) (bool, error)
 }
 
 // Store is the persistence the chat engine needs.

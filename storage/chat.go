@@ -262,7 +262,10 @@ func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event) (chat.MID, error
 }
 
 func (t *chatTx) DeleteMessage(ctx context.Context, mid chat.MID) error {
-	_, err := t.exec(ctx, "UPDATE events SET deleted = ?, body = '' WHERE mid = ?", true, int64(mid))
+	if _, err := t.exec(ctx, "UPDATE events SET deleted = ?, body = '' WHERE mid = ?", true, int64(mid)); err != nil {
+		return err
+	}
+	_, err := t.exec(ctx, "UPDATE deliveries SET state = 'x', next_at = 0 WHERE mid = ? AND state = 'p'", int64(mid))
 	return err
 }
 
@@ -284,11 +287,10 @@ func (t *chatTx) AddDeliveries(ctx context.Context, mid chat.MID, logins []strin
 }
 
 func (t *chatTx) SetReceipt(ctx context.Context, mid chat.MID, login string, cf, rd time.Time) error {
-	_, err := t.exec(ctx, `INSERT INTO deliveries (mid, login, state, cf_at, rd_at) VALUES (?, ?, 'd', ?, ?)
-		ON CONFLICT (mid, login) DO UPDATE SET state = 'd',
-			cf_at = CASE WHEN deliveries.cf_at = 0 THEN excluded.cf_at ELSE deliveries.cf_at END,
-			rd_at = CASE WHEN deliveries.rd_at = 0 THEN excluded.rd_at ELSE deliveries.rd_at END`,
-		int64(mid), login, micros(cf), micros(rd))
+	_, err := t.exec(ctx, `UPDATE deliveries SET state = CASE WHEN state = 'p' THEN 'd' ELSE state END, next_at = 0,
+			cf_at = CASE WHEN cf_at = 0 THEN ? ELSE cf_at END,
+			rd_at = CASE WHEN rd_at = 0 THEN ? ELSE rd_at END
+		WHERE mid = ? AND login = ?`, micros(cf), micros(rd), int64(mid), login)
 	return err
 }
 
@@ -300,7 +302,11 @@ func (t *chatTx) PutMedia(ctx context.Context, m chat.Media) error {
 	return err
 }
 
-func (t *chatTx) DeleteMedia(ctx context.Context, id chat.GroupID, kind chat.MediaKind) error {
-	_, err := t.exec(ctx, "DELETE FROM media WHERE group_id = ? AND kind = ?", int64(id), string(kind))
-	return err
+func (t *chatTx) DeleteMedia(ctx context.Context, id chat.GroupID, kind chat.MediaKind) (bool, error) {
+	res, err := t.exec(ctx, "DELETE FROM media WHERE group_id = ? AND kind = ?", int64(id), string(kind))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
