@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"sync"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"gchd/httpapi"
 	"gchd/metrics"
 	"gchd/registrar"
+	"gchd/sipserver"
 	"gchd/storage"
 )
 
@@ -39,6 +41,8 @@ type App struct {
 	registry *prometheus.Registry
 	metrics  *metrics.Metrics
 	accounts *registrar.Accounts
+	bindings *registrar.Bindings
+	sip      *sipserver.Server
 	chat     *chat.Service
 	dispatch *chat.Dispatcher
 	api      *httpapi.Server
@@ -78,6 +82,9 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	})
 
 	a.accounts = registrar.NewAccounts(a.db.AccountStore(), cfg.Domain)
+	if err := a.buildSIP(ctx); err != nil {
+		return nil, err
+	}
 	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), logDeliverer{log: log}, log.With("part", "delivery"), chat.DispatchOptions{})
 	a.chat = chat.NewService(a.db.ChatStore(),
 		chat.WithPublisher(countingPublisher{next: a.dispatch, metrics: a.metrics}),
@@ -103,6 +110,63 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	}
 	return a, nil
 }
+
+// buildSIP builds the location service and binds the SIP listeners.
+func (a *App) buildSIP(ctx context.Context) error {
+	cfg := a.cfg
+	node := cfg.Registrar.Node
+	if node == "" {
+		node, _ = os.Hostname()
+	}
+	a.bindings = registrar.NewBindings(a.db.BindingStore(), registrar.Policy{
+		MinExpires:     cfg.Registrar.MinExpires,
+		MaxExpires:     cfg.Registrar.MaxExpires,
+		DefaultExpires: cfg.Registrar.DefaultExpires,
+		MaxContacts:    cfg.Registrar.MaxContacts,
+		RejectOverflow: cfg.Registrar.Overflow == "reject",
+		Node:           node,
+	}, a.log.With("part", "registrar"))
+	n, err := a.bindings.Load(ctx)
+	if err != nil {
+		return err
+	}
+	a.log.Info("bindings loaded", "count", n)
+	metrics.RegisterContactGauges(a.registry, a.bindings.Stats)
+	secret, err := a.db.Secret(ctx, "sip-secret")
+	if err != nil {
+		return err
+	}
+	trusted, _ := cfg.SIP.TrustedNetworks() // validated with the configuration
+	var tlsConf *tls.Config
+	if cfg.SIP.TLSAddr != "" || cfg.SIP.WSSAddr != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return fmt.Errorf("tls.cert: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	a.sip, err = sipserver.New(sipserver.Options{
+		Domain:           cfg.Domain,
+		Advertise:        cfg.SIP.Advertise,
+		Aliases:          cfg.SIP.AliasList(),
+		Addr:             cfg.SIP.Addr,
+		WSAddr:           cfg.SIP.WSAddr,
+		TLSAddr:          cfg.SIP.TLSAddr,
+		WSSAddr:          cfg.SIP.WSSAddr,
+		TLS:              tlsConf,
+		UDPReadBuffer:    cfg.SIP.UDPReadBuffer,
+		DigestAlgorithms: cfg.SIP.DigestAlgorithmList(),
+		NonceLifetime:    cfg.SIP.NonceLifetime,
+		Trusted:          trusted,
+		InviteTimeout:    cfg.SIP.InviteTimeout,
+		IdleTimeout:      cfg.SIP.IdleTimeout,
+		Secret:           secret,
+	}, a.accounts, a.bindings, a.metrics, a.log.With("part", "sip"))
+	return err
+}
+
+// SIPAddr returns the bound address of a SIP transport (UDP, TCP, TLS, WS, WSS).
+func (a *App) SIPAddr(transport string) string { return a.sip.Addr(transport) }
 
 // bindHTTP binds the HTTP and HTTPS listeners.
 func (a *App) bindHTTP() error {
@@ -190,7 +254,23 @@ func (a *App) checkDatabase(ctx context.Context) error {
 // finish, and the database is closed.
 func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, len(a.httpServers)+1)
+	errs := make(chan error, len(a.httpServers)+2)
+
+	bindingsCtx, stopBindings := context.WithCancel(context.WithoutCancel(ctx))
+	bindingsDone := make(chan struct{})
+	go func() {
+		defer close(bindingsDone)
+		a.bindings.Run(bindingsCtx)
+	}()
+	sipCtx, stopSIP := context.WithCancel(ctx)
+	defer stopSIP()
+	sipDone := make(chan struct{})
+	go func() {
+		defer close(sipDone)
+		if err := a.sip.Serve(sipCtx); err != nil {
+			errs <- err
+		}
+	}()
 
 	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
 	graceCtx, endGrace := context.WithCancel(context.Background())
@@ -210,7 +290,8 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	a.log.Info("gchd serving", "version", Version, "domain", a.cfg.Domain, "http", a.HTTPAddr(),
+	a.log.Info("gchd serving", "version", Version, "domain", a.cfg.Domain, "sip", a.sip.Addr("UDP"),
+		"sip_ws", a.sip.Addr("WS"), "sip_tls", a.sip.Addr("TLS"), "http", a.HTTPAddr(),
 		"https", a.listenAddr("http.tls_addr"), "database", a.db.Engine())
 
 	var runErr error
@@ -220,9 +301,13 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.log.Info("gchd stopping", "grace", a.cfg.Shutdown.Grace)
 
-	// Reverse order: stop taking requests, then let deliveries finish.
+	// Reverse order: stop taking requests, let deliveries in flight finish
+	// (they need the SIP stack), then close the stack, the registrar's
+	// writer and the database.
 	shutCtx, cancel := context.WithTimeout(context.Background(), a.cfg.Shutdown.Grace)
 	defer cancel()
+	stopSIP()
+	<-sipDone
 	for _, h := range a.httpServers {
 		if err := h.srv.Shutdown(shutCtx); err != nil {
 			h.srv.Close()
@@ -234,6 +319,9 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	stopDispatch()
 	wg.Wait()
+	a.sip.Close()
+	stopBindings()
+	<-bindingsDone
 	a.close()
 	a.log.Info("gchd stopped")
 	return runErr
@@ -243,6 +331,9 @@ func (a *App) Run(ctx context.Context) error {
 func (a *App) close() {
 	for _, h := range a.httpServers {
 		h.ln.Close()
+	}
+	if a.sip != nil {
+		a.sip.Close()
 	}
 	if a.db != nil {
 		a.db.Close()

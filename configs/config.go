@@ -14,17 +14,18 @@ import (
 
 // Config is the whole configuration of a gchd process.
 type Config struct {
-	Domain   string   `yaml:"domain" help:"SIP domain of the users' addresses and digest realm"`
-	Database string   `yaml:"database" help:"sqlite:PATH or postgres://USER@HOST/DB?sslmode=disable"`
-	SIP      SIP      `yaml:"sip"`
-	HTTP     HTTP     `yaml:"http"`
-	TLS      TLS      `yaml:"tls"`
-	Storage  Storage  `yaml:"storage"`
-	API      API      `yaml:"api"`
-	Chat     Chat     `yaml:"chat"`
-	Log      Log      `yaml:"log"`
-	Shutdown Shutdown `yaml:"shutdown"`
-	Debug    Debug    `yaml:"debug"`
+	Domain    string    `yaml:"domain" help:"SIP domain of the users' addresses and digest realm"`
+	Database  string    `yaml:"database" help:"sqlite:PATH or postgres://USER@HOST/DB?sslmode=disable"`
+	SIP       SIP       `yaml:"sip"`
+	HTTP      HTTP      `yaml:"http"`
+	Registrar Registrar `yaml:"registrar"`
+	TLS       TLS       `yaml:"tls"`
+	Storage   Storage   `yaml:"storage"`
+	API       API       `yaml:"api"`
+	Chat      Chat      `yaml:"chat"`
+	Log       Log       `yaml:"log"`
+	Shutdown  Shutdown  `yaml:"shutdown"`
+	Debug     Debug     `yaml:"debug"`
 }
 
 // Debug is diagnostics for operators.
@@ -32,12 +33,30 @@ type Debug struct {
 	PprofAddr string `yaml:"pprof_addr" help:"listen address of Go's /debug/pprof profiler (empty: off; keep it on localhost)"`
 }
 
-// SIP is the SIP listeners.
+// SIP is the SIP listeners and behaviour.
 type SIP struct {
-	Addr    string `yaml:"addr" help:"SIP UDP and TCP listen address"`
-	WSAddr  string `yaml:"ws_addr" help:"SIP over WebSocket listen address (empty: off)"`
-	TLSAddr string `yaml:"tls_addr" help:"SIP over TLS listen address (empty: off; needs tls.cert and tls.key)"`
-	WSSAddr string `yaml:"wss_addr" help:"SIP over secure WebSocket listen address (empty: off; needs tls.cert and tls.key)"`
+	Addr             string        `yaml:"addr" help:"SIP UDP and TCP listen address"`
+	WSAddr           string        `yaml:"ws_addr" help:"SIP over WebSocket listen address (empty: off)"`
+	TLSAddr          string        `yaml:"tls_addr" help:"SIP over TLS listen address (empty: off; needs tls.cert and tls.key)"`
+	WSSAddr          string        `yaml:"wss_addr" help:"SIP over secure WebSocket listen address (empty: off; needs tls.cert and tls.key)"`
+	Advertise        string        `yaml:"advertise" help:"host put in Via and Record-Route (empty: the listen IP, or the domain when listening on all addresses)"`
+	Aliases          string        `yaml:"aliases" help:"comma-separated other host names or IPs that address this server"`
+	UDPReadBuffer    int           `yaml:"udp_read_buffer" help:"UDP socket receive buffer in bytes (bursts overflow the kernel default)"`
+	DigestAlgorithms string        `yaml:"digest_algorithms" help:"digest challenges offered, most preferred first: MD5, SHA-256 or both comma-separated"`
+	NonceLifetime    time.Duration `yaml:"nonce_lifetime" help:"how long a digest nonce is accepted before stale=true"`
+	Trusted          string        `yaml:"trusted" help:"comma-separated networks (CIDR) whose requests are relayed without a challenge, e.g. an SBC"`
+	InviteTimeout    time.Duration `yaml:"invite_timeout" help:"how long an unanswered INVITE rings before it is cancelled (Timer C)"`
+	IdleTimeout      time.Duration `yaml:"idle_timeout" help:"close TCP, TLS and WebSocket connections silent for this long"`
+}
+
+// Registrar is the registration policy.
+type Registrar struct {
+	MinExpires     time.Duration `yaml:"min_expires" help:"shortest registration accepted (shorter: 423 Interval Too Brief)"`
+	MaxExpires     time.Duration `yaml:"max_expires" help:"longest registration granted (longer ones are shortened)"`
+	DefaultExpires time.Duration `yaml:"default_expires" help:"registration length when the phone asks for none"`
+	MaxContacts    int           `yaml:"max_contacts" help:"registered contacts per user"`
+	Overflow       string        `yaml:"overflow" help:"when a user has max_contacts already: replace (the oldest gives way) or reject (403)"`
+	Node           string        `yaml:"node" help:"this node's name among gchd nodes sharing a database (empty: the host name)"`
 }
 
 // HTTP is the API listeners.
@@ -88,10 +107,24 @@ func Default() Config {
 	return Config{
 		Domain:   "localhost",
 		Database: "sqlite:./data/gchd.db",
-		SIP:      SIP{Addr: "0.0.0.0:5060"},
-		HTTP:     HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 1 << 20},
-		Storage:  Storage{SQLiteSynchronous: "FULL"},
-		API:      API{CodesInStatus: true},
+		SIP: SIP{
+			Addr:             "0.0.0.0:5060",
+			UDPReadBuffer:    4 << 20,
+			DigestAlgorithms: "MD5,SHA-256",
+			NonceLifetime:    5 * time.Minute,
+			InviteTimeout:    3 * time.Minute,
+			IdleTimeout:      10 * time.Minute,
+		},
+		Registrar: Registrar{
+			MinExpires:     time.Minute,
+			MaxExpires:     2 * time.Hour,
+			DefaultExpires: time.Hour,
+			MaxContacts:    10,
+			Overflow:       "replace",
+		},
+		HTTP:    HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 1 << 20},
+		Storage: Storage{SQLiteSynchronous: "FULL"},
+		API:     API{CodesInStatus: true},
 		Chat: Chat{
 			MaxParticipants: 30,
 			MaxMessageBytes: 16 << 10,

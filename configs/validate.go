@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks every setting and returns all problems at once, each
@@ -68,6 +70,53 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if c.SIP.Advertise != "" {
+		if err := checkHost(c.SIP.Advertise); err != nil {
+			bad("sip.advertise", c.SIP.Advertise, err.Error())
+		}
+	}
+	for _, a := range c.SIP.AliasList() {
+		if err := checkHost(a); err != nil {
+			bad("sip.aliases", a, err.Error())
+		}
+	}
+	if c.SIP.UDPReadBuffer < 0 {
+		bad("sip.udp_read_buffer", c.SIP.UDPReadBuffer, "must not be negative")
+	}
+	algs := c.SIP.DigestAlgorithmList()
+	if len(algs) == 0 {
+		bad("sip.digest_algorithms", c.SIP.DigestAlgorithms, "name at least one of MD5 and SHA-256")
+	}
+	for _, a := range algs {
+		if a != "MD5" && a != "SHA-256" {
+			bad("sip.digest_algorithms", c.SIP.DigestAlgorithms, "only MD5 and SHA-256 are supported")
+			break
+		}
+	}
+	if _, err := c.SIP.TrustedNetworks(); err != nil {
+		bad("sip.trusted", c.SIP.Trusted, err.Error())
+	}
+	if c.SIP.NonceLifetime < 10*time.Second {
+		bad("sip.nonce_lifetime", c.SIP.NonceLifetime, "must be at least 10s")
+	}
+	if c.SIP.InviteTimeout < time.Second {
+		bad("sip.invite_timeout", c.SIP.InviteTimeout, "must be at least 1s")
+	}
+	if c.SIP.IdleTimeout < 10*time.Second {
+		bad("sip.idle_timeout", c.SIP.IdleTimeout, "must be at least 10s (longer than the phones' keep-alive interval)")
+	}
+	if c.Registrar.MinExpires < time.Second || c.Registrar.MinExpires > c.Registrar.MaxExpires {
+		bad("registrar.min_expires", c.Registrar.MinExpires, "must be at least 1s and at most registrar.max_expires")
+	}
+	if c.Registrar.DefaultExpires < c.Registrar.MinExpires || c.Registrar.DefaultExpires > c.Registrar.MaxExpires {
+		bad("registrar.default_expires", c.Registrar.DefaultExpires, "must lie between registrar.min_expires and registrar.max_expires")
+	}
+	if c.Registrar.MaxContacts < 1 {
+		bad("registrar.max_contacts", c.Registrar.MaxContacts, "must be at least 1")
+	}
+	if c.Registrar.Overflow != "replace" && c.Registrar.Overflow != "reject" {
+		bad("registrar.overflow", c.Registrar.Overflow, "want replace or reject")
+	}
 	if c.HTTP.MaxBodyBytes < 1024 {
 		bad("http.max_body_bytes", c.HTTP.MaxBodyBytes, "must be at least 1024")
 	}
@@ -105,6 +154,46 @@ func (c Config) Validate() error {
 		bad("shutdown.grace", c.Shutdown.Grace, "must not be negative")
 	}
 	return errors.Join(errs...)
+}
+
+// AliasList splits sip.aliases.
+func (s SIP) AliasList() []string { return splitList(s.Aliases) }
+
+// DigestAlgorithmList splits sip.digest_algorithms, upper-cased.
+func (s SIP) DigestAlgorithmList() []string {
+	out := splitList(s.DigestAlgorithms)
+	for i := range out {
+		out[i] = strings.ToUpper(out[i])
+	}
+	return out
+}
+
+// TrustedNetworks parses sip.trusted.
+func (s SIP) TrustedNetworks() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range splitList(s.Trusted) {
+		if !strings.Contains(v, "/") {
+			if a, err := netip.ParseAddr(v); err == nil {
+				v = netip.PrefixFrom(a, a.BitLen()).String()
+			}
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a network such as 10.0.0.0/8", v)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // NeedsTLS reports whether any listener needs the certificate.

@@ -24,6 +24,8 @@ type Metrics struct {
 	chatMessages *prometheus.CounterVec
 	chatEvents   *prometheus.CounterVec
 	chatFanout   prometheus.Histogram
+
+	sip sipMetrics
 }
 
 // BuildInfo describes the running binary.
@@ -67,6 +69,8 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Buckets: []float64{0, 1, 2, 5, 10, 20, 30, 50, 100},
 		}),
 	}
+	m.sip = newSIPMetrics()
+	reg.MustRegister(m.sip.collectors()...)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",

@@ -197,6 +197,26 @@ cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 # busy_ticks: non-idle clock ticks of the whole machine.
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 now_ns() { date +%s%N; }
+# postgres_ns: "pid nanoseconds-on-CPU" of every process named postgres (all
+# clusters and databases of the host, so other users of PostgreSQL count
+# too). schedstat is exact where the tick counts of /proc/PID/stat are not.
+postgres_ns() {
+	local f pid comm ns rest
+	for f in /proc/[0-9]*/comm; do
+		{ read -r comm <"$f"; } 2>/dev/null || continue
+		[[ $comm == postgres ]] || continue
+		pid=${f#/proc/}
+		pid=${pid%/comm}
+		{ read -r ns rest <"/proc/$pid/schedstat"; } 2>/dev/null || continue
+		echo "$pid $ns"
+	done
+}
+# ns_delta BEFORE AFTER: CPU time between two postgres_ns outputs (processes
+# that started in between count in full; those that ended are lost).
+ns_delta() {
+	awk 'NR == FNR { before[$1] = $2; next } { d += $2 - before[$1] } END { printf "%d\n", d }' \
+		<(printf '%s\n' "$1") <(printf '%s\n' "$2")
+}
 
 script_of() {
 	case $1 in
@@ -211,15 +231,17 @@ bench() {
 	local call=$1 secs=$2 tag=$3 script file
 	script=$(script_of "$call")
 	file="$OUT/$tag-$call.txt"
-	local cpu0 busy0 t0 cpu1 busy1 t1
+	local cpu0 busy0 t0 cpu1 busy1 t1 pg0= pg1=
 	if [[ $tag == run && $PROFILE == 1 ]]; then
 		curl -s --max-time $((secs + 10)) -o "$OUT/$call.pprof" \
 			"http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$((secs - 1))" &
 		PROFILE_PID=$!
 	fi
+	[[ $ENGINE == postgres ]] && pg0=$(postgres_ns)
 	cpu0=$(cpu_ticks "$SERVER_PID"); busy0=$(busy_ticks); t0=$(now_ns)
 	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 10s --latency -s "$script" "$BASE" -- "$GROUP_IDS" "${TOKENS[@]}" >"$file"
 	cpu1=$(cpu_ticks "$SERVER_PID"); busy1=$(busy_ticks); t1=$(now_ns)
+	[[ $ENGINE == postgres ]] && pg1=$(postgres_ns)
 	kill -0 "$SERVER_PID" 2>/dev/null || { echo "run.sh: gchd died during the $call run" >&2; exit 1; }
 	[[ $tag == run ]] || return 0
 
@@ -228,7 +250,16 @@ bench() {
 	result=$(grep '^RESULT ' "$file" | sed 's/^RESULT //')
 	server_cores=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", d / hz / (ns / 1e9) }')
 	machine_busy=$(awk -v d=$((busy1 - busy0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) -v n="$(nproc)" 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) / n }')
-	local line="engine=$ENGINE${PG_PARAMS:+ pg_params=$PG_PARAMS}$([[ $ENGINE == sqlite ]] && echo " sync=$SQLITE_SYNC") call=$call groups=$GROUP_COUNT connections=$CONNECTIONS threads=$THREADS $result server_cpu_cores=$server_cores machine_busy_pct=$machine_busy"
+	local pg_cores=
+	if [[ $ENGINE == postgres ]]; then
+		pg_cores=$(awk -v d="$(ns_delta "$pg0" "$pg1")" -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", d / ns }')
+	fi
+	local line="engine=$ENGINE"
+	[[ -n $PG_PARAMS ]] && line+=" pg_params=$PG_PARAMS"
+	[[ $ENGINE == sqlite ]] && line+=" sync=$SQLITE_SYNC"
+	line+=" call=$call groups=$GROUP_COUNT connections=$CONNECTIONS threads=$THREADS $result server_cpu_cores=$server_cores"
+	[[ -n $pg_cores ]] && line+=" postgres_cpu_cores=$pg_cores"
+	line+=" machine_busy_pct=$machine_busy"
 	echo "SUMMARY $line" | tee -a "$OUT/summary.txt"
 	if [[ $result != *"non2xx=0"* || $result != *"errors_connect=0 errors_read=0 errors_write=0 errors_timeout=0"* ]]; then
 		echo "run.sh: WARNING: the $call run had errors; see $OUT/gchd.log" >&2

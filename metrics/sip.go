@@ -1,0 +1,143 @@
+package metrics
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// sipMetrics are the SIP side's collectors.
+type sipMetrics struct {
+	requestsReceived  *prometheus.CounterVec
+	responsesSent     *prometheus.CounterVec
+	requestsSent      *prometheus.CounterVec
+	responsesReceived *prometheus.CounterVec
+	txDuration        *prometheus.HistogramVec
+	authFailures      *prometheus.CounterVec
+	registrations     *prometheus.CounterVec
+}
+
+func newSIPMetrics() sipMetrics {
+	return sipMetrics{
+		requestsReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_sip_requests_received_total",
+			Help: "SIP requests received, by method.",
+		}, []string{"method"}),
+		responsesSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_sip_responses_sent_total",
+			Help: "Final SIP responses sent to received requests, by method and class (2xx, 4xx...).",
+		}, []string{"method", "class"}),
+		requestsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_sip_requests_sent_total",
+			Help: "SIP requests sent (relayed or originated), by method.",
+		}, []string{"method"}),
+		responsesReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_sip_responses_received_total",
+			Help: "Final SIP responses received to sent requests, by method and class; class timeout for none.",
+		}, []string{"method", "class"}),
+		txDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gchd_sip_transaction_duration_seconds",
+			Help:    "Time from a request to its final response, by direction (in: received, out: sent) and method.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 32},
+		}, []string{"direction", "method"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_sip_auth_failures_total",
+			Help: "Digest authentications that failed, by reason (missing, stale, nonce, replay, realm, credentials, user_mismatch).",
+		}, []string{"reason"}),
+		registrations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_registrar_registrations_total",
+			Help: "REGISTER requests by result (registered, refreshed, unregistered, queried, challenged, forbidden, invalid, error).",
+		}, []string{"result"}),
+	}
+}
+
+func (s sipMetrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.requestsReceived, s.responsesSent, s.requestsSent, s.responsesReceived,
+		s.txDuration, s.authFailures, s.registrations}
+}
+
+// sipMethods bounds the method label.
+var sipMethods = map[string]bool{
+	"INVITE": true, "ACK": true, "BYE": true, "CANCEL": true, "REGISTER": true, "OPTIONS": true,
+	"MESSAGE": true, "INFO": true, "PRACK": true, "UPDATE": true, "SUBSCRIBE": true, "NOTIFY": true,
+	"REFER": true, "PUBLISH": true,
+}
+
+func methodLabel(m string) string {
+	if sipMethods[m] {
+		return m
+	}
+	return "OTHER"
+}
+
+func classLabel(code int) string {
+	if code <= 0 {
+		return "timeout"
+	}
+	return strconv.Itoa(code/100) + "xx"
+}
+
+// SIPRequestReceived counts a received request.
+func (m *Metrics) SIPRequestReceived(method string) {
+	m.sip.requestsReceived.WithLabelValues(methodLabel(method)).Inc()
+}
+
+// SIPResponseSent counts the final response to a received request and the
+// time it took.
+func (m *Metrics) SIPResponseSent(method string, code int, d time.Duration) {
+	method = methodLabel(method)
+	m.sip.responsesSent.WithLabelValues(method, classLabel(code)).Inc()
+	m.sip.txDuration.WithLabelValues("in", method).Observe(d.Seconds())
+}
+
+// SIPRequestSent counts a request gchd sent.
+func (m *Metrics) SIPRequestSent(method string) {
+	m.sip.requestsSent.WithLabelValues(methodLabel(method)).Inc()
+}
+
+// SIPResponseReceived counts the final response to a sent request (code 0:
+// none came) and the time it took.
+func (m *Metrics) SIPResponseReceived(method string, code int, d time.Duration) {
+	method = methodLabel(method)
+	m.sip.responsesReceived.WithLabelValues(method, classLabel(code)).Inc()
+	m.sip.txDuration.WithLabelValues("out", method).Observe(d.Seconds())
+}
+
+// SIPAuthFailure counts a failed digest authentication.
+func (m *Metrics) SIPAuthFailure(reason string) {
+	m.sip.authFailures.WithLabelValues(reason).Inc()
+}
+
+// Registration counts a REGISTER by result.
+func (m *Metrics) Registration(result string) {
+	m.sip.registrations.WithLabelValues(result).Inc()
+}
+
+// RegisterContactGauges exports the registered contacts by transport and
+// the users online, read at scrape time.
+func RegisterContactGauges(reg prometheus.Registerer, stats func() (byTransport map[string]int, users int)) {
+	reg.MustRegister(&contactCollector{stats: stats})
+}
+
+var (
+	contactsDesc = prometheus.NewDesc("gchd_registrar_contacts", "Reachable registered contacts, by transport.", []string{"transport"}, nil)
+	usersDesc    = prometheus.NewDesc("gchd_registrar_users_online", "Users with at least one reachable registered contact.", nil, nil)
+)
+
+type contactCollector struct {
+	stats func() (map[string]int, int)
+}
+
+func (c *contactCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- contactsDesc
+	ch <- usersDesc
+}
+
+func (c *contactCollector) Collect(ch chan<- prometheus.Metric) {
+	by, users := c.stats()
+	for _, t := range []string{"UDP", "TCP", "TLS", "WS", "WSS"} {
+		ch <- prometheus.MustNewConstMetric(contactsDesc, prometheus.GaugeValue, float64(by[t]), t)
+	}
+	ch <- prometheus.MustNewConstMetric(usersDesc, prometheus.GaugeValue, float64(users))
+}

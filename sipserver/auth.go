@@ -1,0 +1,293 @@
+package sipserver
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/icholy/digest"
+
+	"gchd/registrar"
+)
+
+// digestAuth issues and checks digest challenges (RFC 3261 22, RFC 8760)
+// without keeping a session per client: a nonce carries its issue time and
+// a slot number, signed with a server secret, so any node that shares the
+// secret accepts it, and an expired one is recognised (stale=true). Each
+// slot of a fixed ring remembers the highest nonce-count seen, so a replayed
+// Authorization is refused; memory stays bounded however many challenges
+// are issued, at the price that a nonce whose slot was reused goes stale.
+type digestAuth struct {
+	realm      string
+	secret     []byte
+	lifetime   time.Duration
+	algorithms []string
+	now        func() time.Time
+
+	next  atomic.Uint64
+	slots []ncSlot
+}
+
+type ncSlot struct {
+	mu    sync.Mutex
+	nonce uint64 // the issue stamp of the nonce that owns the slot
+	nc    uint32 // highest nonce-count used
+	used  bool   // used without qop (no nonce-count): only once
+}
+
+const ncSlots = 1 << 18
+
+func newDigestAuth(realm string, secret []byte, lifetime time.Duration, algorithms []string) (*digestAuth, error) {
+	if len(secret) == 0 {
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range algorithms {
+		if a != registrar.MD5 && a != registrar.SHA256 {
+			return nil, fmt.Errorf("digest algorithm %q: want MD5 or SHA-256", a)
+		}
+	}
+	return &digestAuth{realm: realm, secret: secret, lifetime: lifetime, algorithms: algorithms, now: time.Now,
+		slots: make([]ncSlot, ncSlots)}, nil
+}
+
+// nonce layout, before base64: issue time in µs (8) | slot (4) | MAC (16).
+const nonceLen = 8 + 4 + 16
+
+// newNonce issues a nonce and claims a slot for its nonce-counts.
+func (a *digestAuth) newNonce() string {
+	stamp := uint64(a.now().UnixMicro())
+	slot := uint32(a.next.Add(1) % ncSlots)
+	var b [nonceLen]byte
+	binary.BigEndian.PutUint64(b[0:8], stamp)
+	binary.BigEndian.PutUint32(b[8:12], slot)
+	copy(b[12:], a.mac(b[:12]))
+	s := &a.slots[slot]
+	s.mu.Lock()
+	s.nonce, s.nc, s.used = stamp, 0, false
+	s.mu.Unlock()
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func (a *digestAuth) mac(b []byte) []byte {
+	m := hmac.New(sha256.New, a.secret)
+	m.Write(b)
+	m.Write([]byte(a.realm))
+	return m.Sum(nil)[:16]
+}
+
+// challenges returns the values of WWW-Authenticate (or Proxy-Authenticate)
+// headers, one per algorithm, sharing one nonce.
+func (a *digestAuth) challenges(stale bool) []string {
+	nonce := a.newNonce()
+	out := make([]string, 0, len(a.algorithms))
+	for _, alg := range a.algorithms {
+		c := fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"`, a.realm, nonce, alg)
+		if stale {
+			c += ", stale=true"
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// authFailure explains why a request was not authenticated; the reason is
+// a metrics label and a log field, never shown to the client.
+type authFailure struct {
+	reason string
+	stale  bool
+}
+
+func (f *authFailure) Error() string { return "digest authentication failed: " + f.reason }
+
+// verify checks the Authorization (or Proxy-Authorization) header of req
+// and returns the authenticated account.
+func (a *digestAuth) verify(ctx context.Context, req *sip.Request, header string, accounts Accounts) (registrar.Account, error) {
+	h := req.GetHeader(header)
+	if h == nil {
+		return registrar.Account{}, &authFailure{reason: "missing"}
+	}
+	cred, err := digest.ParseCredentials(h.Value())
+	if err != nil || cred.Username == "" || cred.Response == "" {
+		return registrar.Account{}, &authFailure{reason: "malformed"}
+	}
+	if cred.Realm != a.realm {
+		return registrar.Account{}, &authFailure{reason: "realm"}
+	}
+	alg := strings.ToUpper(cred.Algorithm)
+	if alg == "" {
+		alg = registrar.MD5
+	}
+	if !contains(a.algorithms, alg) {
+		return registrar.Account{}, &authFailure{reason: "algorithm"}
+	}
+	stamp, slot, ok := a.parseNonce(cred.Nonce)
+	if !ok {
+		return registrar.Account{}, &authFailure{reason: "nonce"}
+	}
+	if cred.QOP != "" && cred.QOP != "auth" {
+		return registrar.Account{}, &authFailure{reason: "qop"}
+	}
+	acc, err := accounts.Lookup(ctx, cred.Username)
+	ha1 := acc.HA1(alg)
+	switch {
+	case errors.Is(err, registrar.ErrNoAccount) || (err == nil && acc.Realm != a.realm):
+		// Compute anyway: an unknown user takes as long as a wrong password.
+		ha1 = strings.Repeat("0", 64)
+		expected(alg, ha1, string(req.Method), cred)
+		return registrar.Account{}, &authFailure{reason: "credentials"}
+	case err != nil:
+		return registrar.Account{}, fmt.Errorf("look up %s: %w", cred.Username, err)
+	}
+	// The response is computed over the uri as the client sent it (SIPp,
+	// for one, puts the server's address there rather than the
+	// Request-URI), as Kamailio does.
+	want := expected(alg, ha1, string(req.Method), cred)
+	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) != 1 {
+		return registrar.Account{}, &authFailure{reason: "credentials"}
+	}
+	if a.now().Sub(time.UnixMicro(int64(stamp))) > a.lifetime {
+		return registrar.Account{}, &authFailure{reason: "stale", stale: true}
+	}
+	if !a.count(stamp, slot, cred) {
+		return registrar.Account{}, &authFailure{reason: "replay", stale: true}
+	}
+	return acc, nil
+}
+
+// parseNonce checks a nonce's signature and returns its stamp and slot.
+func (a *digestAuth) parseNonce(nonce string) (stamp uint64, slot uint32, ok bool) {
+	b, err := base64.RawURLEncoding.DecodeString(nonce)
+	if err != nil || len(b) != nonceLen {
+		return 0, 0, false
+	}
+	if !hmac.Equal(b[12:], a.mac(b[:12])) {
+		return 0, 0, false
+	}
+	slot = binary.BigEndian.Uint32(b[8:12])
+	if slot >= ncSlots {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(b[0:8]), slot, true
+}
+
+// count enforces nonce-counts: each use must count higher than the last;
+// a nonce used without qop serves once.
+func (a *digestAuth) count(stamp uint64, slot uint32, cred *digest.Credentials) bool {
+	s := &a.slots[slot]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.nonce != stamp {
+		return false // the slot went to a newer nonce (or another node issued it)
+	}
+	if cred.QOP == "" {
+		if s.used {
+			return false
+		}
+		s.used = true
+		return true
+	}
+	if cred.Nc <= 0 || uint32(cred.Nc) <= s.nc {
+		return false
+	}
+	s.nc = uint32(cred.Nc)
+	return true
+}
+
+// expected computes the digest response of RFC 2617/7616 with qop=auth or
+// without qop.
+func expected(alg, ha1, method string, cred *digest.Credentials) string {
+	var h hash.Hash
+	if alg == registrar.SHA256 {
+		h = sha256.New()
+	} else {
+		h = md5.New()
+	}
+	sum := func(parts ...string) string {
+		h.Reset()
+		h.Write([]byte(strings.Join(parts, ":")))
+		return hex.EncodeToString(h.Sum(nil))
+	}
+	ha2 := sum(method, cred.URI)
+	if cred.QOP == "" {
+		return sum(ha1, cred.Nonce, ha2)
+	}
+	return sum(ha1, cred.Nonce, fmt.Sprintf("%08x", cred.Nc), cred.Cnonce, cred.QOP, ha2)
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// challenge answers req with 401 (REGISTER) or 407 (anything else) and
+// fresh challenges.
+func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
+	code, reason, header := 407, "Proxy Authentication Required", "Proxy-Authenticate"
+	if req.Method == sip.REGISTER {
+		code, reason, header = 401, "Unauthorized", "WWW-Authenticate"
+	}
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, c := range s.auth.challenges(stale) {
+		res.AppendHeader(sip.NewHeader(header, c))
+	}
+	return res
+}
+
+// authenticate returns the account that signed req, or the response to
+// send instead: a challenge when credentials are missing, wrong or stale.
+func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.Account, *sip.Response) {
+	header := "Proxy-Authorization"
+	if req.Method == sip.REGISTER {
+		header = "Authorization"
+	}
+	acc, err := s.auth.verify(ctx, req, header, s.accounts)
+	if err == nil {
+		return acc, nil
+	}
+	var f *authFailure
+	if !errors.As(err, &f) {
+		s.log.Error("digest authentication", "call_id", callID(req), "error", err)
+		return registrar.Account{}, sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
+	}
+	if f.reason != "missing" {
+		s.metrics.SIPAuthFailure(f.reason)
+		s.log.Info("sip authentication failed", "reason", f.reason, "method", req.Method, "call_id", callID(req),
+			"source", req.Source(), "from", fromUser(req))
+	}
+	return registrar.Account{}, s.challenge(req, f.stale)
+}
+
+func callID(req *sip.Request) string {
+	if c := req.CallID(); c != nil {
+		return c.Value()
+	}
+	return ""
+}
+
+func fromUser(req *sip.Request) string {
+	if f := req.From(); f != nil {
+		return f.Address.User
+	}
+	return ""
+}

@@ -1,0 +1,73 @@
+package sipserver
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// handlerFunc processes one request and returns the final response to
+// send, or nil when it has answered itself (the proxy relays responses).
+type handlerFunc func(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response
+
+// handle adapts a handlerFunc to sipgo: it counts the request, recovers a
+// panic into a 500 (one bad request must not take the server down) and
+// sends the response.
+func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		start := time.Now()
+		s.metrics.SIPRequestReceived(string(req.Method))
+		var res *sip.Response
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("panic in SIP handler", "method", req.Method, "call_id", callID(req), "panic", fmt.Sprint(p),
+					"stack", string(debug.Stack()))
+				res = sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
+			}
+			if res != nil {
+				s.respond(tx, req, res, start)
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.InviteTimeout+time.Minute)
+		defer cancel()
+		res = fn(ctx, req, tx)
+	}
+}
+
+// respond sends a final (or provisional) response and counts final ones.
+func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, start time.Time) {
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("send response", "code", res.StatusCode, "method", req.Method, "call_id", callID(req), "error", err)
+	}
+	if res.StatusCode >= 200 {
+		s.metrics.SIPResponseSent(string(req.Method), res.StatusCode, time.Since(start))
+	}
+}
+
+// reply builds a response to req.
+func reply(req *sip.Request, code int, reason string) *sip.Response {
+	return sip.NewResponseFromRequest(req, code, reason, nil)
+}
+
+// onOptions answers OPTIONS addressed to the server (keep-alives, health
+// checks by peers) and proxies those addressed to a user.
+func (s *Server) onOptions(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
+	if req.Recipient.User != "" && s.isOurDomain(req.Recipient.Host) {
+		return s.onProxy(ctx, req, tx)
+	}
+	res := reply(req, 200, "OK")
+	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, PRACK, UPDATE, SUBSCRIBE, NOTIFY, REFER, PUBLISH"))
+	res.AppendHeader(sip.NewHeader("Accept", "text/plain, application/sdp"))
+	res.AppendHeader(sip.NewHeader("Supported", "path, outbound"))
+	return res
+}
+
+// onCancel answers a CANCEL that matched no transaction (sipgo answers the
+// ones that match).
+func (s *Server) onCancel(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
+	return reply(req, 481, "Call/Transaction Does Not Exist")
+}

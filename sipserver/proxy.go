@@ -1,0 +1,524 @@
+package sipserver
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"gchd/registrar"
+)
+
+// target is where one branch of a forwarded request goes.
+type target struct {
+	ruri      sip.Uri
+	transport string // UDP, TCP, TLS, WS, WSS
+	dest      string // ip:port of the flow
+}
+
+// onProxy routes every request that is not for the registrar itself:
+// requests inside a dialog follow their Route set, initial requests from
+// authenticated users go to every registered contact of the target user.
+func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		return reply(req, 483, "Too Many Hops")
+	}
+	if s.looped(req) {
+		return reply(req, 482, "Loop Detected")
+	}
+	if to := req.To(); to != nil && to.Params.Has("tag") {
+		return s.proxyInDialog(ctx, req, tx)
+	}
+	if !s.isOurDomain(req.Recipient.Host) {
+		return reply(req, 403, "Relaying Forbidden")
+	}
+	if !s.trusted(req) {
+		acc, challenge := s.authenticate(ctx, req)
+		if challenge != nil {
+			return challenge
+		}
+		if from := req.From(); from == nil || from.Address.User != acc.Login || !s.isOurDomain(from.Address.Host) {
+			s.metrics.SIPAuthFailure("user_mismatch")
+			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
+		}
+	}
+	user := req.Recipient.User
+	if user == "" {
+		return reply(req, 404, "Not Found")
+	}
+	if _, err := s.accounts.Lookup(ctx, user); err != nil {
+		if errors.Is(err, registrar.ErrNoAccount) {
+			return reply(req, 404, "Not Found")
+		}
+		s.log.Error("look up account", "user", user, "error", err)
+		return reply(req, 500, "Server Internal Error")
+	}
+	targets := s.targetsOf(user)
+	if len(targets) == 0 {
+		return reply(req, 480, "Temporarily Unavailable")
+	}
+	return s.fork(ctx, req, tx, targets, dialogCreating(req.Method))
+}
+
+// dialogCreating reports whether a method starts a dialog, so that the
+// proxy stays on its path (Record-Route).
+func dialogCreating(m sip.RequestMethod) bool {
+	return m == sip.INVITE || m == sip.SUBSCRIBE || m == sip.REFER
+}
+
+// targetsOf lists the reachable contacts of a user, each with its flow.
+func (s *Server) targetsOf(user string) []target {
+	var out []target
+	for _, b := range s.reg.Lookup(user) {
+		if t, ok := s.targetOf(b); ok {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// targetOf turns a binding into a target over its flow. A connection-held
+// binding whose connection is gone is no target: behind NAT it cannot be
+// dialed back.
+func (s *Server) targetOf(b registrar.Binding) (target, bool) {
+	var u sip.Uri
+	if err := sip.ParseUri(b.URI, &u); err != nil {
+		return target{}, false
+	}
+	if b.Reliable() && b.Node == s.reg.Policy().Node && !s.flowAlive(b.Transport, b.Source) {
+		return target{}, false
+	}
+	return target{ruri: u, transport: b.Transport, dest: b.Source}, true
+}
+
+// flowAlive reports whether a connection from source over transport is open.
+func (s *Server) flowAlive(transport, source string) bool {
+	c, err := s.ua.TransportLayer().GetConnection(sip.NetworkToLower(transport), source)
+	if err != nil {
+		return false
+	}
+	c.TryClose() // GetConnection took a reference
+	return true
+}
+
+// proxyInDialog forwards a request that belongs to a dialog along its Route
+// set. No challenge: the dialog was authorised when it was set up, and the
+// flow tokens in our Record-Route entries are signed.
+func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
+	t, ok := s.inDialogTarget(req)
+	if !ok {
+		return reply(req, 404, "Not Found")
+	}
+	return s.fork(ctx, req, tx, []target{t}, false)
+}
+
+// inDialogTarget strips our own Route entries and finds the next hop: the
+// flow named by the last of them, else the next Route, else the registered
+// contact that the Request-URI names.
+func (s *Server) inDialogTarget(req *sip.Request) (target, bool) {
+	var flow string
+	for r := req.Route(); r != nil && s.isUs(r.Address); r = req.Route() {
+		if v, ok := r.Address.UriParams.Get(flowParam); ok {
+			flow = v
+		}
+		req.RemoveHeader("Route")
+	}
+	if r := req.Route(); r != nil {
+		transport := strings.ToUpper(r.Address.UriParams.GetOr("transport", "udp"))
+		port := r.Address.Port
+		if port == 0 {
+			port = sip.DefaultPort(transport)
+		}
+		return target{ruri: req.Recipient, transport: transport, dest: r.Address.Host + ":" + strconv.Itoa(port)}, true
+	}
+	if flow != "" {
+		if transport, source, ok := s.openFlowToken(flow); ok {
+			return target{ruri: req.Recipient, transport: transport, dest: source}, true
+		}
+	}
+	if b, ok := s.reg.LookupURI(req.Recipient.String()); ok {
+		if t, ok := s.targetOf(b); ok {
+			t.ruri = req.Recipient
+			return t, true
+		}
+	}
+	if s.isOurDomain(req.Recipient.Host) && req.Recipient.User != "" {
+		if ts := s.targetsOf(req.Recipient.User); len(ts) > 0 {
+			ts[0].ruri = req.Recipient
+			return ts[0], true
+		}
+	}
+	return target{}, false
+}
+
+// flowParam carries a signed flow token in our Record-Route URIs (RFC 5626
+// section 5.3): requests later in the dialog go back over that flow even
+// when the phone's Contact is unreachable.
+const flowParam = "gchd-flow"
+
+func (s *Server) flowToken(transport, source string) string {
+	payload := transport + "|" + source
+	m := hmac.New(sha256.New, s.auth.secret)
+	m.Write([]byte(payload))
+	return base64.RawURLEncoding.EncodeToString(append([]byte(payload), m.Sum(nil)[:12]...))
+}
+
+func (s *Server) openFlowToken(tok string) (transport, source string, ok bool) {
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(b) <= 12 {
+		return "", "", false
+	}
+	payload, mac := b[:len(b)-12], b[len(b)-12:]
+	m := hmac.New(sha256.New, s.auth.secret)
+	m.Write(payload)
+	if !hmac.Equal(mac, m.Sum(nil)[:12]) {
+		return "", "", false
+	}
+	transport, source, ok = strings.Cut(string(payload), "|")
+	return transport, source, ok
+}
+
+// recordRoute is our Record-Route entry facing one side of a dialog.
+func (s *Server) recordRoute(transport, flowSource string) *sip.RecordRouteHeader {
+	return &sip.RecordRouteHeader{Address: sip.Uri{
+		Scheme: "sip", Host: s.opts.Advertise, Port: s.ports[strings.ToUpper(transport)],
+		UriParams: sip.HeaderParams{
+			{K: "transport", V: strings.ToLower(transport)},
+			{K: "lr", V: ""},
+			{K: flowParam, V: s.flowToken(strings.ToUpper(transport), flowSource)},
+		},
+	}}
+}
+
+// loopKey identifies a request for loop detection (RFC 3261 16.3 step 4):
+// the same request coming back with our Via on it is a loop, the same
+// dialog with another Request-URI is a spiral.
+func loopKey(req *sip.Request) string {
+	h := fnv.New64a()
+	h.Write([]byte(req.Recipient.String()))
+	if f := req.From(); f != nil {
+		h.Write([]byte(f.Params.GetOr("tag", "")))
+	}
+	h.Write([]byte(callID(req)))
+	if c := req.CSeq(); c != nil {
+		h.Write([]byte(strconv.FormatUint(uint64(c.SeqNo), 10)))
+	}
+	return strconv.FormatUint(h.Sum64(), 36)
+}
+
+const branchMagic = "z9hG4bK-gc"
+
+// looped reports whether req already passed through us unchanged.
+func (s *Server) looped(req *sip.Request) bool {
+	key := branchMagic + loopKey(req) + "-"
+	for _, h := range req.GetHeaders("Via") {
+		v, ok := h.(*sip.ViaHeader)
+		if !ok {
+			continue
+		}
+		if b, _ := v.Params.Get("branch"); strings.HasPrefix(b, key) && s.isUs(sip.Uri{Host: v.Host, Port: v.Port}) {
+			return true
+		}
+	}
+	return false
+}
+
+// addVia is a sipgo request option: our Via with a branch that carries the
+// loop key, and rport/received on the previous hop (RFC 3581).
+func (s *Server) addVia(key string) sipgo.ClientRequestOption {
+	return func(c *sipgo.Client, r *sip.Request) error {
+		if via := r.Via(); via != nil && via.Params.Has("rport") {
+			host, port, err := sip.ParseAddr(r.Source())
+			if err == nil {
+				via.Params.Add("rport", strconv.Itoa(port))
+				via.Params.Add("received", host)
+			}
+		}
+		v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: r.Transport(), Host: s.opts.Advertise,
+			Params: sip.NewParams()}
+		v.Params.Add("branch", branchMagic+key+"-"+sip.GenerateBranchN(12)[len("z9hG4bK."):])
+		r.PrependHeader(v)
+		return nil
+	}
+}
+
+// forward builds the request for one branch: a copy with the target's
+// Request-URI and flow, Max-Forwards decremented and, for dialogs, our
+// Record-Route on both sides.
+func (s *Server) forward(req *sip.Request, t target, recordRoute bool) *sip.Request {
+	f := req.Clone()
+	f.Recipient = *t.ruri.Clone()
+	f.SetTransport(t.transport)
+	f.SetDestination(t.dest)
+	if t.transport == "UDP" && s.udp != nil {
+		// Send from the listening socket, the address the phone's NAT knows.
+		a := s.udp.LocalAddr().(*net.UDPAddr)
+		f.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
+	}
+	// sipgo's Clone shares the Max-Forwards header between copies: replace
+	// it rather than decrement it.
+	mf := sip.MaxForwardsHeader(70)
+	if m := req.MaxForwards(); m != nil {
+		mf = sip.MaxForwardsHeader(m.Val() - 1)
+	}
+	f.ReplaceHeader(&mf)
+	if recordRoute {
+		f.PrependHeader(s.recordRoute(strings.ToUpper(req.Transport()), req.Source()))
+		f.PrependHeader(s.recordRoute(t.transport, t.dest))
+	}
+	return f
+}
+
+// branchResult is a branch's final response, or why there is none.
+type branchResult struct {
+	i   int
+	res *sip.Response
+	err error
+}
+
+// fork sends req to every target at once (parallel forking) and answers
+// the sender with the first 2xx, or with the best final response when no
+// branch succeeds. INVITE branches still ringing when one answers, when
+// the sender cancels or when InviteTimeout passes are cancelled.
+func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, targets []target, recordRoute bool) *sip.Response {
+	start := time.Now()
+	isInvite := req.IsInvite()
+	upstream, upTransport := req.Source(), req.Transport()
+	var relayMu sync.Mutex
+	finalSent := false
+	relay := func(r *sip.Response) {
+		r = r.Clone()
+		r.RemoveHeader("Via")
+		r.SetDestination(upstream)
+		r.SetTransport(upTransport)
+		if err := tx.Respond(r); err != nil {
+			s.log.Debug("relay response", "code", r.StatusCode, "call_id", callID(req), "error", err)
+		}
+		if r.StatusCode >= 200 {
+			s.metrics.SIPResponseSent(string(req.Method), r.StatusCode, time.Since(start))
+		}
+	}
+
+	forks := make([]*sip.Request, len(targets))
+	txs := make([]sip.ClientTransaction, len(targets))
+	results := make(chan branchResult, len(targets))
+	key := loopKey(req)
+	sendCtx, cancelSends := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelSends()
+	for i, t := range targets {
+		f := s.forward(req, t, recordRoute)
+		forks[i] = f
+		ctl, err := s.cli.TransactionRequest(sendCtx, f, s.addVia(key))
+		s.metrics.SIPRequestSent(string(req.Method))
+		if err != nil {
+			results <- branchResult{i: i, err: err}
+			continue
+		}
+		txs[i] = ctl
+		if isInvite {
+			ctl.OnRetransmission(func(r *sip.Response) {
+				if r.IsSuccess() {
+					relay(r) // RFC 6026: every 2xx of an INVITE goes upstream
+				}
+			})
+		}
+		go func(i int, ctl sip.ClientTransaction) {
+			for {
+				select {
+				case r := <-ctl.Responses():
+					if r.IsProvisional() {
+						if r.StatusCode > 100 && isInvite {
+							relayMu.Lock()
+							if !finalSent {
+								relay(r)
+							}
+							relayMu.Unlock()
+						}
+						continue
+					}
+					s.metrics.SIPResponseReceived(string(req.Method), r.StatusCode, time.Since(start))
+					results <- branchResult{i: i, res: r}
+					return
+				case <-ctl.Done():
+					s.metrics.SIPResponseReceived(string(req.Method), 0, time.Since(start))
+					results <- branchResult{i: i, err: ctl.Err()}
+					return
+				}
+			}
+		}(i, ctl)
+	}
+
+	done := make([]bool, len(targets))
+	cancelBranches := func() {
+		if !isInvite {
+			return
+		}
+		for i, f := range forks {
+			if done[i] || txs[i] == nil {
+				continue
+			}
+			go s.cancelBranch(f)
+		}
+	}
+	canceled := make(chan struct{})
+	var cancelOnce sync.Once
+	tx.OnCancel(func(*sip.Request) { cancelOnce.Do(func() { close(canceled) }) })
+	var timerC <-chan time.Time
+	if isInvite {
+		t := time.NewTimer(s.opts.InviteTimeout)
+		defer t.Stop()
+		timerC = t.C
+	}
+
+	var best *sip.Response
+	var lastErr error
+	for pending := len(targets); pending > 0; {
+		select {
+		case <-canceled:
+			cancelBranches()
+			canceled = nil
+		case <-timerC:
+			cancelBranches()
+			timerC = nil
+		case r := <-results:
+			pending--
+			done[r.i] = true
+			if r.res == nil {
+				lastErr = r.err
+				continue
+			}
+			if r.res.IsSuccess() {
+				relayMu.Lock()
+				first := !finalSent
+				finalSent = true
+				relay(r.res)
+				relayMu.Unlock()
+				if first {
+					cancelBranches()
+				}
+				if !isInvite {
+					return nil // the other branches finish on their own
+				}
+				continue
+			}
+			if best == nil || betterResponse(r.res, best) {
+				best = r.res
+			}
+		}
+	}
+	relayMu.Lock()
+	defer relayMu.Unlock()
+	if finalSent {
+		return nil
+	}
+	if best != nil {
+		finalSent = true
+		relay(best)
+		return nil
+	}
+	if lastErr != nil {
+		s.log.Debug("every branch failed", "method", req.Method, "call_id", callID(req), "error", lastErr)
+	}
+	finalSent = true
+	return reply(req, 408, "Request Timeout")
+}
+
+// betterResponse picks the final response to relay when no branch
+// succeeded (RFC 3261 16.7 step 6): a 6xx wins, else the lowest class; 503
+// becomes 500 upstream would be stricter, but phones read either.
+func betterResponse(a, b *sip.Response) bool {
+	if b.StatusCode >= 600 {
+		return false
+	}
+	if a.StatusCode >= 600 {
+		return true
+	}
+	return a.StatusCode/100 < b.StatusCode/100
+}
+
+// cancelBranch sends CANCEL for a forwarded INVITE (same Request-URI, top
+// Via and CSeq number, RFC 3261 9.1).
+func (s *Server) cancelBranch(f *sip.Request) {
+	c := sip.NewRequest(sip.CANCEL, *f.Recipient.Clone())
+	c.AppendHeader(sip.HeaderClone(f.Via()))
+	mf := sip.MaxForwardsHeader(70)
+	c.AppendHeader(&mf)
+	c.AppendHeader(sip.HeaderClone(f.From()))
+	c.AppendHeader(sip.HeaderClone(f.To()))
+	c.AppendHeader(sip.HeaderClone(f.CallID()))
+	c.AppendHeader(&sip.CSeqHeader{SeqNo: f.CSeq().SeqNo, MethodName: sip.CANCEL})
+	sip.CopyHeaders("Route", f, c)
+	c.SetTransport(f.Transport())
+	c.SetDestination(f.Destination())
+	c.Laddr = f.Laddr
+	c.SetBody(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.metrics.SIPRequestSent(string(sip.CANCEL))
+	if _, err := s.cli.Do(ctx, c, func(*sipgo.Client, *sip.Request) error { return nil }); err != nil {
+		s.log.Debug("cancel branch", "call_id", callID(f), "error", err)
+	}
+}
+
+// onAck forwards the ACK of a 2xx along the dialog's route; the ACK of a
+// non-2xx ends at us (sipgo absorbs it on UDP; on TCP it arrives here).
+func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
+	s.metrics.SIPRequestReceived(string(req.Method))
+	if to := req.To(); to == nil || !to.Params.Has("tag") {
+		return
+	}
+	if r := req.Route(); r == nil || !s.isUs(r.Address) {
+		return // hop-by-hop ACK of a response we sent
+	}
+	t, ok := s.inDialogTarget(req)
+	if !ok {
+		return
+	}
+	f := s.forward(req, t, false)
+	if err := s.cli.WriteRequest(f, s.addVia(loopKey(req))); err != nil {
+		s.log.Debug("forward ACK", "call_id", callID(req), "error", err)
+	}
+	s.metrics.SIPRequestSent(string(sip.ACK))
+}
+
+// relayStray forwards 2xx retransmissions of an INVITE that reach us after
+// the client transaction ended (RFC 6026), statelessly along the Via path.
+func (s *Server) relayStray(r *sip.Response) {
+	if !r.IsSuccess() || r.CSeq() == nil || r.CSeq().MethodName != sip.INVITE {
+		return
+	}
+	via := r.Via()
+	if via == nil {
+		return
+	}
+	if b, _ := via.Params.Get("branch"); !strings.HasPrefix(b, branchMagic) {
+		return
+	}
+	r.RemoveHeader("Via")
+	if next := r.Via(); next != nil {
+		host := next.Params.GetOr("received", next.Host)
+		port := next.Port
+		if rp, err := strconv.Atoi(next.Params.GetOr("rport", "")); err == nil && rp > 0 {
+			port = rp
+		}
+		if port == 0 {
+			port = sip.DefaultPort(next.Transport)
+		}
+		r.SetDestination(fmt.Sprintf("%s:%d", host, port))
+		r.SetTransport(next.Transport)
+	}
+	if err := s.srv.WriteResponse(r); err != nil {
+		s.log.Debug("relay stray 2xx", "call_id", r.CallID(), "error", err)
+	}
+}

@@ -1,0 +1,175 @@
+package sipserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"gchd/registrar"
+)
+
+// onRegister is the registrar (RFC 3261 section 10.3): it authenticates the
+// request, checks that the authenticated user owns the address-of-record,
+// applies the bindings and answers with every current one.
+func (s *Server) onRegister(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
+	res, result := s.processRegister(ctx, req)
+	s.metrics.Registration(result)
+	return res
+}
+
+func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Response, string) {
+	to := req.To()
+	if to == nil || req.CallID() == nil || req.CSeq() == nil {
+		return reply(req, 400, "Bad Request"), "invalid"
+	}
+	if !s.isOurDomain(req.Recipient.Host) || !s.isOurDomain(to.Address.Host) {
+		return reply(req, 403, "Domain Not Served"), "forbidden"
+	}
+	acc, challenge := s.authenticate(ctx, req)
+	if challenge != nil {
+		if challenge.StatusCode == 401 {
+			return challenge, "challenged"
+		}
+		return challenge, "error"
+	}
+	aor := to.Address.User
+	if aor != acc.Login {
+		s.metrics.SIPAuthFailure("user_mismatch")
+		s.log.Info("REGISTER for another user refused", "login", acc.Login, "aor", aor, "source", req.Source())
+		return reply(req, 403, "Forbidden"), "forbidden"
+	}
+	r, err := registerRequest(req, aor)
+	if err != nil {
+		return reply(req, 400, err.Error()), "invalid"
+	}
+	out, err := s.reg.Register(ctx, r)
+	switch {
+	case errors.Is(err, registrar.ErrIntervalTooBrief):
+		res := reply(req, 423, "Interval Too Brief")
+		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(int(s.reg.Policy().MinExpires/time.Second))))
+		return res, "invalid"
+	case errors.Is(err, registrar.ErrOutOfOrder):
+		return reply(req, 400, "Invalid CSeq Number"), "invalid"
+	case errors.Is(err, registrar.ErrBadWildcard):
+		return reply(req, 400, "Invalid Wildcard Contact"), "invalid"
+	case errors.Is(err, registrar.ErrTooManyContacts):
+		return reply(req, 403, "Too Many Registered Contacts"), "forbidden"
+	case err != nil:
+		s.log.Error("register", "aor", aor, "call_id", callID(req), "error", err)
+		return reply(req, 500, "Server Internal Error"), "error"
+	}
+	res := reply(req, 200, "OK")
+	now := time.Now()
+	outbound := false
+	for _, b := range out.Bindings {
+		v := "<" + b.URI + ">;expires=" + strconv.Itoa(int(max(0, b.Expires.Sub(now).Round(time.Second)/time.Second)))
+		if b.Instance != "" {
+			v += `;+sip.instance="` + b.Instance + `"`
+		}
+		if b.RegID != 0 {
+			v += ";reg-id=" + strconv.Itoa(b.RegID)
+			outbound = true
+		}
+		res.AppendHeader(sip.NewHeader("Contact", v))
+	}
+	if outbound && supports(req, "outbound") {
+		res.AppendHeader(sip.NewHeader("Require", "outbound"))
+	}
+	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(time.RFC1123)))
+	if out.Changed && s.onRegistered != nil {
+		s.onRegistered(aor)
+	}
+	switch {
+	case len(r.Contacts) == 0 && !r.Wildcard:
+		return res, "queried"
+	case len(out.Bindings) == 0 || r.Wildcard:
+		return res, "unregistered"
+	case out.Changed:
+		return res, "registered"
+	}
+	return res, "refreshed"
+}
+
+// registerRequest reduces a REGISTER to what the registrar needs.
+func registerRequest(req *sip.Request, aor string) (registrar.RegisterRequest, error) {
+	r := registrar.RegisterRequest{
+		AOR: aor, CallID: req.CallID().Value(), CSeq: req.CSeq().SeqNo, Expires: -1,
+		Transport: strings.ToUpper(req.Transport()), Source: req.Source(),
+	}
+	if h := req.GetHeader("User-Agent"); h != nil {
+		r.UserAgent = truncate(h.Value(), 200)
+	}
+	if h := req.GetHeader("Expires"); h != nil {
+		n, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
+		if err != nil {
+			return r, errors.New("Invalid Expires")
+		}
+		r.Expires = int(min(n, 1<<31-1))
+	}
+	for _, h := range req.GetHeaders("Contact") {
+		c, ok := h.(*sip.ContactHeader)
+		if !ok {
+			return r, errors.New("Invalid Contact")
+		}
+		if c.Address.Wildcard {
+			r.Wildcard = true
+			continue
+		}
+		if c.Address.Scheme != "sip" && c.Address.Scheme != "sips" {
+			return r, errors.New("Unsupported URI Scheme")
+		}
+		cr := registrar.ContactRequest{URI: c.Address.String(), Expires: -1}
+		if v, ok := c.Params.Get("expires"); ok {
+			n, err := strconv.ParseUint(v, 10, 32)
+			if err != nil {
+				return r, errors.New("Invalid Contact Expires")
+			}
+			cr.Expires = int(min(n, 1<<31-1))
+		}
+		if v, ok := c.Params.Get("+sip.instance"); ok {
+			cr.Instance = truncate(strings.Trim(v, `"`), 200)
+		}
+		if v, ok := c.Params.Get("reg-id"); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return r, errors.New("Invalid reg-id")
+			}
+			cr.RegID = n
+		}
+		if v, ok := c.Params.Get("q"); ok {
+			cr.Q = truncate(v, 8)
+		}
+		if len(cr.URI) > 512 {
+			return r, fmt.Errorf("Contact Too Long")
+		}
+		r.Contacts = append(r.Contacts, cr)
+	}
+	if r.Wildcard && len(r.Contacts) > 0 {
+		return r, errors.New("Invalid Wildcard Contact")
+	}
+	return r, nil
+}
+
+// supports reports whether the request lists an option tag in Supported.
+func supports(req *sip.Request, tag string) bool {
+	for _, h := range req.GetHeaders("Supported") {
+		for _, t := range strings.Split(h.Value(), ",") {
+			if strings.EqualFold(strings.TrimSpace(t), tag) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,422 @@
+// Package sipserver is gchd's SIP face, built on sipgo: the transports
+// (UDP, TCP, TLS, WS, WSS), digest authentication, the registrar front end,
+// the stateful proxy that relays requests between registered users, and
+// (deliver.go, group.go) the sender of group notifications and messages.
+// It holds no chat rules and no SQL: it consumes the small interfaces below.
+package sipserver
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"gchd/metrics"
+	"gchd/registrar"
+)
+
+// Registrar is the location service the server consumes.
+type Registrar interface {
+	Register(ctx context.Context, r registrar.RegisterRequest) (registrar.RegisterResult, error)
+	Lookup(aor string) []registrar.Binding
+	LookupURI(uri string) (registrar.Binding, bool)
+	FlowClosed(transport, source string)
+	Policy() registrar.Policy
+}
+
+// Accounts finds the credentials of a login.
+type Accounts interface {
+	Lookup(ctx context.Context, login string) (registrar.Account, error)
+}
+
+// Options configure the server.
+type Options struct {
+	Domain string // the SIP domain and digest realm
+	// Advertise is the host put in Via and Record-Route; empty: the listen
+	// IP, or the domain when listening on every address.
+	Advertise string
+	// Aliases are other host names or IPs under which requests reach us.
+	Aliases []string
+	Addr    string // UDP and TCP; empty: off
+	WSAddr  string
+	TLSAddr string
+	WSSAddr string
+	TLS     *tls.Config // for TLS and WSS
+	// UDPReadBuffer is the socket receive buffer: bursts of UDP overflow the
+	// kernel's default long before the CPU is busy.
+	UDPReadBuffer int
+	// DigestAlgorithms lists the challenges offered, most preferred first.
+	DigestAlgorithms []string
+	NonceLifetime    time.Duration
+	// Trusted lists source networks whose requests are not challenged (an
+	// application server or SBC in front of gchd).
+	Trusted []netip.Prefix
+	// InviteTimeout cancels an INVITE nobody answered (RFC 3261 Timer C).
+	InviteTimeout time.Duration
+	// IdleTimeout closes TCP/TLS/WS connections silent for that long.
+	IdleTimeout time.Duration
+	// Secret signs nonces; nodes sharing a database share it.
+	Secret []byte
+}
+
+// Server is the SIP server.
+type Server struct {
+	opts     Options
+	log      *slog.Logger
+	metrics  *metrics.Metrics
+	accounts Accounts
+	reg      Registrar
+	auth     *digestAuth
+
+	ua  *sipgo.UserAgent
+	srv *sipgo.Server
+	cli *sipgo.Client
+
+	udp       net.PacketConn
+	listeners map[string]net.Listener // by transport: TCP, TLS, WS, WSS
+	ports     map[string]int          // by transport
+	hosts     map[string]bool         // names and IPs that are us
+
+	onRegistered func(login string)
+	closeOnce    sync.Once
+}
+
+// configureStack sets sipgo's process-wide knobs. They are package globals
+// of sipgo, read without synchronisation, so they are set once, before the
+// first user agent exists.
+var configureStack = sync.OnceFunc(func() {
+	// Up to the parser's limit: a UDP datagram or WS frame over sipgo's
+	// default 32 KiB buffer would be cut and dropped.
+	sip.TransportBufferReadSize = 65535
+	// A MESSAGE over UDP may be larger than the path MTU: let IP fragment it
+	// rather than refuse it (phones registered over UDP have no other flow).
+	sip.UDPMTUSize = 65535
+	// sipgo logs a parse failure at ERROR with the whole datagram: on an
+	// open port that is an attacker-sized log. Its logs go to debug.
+	sip.SetDefaultLogger(slog.New(quietHandler{}))
+})
+
+// New builds the server and binds every listener, so that a port in use is
+// reported before anything is served.
+func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
+	configureStack()
+	if len(opts.DigestAlgorithms) == 0 {
+		opts.DigestAlgorithms = []string{registrar.MD5, registrar.SHA256}
+	}
+	if opts.NonceLifetime <= 0 {
+		opts.NonceLifetime = 5 * time.Minute
+	}
+	if opts.InviteTimeout <= 0 {
+		opts.InviteTimeout = 3 * time.Minute
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 10 * time.Minute
+	}
+	s := &Server{
+		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg,
+		listeners: map[string]net.Listener{}, ports: map[string]int{}, hosts: map[string]bool{},
+	}
+	var err error
+	if s.auth, err = newDigestAuth(opts.Domain, opts.Secret, opts.NonceLifetime, opts.DigestAlgorithms); err != nil {
+		return nil, err
+	}
+	if err := s.bind(); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	if err := s.buildStack(); err != nil {
+		s.closeListeners()
+		return nil, err
+	}
+	return s, nil
+}
+
+// bind opens every configured listener.
+func (s *Server) bind() error {
+	if s.opts.Addr != "" {
+		udp, tcp, err := listenUDPAndTCP(s.opts.Addr)
+		if err != nil {
+			return fmt.Errorf("sip.addr: %w", err)
+		}
+		if s.opts.UDPReadBuffer > 0 {
+			if uc, ok := udp.(*net.UDPConn); ok {
+				uc.SetReadBuffer(s.opts.UDPReadBuffer)
+			}
+		}
+		s.udp = udp
+		s.addListener("TCP", tcp)
+		s.ports["UDP"] = udp.LocalAddr().(*net.UDPAddr).Port
+	}
+	for _, l := range []struct{ transport, addr, setting string }{
+		{"WS", s.opts.WSAddr, "sip.ws_addr"},
+		{"TLS", s.opts.TLSAddr, "sip.tls_addr"},
+		{"WSS", s.opts.WSSAddr, "sip.wss_addr"},
+	} {
+		if l.addr == "" {
+			continue
+		}
+		ln, err := net.Listen("tcp", l.addr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", l.setting, err)
+		}
+		s.addListener(l.transport, ln)
+	}
+	s.hosts[strings.ToLower(s.opts.Domain)] = true
+	for _, a := range s.opts.Aliases {
+		s.hosts[strings.ToLower(a)] = true
+	}
+	if s.opts.Advertise != "" {
+		s.hosts[strings.ToLower(s.opts.Advertise)] = true
+	}
+	for _, addr := range []string{s.opts.Addr, s.opts.WSAddr, s.opts.TLSAddr, s.opts.WSSAddr} {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			continue
+		}
+		ip := net.ParseIP(host)
+		if host != "" && (ip == nil || !ip.IsUnspecified()) {
+			s.hosts[strings.ToLower(host)] = true
+			continue
+		}
+		// Listening on every address: each interface address is us.
+		if ifaddrs, err := net.InterfaceAddrs(); err == nil {
+			for _, a := range ifaddrs {
+				if ipn, ok := a.(*net.IPNet); ok {
+					s.hosts[ipn.IP.String()] = true
+				}
+			}
+		}
+	}
+	if s.opts.Advertise == "" {
+		s.opts.Advertise = s.opts.Domain
+		if host, _, err := net.SplitHostPort(s.opts.Addr); err == nil {
+			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+				s.opts.Advertise = host
+			}
+		}
+	}
+	return nil
+}
+
+// addListener registers a stream listener wrapped so that closed
+// connections are reported: their bindings become unreachable.
+func (s *Server) addListener(transport string, ln net.Listener) {
+	s.ports[transport] = ln.Addr().(*net.TCPAddr).Port
+	wrapped := &flowListener{Listener: ln, onClose: func(raddr string) { s.reg.FlowClosed(transport, raddr) }}
+	if transport == "TLS" || transport == "WSS" {
+		s.listeners[transport] = tls.NewListener(wrapped, s.opts.TLS)
+		return
+	}
+	s.listeners[transport] = wrapped
+}
+
+// listenUDPAndTCP binds UDP and TCP on the same port; with port 0 it finds a
+// port free for both.
+func listenUDPAndTCP(addr string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		p := strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port)
+		tcp, err := net.Listen("tcp", net.JoinHostPort(host, p))
+		if err == nil {
+			return udp, tcp, nil
+		}
+		udp.Close()
+		if port != "0" || attempt == 20 {
+			return nil, nil, err
+		}
+	}
+}
+
+func (s *Server) closeListeners() {
+	if s.udp != nil {
+		s.udp.Close()
+	}
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// buildStack creates the sipgo user agent, server and client.
+func (s *Server) buildStack() error {
+	var err error
+	s.ua, err = sipgo.NewUA(
+		sipgo.WithUserAgent("gchd"),
+		sipgo.WithUserAgentHostname(s.opts.Domain),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			// A request pending on a connection that closed fails at once
+			// instead of after Timer B.
+			sip.WithTransactionLayerTerminateOnConnClose(),
+			// 2xx retransmissions of a forwarded INVITE that arrive after
+			// the client transaction ended are relayed statelessly (RFC 6026).
+			sip.WithTransactionLayerUnhandledResponseHandler(s.relayStray),
+		),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerTransports(sip.TransportsConfig{
+				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second, DialerCreate: shortDialer},
+				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second, DialerCreate: shortDialer}},
+				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second},
+				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second}},
+			}),
+		),
+		sipgo.WithUserAgenTLSConfig(s.opts.TLS),
+	)
+	if err != nil {
+		return fmt.Errorf("sip user agent: %w", err)
+	}
+	s.srv, err = sipgo.NewServer(s.ua, sipgo.WithServerLogger(slog.New(quietHandler{})))
+	if err != nil {
+		return fmt.Errorf("sip server: %w", err)
+	}
+	s.cli, err = sipgo.NewClient(s.ua, sipgo.WithClientHostname(s.opts.Advertise))
+	if err != nil {
+		return fmt.Errorf("sip client: %w", err)
+	}
+	s.srv.OnRegister(s.handle(s.onRegister))
+	s.srv.OnOptions(s.handle(s.onOptions))
+	s.srv.OnAck(s.onAck)
+	s.srv.OnCancel(s.handle(s.onCancel))
+	s.srv.OnNoRoute(s.handle(s.onProxy))
+	for _, m := range []sip.RequestMethod{sip.INVITE, sip.BYE, sip.MESSAGE, sip.INFO, sip.PRACK, sip.UPDATE,
+		sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.PUBLISH} {
+		s.srv.OnRequest(m, s.handle(s.onProxy))
+	}
+	return nil
+}
+
+// shortDialer bounds dials: a flow that closed behind NAT cannot be dialed,
+// and a delivery must not hang on it.
+func shortDialer(laddr net.Addr) net.Dialer {
+	return net.Dialer{Timeout: 3 * time.Second, LocalAddr: laddr}
+}
+
+// OnRegistered sets a function called after a REGISTER added a binding or
+// changed its flow: the user may have become reachable.
+func (s *Server) OnRegistered(fn func(login string)) { s.onRegistered = fn }
+
+// Addr returns the bound address of a transport (UDP, TCP, TLS, WS, WSS).
+func (s *Server) Addr(transport string) string {
+	if transport == "UDP" {
+		if s.udp == nil {
+			return ""
+		}
+		return s.udp.LocalAddr().String()
+	}
+	if ln, ok := s.listeners[transport]; ok {
+		return ln.Addr().String()
+	}
+	return ""
+}
+
+// Serve serves every listener until ctx is done, then stops the user agent.
+// In-flight transactions get until stopCtx ends to finish.
+func (s *Server) Serve(ctx context.Context) error {
+	errs := make(chan error, 1+len(s.listeners))
+	var wg sync.WaitGroup
+	serve := func(name string, fn func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(); err != nil && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+				errs <- fmt.Errorf("sip %s: %w", name, err)
+			}
+		}()
+	}
+	if s.udp != nil {
+		serve("udp", func() error { return s.srv.ServeUDP(s.udp) })
+	}
+	for transport, ln := range s.listeners {
+		switch transport {
+		case "TCP":
+			serve("tcp", func() error { return s.srv.ServeTCP(ln) })
+		case "TLS":
+			serve("tls", func() error { return s.srv.ServeTLS(ln) })
+		case "WS":
+			serve("ws", func() error { return s.srv.ServeWS(ln) })
+		case "WSS":
+			serve("wss", func() error { return s.srv.ServeWSS(ln) })
+		}
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	s.closeListeners()
+	wg.Wait()
+	return err
+}
+
+// Close releases the user agent: its connections and transactions.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closeListeners()
+		if s.ua != nil {
+			err = s.ua.Close()
+		}
+	})
+	return err
+}
+
+// isUs reports whether a URI's host (and port, when given) is this server.
+func (s *Server) isUs(u sip.Uri) bool {
+	if !s.isOurDomain(u.Host) {
+		return false
+	}
+	if u.Port == 0 {
+		return true
+	}
+	for _, p := range s.ports {
+		if p == u.Port {
+			return true
+		}
+	}
+	return false
+}
+
+// isOurDomain reports whether a host is our domain, an alias or one of our
+// addresses: users there are ours.
+func (s *Server) isOurDomain(host string) bool {
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	if s.hosts[host] {
+		return true
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return s.hosts[ip.String()]
+	}
+	return false
+}
+
+// trusted reports whether a request's source is in a trusted network.
+func (s *Server) trusted(req *sip.Request) bool {
+	if len(s.opts.Trusted) == 0 {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return false
+	}
+	for _, p := range s.opts.Trusted {
+		if p.Contains(ap.Addr().Unmap()) {
+			return true
+		}
+	}
+	return false
+}
