@@ -39,6 +39,7 @@ HTTP_PORT=${HTTP_PORT:-18080}
 SIP_PORT=${SIP_PORT:-15060}
 PPROF_PORT=${PPROF_PORT:-16060}
 PROFILE=${PROFILE:-0}
+LOG_LEVEL=${LOG_LEVEL:-warn}
 BUILD=${BUILD:-1}
 BIN=${GCHD_BIN:-/tmp/gchd-bench/gchd}
 OUT=${OUT:-/tmp/gchd-bench/results-$ENGINE-$(date +%Y%m%d-%H%M%S)-$$}
@@ -137,7 +138,7 @@ if [[ $PROFILE == 1 ]]; then
 	SERVE_FLAGS+=(-debug-pprof-addr "127.0.0.1:$PPROF_PORT")
 fi
 log "starting gchd ($LABEL)"
-"$BIN" serve -database "$DSN" -domain "$DOMAIN" -log-level warn "${SERVE_FLAGS[@]}" "${ENGINE_FLAGS[@]}" >"$OUT/gchd.log" 2>&1 &
+"$BIN" serve -database "$DSN" -domain "$DOMAIN" -log-level "$LOG_LEVEL" "${SERVE_FLAGS[@]}" "${ENGINE_FLAGS[@]}" >"$OUT/gchd.log" 2>&1 &
 SERVER_PID=$!
 
 for i in $(seq 1 100); do
