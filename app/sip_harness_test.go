@@ -163,6 +163,9 @@ func (p *phone) sendErr(req *sip.Request) (*sip.Response, error) {
 	if err != nil {
 		return nil, err
 	}
+	if res == nil {
+		return nil, fmt.Errorf("no response")
+	}
 	if res.StatusCode == 401 || res.StatusCode == 407 {
 		req = req.Clone()
 		p.prepare(req)

@@ -28,6 +28,7 @@ configs=(
 	"SQLITE_SYNC=NORMAL CALLS=sendMessage sqlite"
 	"postgres"
 	"PG_PARAMS=&binary_parameters=yes postgres"
+	"GROUP_COUNT=8 CALLS=sendMessage postgres"
 )
 
 for round in $(seq 1 "$REPEAT"); do

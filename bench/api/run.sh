@@ -195,6 +195,9 @@ done
 CLK_TCK=$(getconf CLK_TCK)
 # cpu_ticks PID: user+system clock ticks of a process.
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# children_ticks: user+system clock ticks of the reaped children of this
+# shell (wrk, once it has exited).
+children_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; }
 # busy_ticks: non-idle clock ticks of the whole machine.
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 now_ns() { date +%s%N; }
@@ -232,37 +235,41 @@ bench() {
 	local call=$1 secs=$2 tag=$3 script file
 	script=$(script_of "$call")
 	file="$OUT/$tag-$call.txt"
-	local cpu0 busy0 t0 cpu1 busy1 t1 pg0= pg1=
+	local cpu0 busy0 t0 cpu1 busy1 t1 pg0= pg1= wrk0 wrk1
 	if [[ $tag == run && $PROFILE == 1 ]]; then
 		curl -s --max-time $((secs + 10)) -o "$OUT/$call.pprof" \
 			"http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$((secs - 1))" &
 		PROFILE_PID=$!
 	fi
-	[[ $ENGINE == postgres ]] && pg0=$(postgres_ns)
+	if [[ $ENGINE == postgres ]]; then pg0=$(postgres_ns); fi
+	wrk0=$(children_ticks)
 	cpu0=$(cpu_ticks "$SERVER_PID"); busy0=$(busy_ticks); t0=$(now_ns)
 	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 10s --latency -s "$script" "$BASE" -- "$GROUP_IDS" "${TOKENS[@]}" >"$file"
 	cpu1=$(cpu_ticks "$SERVER_PID"); busy1=$(busy_ticks); t1=$(now_ns)
-	[[ $ENGINE == postgres ]] && pg1=$(postgres_ns)
+	wrk1=$(children_ticks)
+	if [[ $ENGINE == postgres ]]; then pg1=$(postgres_ns); fi
 	kill -0 "$SERVER_PID" 2>/dev/null || { echo "run.sh: gchd died during the $call run" >&2; exit 1; }
 	[[ $tag == run ]] || return 0
 
 	cat "$file"
-	local result server_cores machine_busy
-	result=$(grep '^RESULT ' "$file" | sed 's/^RESULT //')
+	local result server_cores wrk_cores machine_busy
+	result=$(sed -n 's/^RESULT //p' "$file")
+	[[ -n $result ]] || { echo "run.sh: wrk printed no RESULT line; see $file" >&2; exit 1; }
 	server_cores=$(awk -v d=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", d / hz / (ns / 1e9) }')
+	wrk_cores=$(awk -v d=$((wrk1 - wrk0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", d / hz / (ns / 1e9) }')
 	machine_busy=$(awk -v d=$((busy1 - busy0)) -v hz="$CLK_TCK" -v ns=$((t1 - t0)) -v n="$(nproc)" 'BEGIN { printf "%.0f", 100 * d / hz / (ns / 1e9) / n }')
 	local pg_cores=
 	if [[ $ENGINE == postgres ]]; then
 		pg_cores=$(awk -v d="$(ns_delta "$pg0" "$pg1")" -v ns=$((t1 - t0)) 'BEGIN { printf "%.2f", d / ns }')
 	fi
 	local line="engine=$ENGINE"
-	[[ -n $PG_PARAMS ]] && line+=" pg_params=$PG_PARAMS"
-	[[ $ENGINE == sqlite ]] && line+=" sync=$SQLITE_SYNC"
+	if [[ -n $PG_PARAMS ]]; then line+=" pg_params=$PG_PARAMS"; fi
+	if [[ $ENGINE == sqlite ]]; then line+=" sync=$SQLITE_SYNC"; fi
 	line+=" call=$call groups=$GROUP_COUNT connections=$CONNECTIONS threads=$THREADS $result server_cpu_cores=$server_cores"
-	[[ -n $pg_cores ]] && line+=" postgres_cpu_cores=$pg_cores"
-	line+=" machine_busy_pct=$machine_busy"
+	if [[ -n $pg_cores ]]; then line+=" postgres_cpu_cores=$pg_cores"; fi
+	line+=" wrk_cpu_cores=$wrk_cores machine_busy_pct=$machine_busy"
 	echo "SUMMARY $line" | tee -a "$OUT/summary.txt"
-	if [[ $result != *"non2xx=0"* || $result != *"errors_connect=0 errors_read=0 errors_write=0 errors_timeout=0"* ]]; then
+	if [[ $result != *" errors_connect=0 errors_read=0 errors_write=0 errors_timeout=0 non2xx=0" ]]; then
 		echo "run.sh: WARNING: the $call run had errors; see $OUT/gchd.log" >&2
 	fi
 	if [[ -n $PROFILE_PID ]]; then
