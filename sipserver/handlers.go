@@ -32,6 +32,9 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 				s.respond(tx, req, res, start)
 			}
 		}()
+		if res = s.validate(req); res != nil {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.InviteTimeout+time.Minute)
 		defer cancel()
 		res = fn(ctx, req, tx)
