@@ -97,9 +97,14 @@ func (p *gosipPhone) request(t *testing.T, method gsip.RequestMethod, server str
 	return res
 }
 
+// TestGosipPhones runs gosip phones over UDP. Over TCP this version of
+// gosip registers its client transaction after writing the request: a
+// response that arrives within the millisecond is lost, and gosip then
+// retransmits over TCP (which RFC 3261 forbids), a replay gchd refuses.
+// The sipgo phones cover TCP.
 func TestGosipPhones(t *testing.T) {
 	s := startSIP(t)
-	for _, network := range []string{"udp", "tcp"} {
+	for _, network := range []string{"udp"} {
 		t.Run(network, func(t *testing.T) {
 			a, b := "ga"+network, "gb"+network
 			s.addAccount(a, "pw-"+a, "")

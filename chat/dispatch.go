@@ -76,7 +76,7 @@ type Dispatcher struct {
 	flushes   map[string]bool // logins whose pending rows are to be loaded
 	stopping  bool
 
-	settle chan Settlement
+	settle chan settleItem
 	wake   chan struct{} // a flush was asked for
 }
 
@@ -96,6 +96,21 @@ type mailbox struct {
 	jobs    []job
 	active  bool // queued in runnable or held by a worker
 	loading bool // a flush is loading the backlog: hold live jobs behind it
+	// sleeping: the first job waits for its retry time; the jobs behind it
+	// wait with it rather than overtake it.
+	sleeping bool
+	wakeup   *time.Timer
+}
+
+// maxMailbox bounds the jobs one member holds in memory; beyond it they
+// stay in the store only, to be loaded when the member registers.
+const maxMailbox = 1000
+
+// settleItem is a settlement on its way to the store; keep leaves the job
+// in the queued set because it is still in a mailbox (a retry).
+type settleItem struct {
+	Settlement
+	keep bool
 }
 
 // NewDispatcher returns a Dispatcher; Run starts it.
@@ -130,7 +145,7 @@ func NewDispatcher(store DeliveryStore, d Deliverer, log *slog.Logger, opts Disp
 		mailboxes: map[string]*mailbox{},
 		queued:    map[deliveryKey]bool{},
 		flushes:   map[string]bool{},
-		settle:    make(chan Settlement, 4*opts.BatchSize),
+		settle:    make(chan settleItem, 4*opts.BatchSize),
 		wake:      make(chan struct{}, 1),
 	}
 	d2.cond = sync.NewCond(&d2.mu)
@@ -168,8 +183,11 @@ func (d *Dispatcher) enqueueLocked(j job) {
 	if d.queued[k] {
 		return
 	}
-	d.queued[k] = true
 	mb := d.mailbox(j.login)
+	if len(mb.jobs) >= maxMailbox {
+		return // it stays pending in the store; a registration loads it
+	}
+	d.queued[k] = true
 	mb.jobs = append(mb.jobs, j)
 	d.wakeLocked(mb)
 }
@@ -185,9 +203,9 @@ func (d *Dispatcher) mailbox(login string) *mailbox {
 }
 
 // wakeLocked hands a mailbox with work to the workers unless it is already
-// with them or waiting for its backlog.
+// with them, waiting for its backlog or sleeping until a retry.
 func (d *Dispatcher) wakeLocked(mb *mailbox) {
-	if !mb.active && !mb.loading && len(mb.jobs) > 0 {
+	if !mb.active && !mb.loading && !mb.sleeping && len(mb.jobs) > 0 {
 		mb.active = true
 		d.runnable = append(d.runnable, mb)
 		d.cond.Signal()
@@ -226,6 +244,11 @@ func (d *Dispatcher) Run(ctx context.Context, stopCtx context.Context) {
 
 	d.mu.Lock()
 	d.stopping = true
+	for _, mb := range d.mailboxes {
+		if mb.wakeup != nil {
+			mb.wakeup.Stop()
+		}
+	}
 	d.cond.Broadcast()
 	d.mu.Unlock()
 	workers.Wait()
@@ -278,9 +301,7 @@ func (d *Dispatcher) loadBacklog(ctx context.Context, login string) {
 		mb.loading = false
 		slices.SortFunc(mb.jobs, func(a, b job) int { return cmp.Compare(a.ev.MID, b.ev.MID) })
 		d.wakeLocked(mb)
-		if !mb.active && len(mb.jobs) == 0 {
-			delete(d.mailboxes, login)
-		}
+		d.retireLocked(mb)
 	}()
 	var after MID
 	for {
@@ -300,6 +321,11 @@ func (d *Dispatcher) loadBacklog(ctx context.Context, login string) {
 }
 
 func (d *Dispatcher) loadDue(ctx context.Context) {
+	d.mu.Lock()
+	for _, mb := range d.mailboxes {
+		d.retireLocked(mb)
+	}
+	d.mu.Unlock()
 	ps, err := d.store.Due(ctx, d.now(), 1000)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -355,11 +381,9 @@ func (d *Dispatcher) next() *mailbox {
 func (d *Dispatcher) take(mb *mailbox) (job, bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(mb.jobs) == 0 || mb.loading || d.stopping {
+	if len(mb.jobs) == 0 || mb.loading || mb.sleeping || d.stopping {
 		mb.active = false
-		if len(mb.jobs) == 0 && !mb.loading {
-			delete(d.mailboxes, mb.login)
-		}
+		d.retireLocked(mb)
 		return job{}, false
 	}
 	j := mb.jobs[0]
@@ -368,45 +392,73 @@ func (d *Dispatcher) take(mb *mailbox) (job, bool) {
 	return j, true
 }
 
+// retireLocked drops a mailbox that holds nothing: no jobs, no backlog
+// being loaded.
+func (d *Dispatcher) retireLocked(mb *mailbox) {
+	if len(mb.jobs) == 0 && !mb.loading && !mb.active && !mb.sleeping {
+		delete(d.mailboxes, mb.login)
+	}
+}
+
+// sleep puts a failed job back at the head of its mailbox and keeps the
+// mailbox from the workers until the job's retry time.
+func (d *Dispatcher) sleep(mb *mailbox, j job, until time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopping {
+		return
+	}
+	mb.jobs = append([]job{j}, mb.jobs...)
+	mb.sleeping, mb.active = true, false // the worker lets go of it
+	mb.wakeup = time.AfterFunc(until.Sub(d.now()), func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		mb.sleeping, mb.wakeup = false, nil
+		if !d.stopping {
+			d.wakeLocked(mb)
+		}
+	})
+}
+
 // forget drops jobs from the queued set, once their results are written
 // (or there is nothing to write): until then a flush must not load the same
 // rows again.
-func (d *Dispatcher) forget(ss []Settlement) {
+func (d *Dispatcher) forget(ss []settleItem) {
 	d.mu.Lock()
 	for _, s := range ss {
-		delete(d.queued, deliveryKey{s.MID, s.Login})
+		if !s.keep {
+			delete(d.queued, deliveryKey{s.MID, s.Login})
+		}
 	}
 	d.mu.Unlock()
 }
 
 // work serves mailboxes: one member's jobs in MID order, then the next
-// member. When an attempt is to be retried, the member's later jobs wait for
-// the same retry, so that they do not overtake it.
+// member. A job to be retried goes back to the head of its mailbox, which
+// sleeps until the retry: later jobs never overtake it.
 func (d *Dispatcher) work(ctx context.Context) {
 	for {
 		mb := d.next()
 		if mb == nil {
 			return
 		}
-		var retryAt time.Time
 		for {
 			j, ok := d.take(mb)
 			if !ok {
 				break
 			}
-			if !retryAt.IsZero() {
-				d.settle <- Settlement{MID: j.ev.MID, Login: j.login, State: DeliveryPending, At: d.now(), Next: retryAt, Attempts: j.attempts}
-				continue
-			}
 			s, write := d.attempt(ctx, j)
 			if !write {
-				d.forget([]Settlement{s})
+				d.forget([]settleItem{{Settlement: s}})
 				continue
 			}
 			if s.State == DeliveryPending {
-				retryAt = s.Next
+				j.attempts = s.Attempts
+				d.sleep(mb, j, s.Next)
+				d.settle <- settleItem{Settlement: s, keep: true}
+				break
 			}
-			d.settle <- s
+			d.settle <- settleItem{Settlement: s}
 		}
 	}
 }
@@ -451,13 +503,18 @@ func (d *Dispatcher) backoff(attempts int) time.Duration {
 
 // writeSettlements writes results in batches until the channel closes.
 func (d *Dispatcher) writeSettlements() {
-	batch := make([]Settlement, 0, d.opts.BatchSize)
+	batch := make([]settleItem, 0, d.opts.BatchSize)
+	rows := make([]Settlement, 0, d.opts.BatchSize)
 	flush := func() {
 		if len(batch) == 0 {
 			return
 		}
+		rows = rows[:0]
+		for _, it := range batch {
+			rows = append(rows, it.Settlement)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := d.store.Settle(ctx, batch); err != nil {
+		if err := d.store.Settle(ctx, rows); err != nil {
 			// The rows stay pending: they are sent again later, which a
 			// client tolerates (X-GC-MID identifies duplicates).
 			d.log.Error("record delivery results", "count", len(batch), "error", err)

@@ -11,10 +11,13 @@ type Post struct {
 	Group       GroupID
 	DisplayName string // the sender's dn for this message
 	Text        string
+	// Origin names the device it came from (a SIP flow); "" from the API.
+	Origin string
 }
 
 // SendMessage appends a message to a group's log and returns its MID. Only
-// joined members may post; the message is due to every other joined member.
+// joined members may post. The message is due to every other joined member
+// and, as a copy, to the sender's other devices.
 func (s *Service) SendMessage(ctx context.Context, c Caller, p Post) (MID, error) {
 	if err := s.checkText(p.Text); err != nil {
 		return 0, err
@@ -31,8 +34,9 @@ func (s *Service) SendMessage(ctx context.Context, c Caller, p Post) (MID, error
 		if err := requireJoined(st); err != nil {
 			return err
 		}
-		ev := Event{Group: p.Group, Kind: KindMessage, Sender: c.Login, SenderDN: displayName(p.DisplayName, c), Body: p.Text, Time: s.clock()}
-		mid, err = ch.emit(ctx, ev, st.logins(func(m Member) bool { return m.Status == StatusJoined && m.Login != c.Login }))
+		ev := Event{Group: p.Group, Kind: KindMessage, Sender: c.Login, SenderDN: displayName(p.DisplayName, c), Body: p.Text,
+			Time: s.clock(), Origin: p.Origin}
+		mid, err = ch.emit(ctx, ev, st.logins(isJoined))
 		return err
 	})
 	return mid, err
@@ -170,4 +174,43 @@ func messageOf(ctx context.Context, r Reader, id GroupID, mid MID) (Event, error
 		return Event{}, ErrNoMessage
 	}
 	return ev, nil
+}
+
+// Direct is a one-to-one message for a user who has no reachable device.
+type Direct struct {
+	To          string
+	DisplayName string // the sender's display name
+	ContentType string // text/plain unless told
+	Text        string
+}
+
+// StoreDirect keeps a one-to-one message until the recipient registers a
+// device (store and forward, like Kamailio's msilo) and returns its MID.
+func (s *Service) StoreDirect(ctx context.Context, c Caller, d Direct) (MID, error) {
+	if !ValidLogin(d.To) {
+		return 0, invalid("recipient %q is not a login", d.To)
+	}
+	if err := s.checkText(d.Text); err != nil {
+		return 0, err
+	}
+	if d.ContentType == "" {
+		d.ContentType = "text/plain"
+	}
+	var mid MID
+	err := s.update(ctx, func(ch *change) error {
+		ev := Event{Kind: KindDirect, Sender: c.Login, SenderDN: displayName(checkedName(d.DisplayName), c), Body: d.Text,
+			ContentType: d.ContentType, Time: s.clock()}
+		var err error
+		mid, err = ch.emit(ctx, ev, []string{d.To})
+		return err
+	})
+	return mid, err
+}
+
+// checkedName keeps a display name only when it is acceptable.
+func checkedName(dn string) string {
+	if checkDisplayName(dn) != nil {
+		return ""
+	}
+	return dn
 }

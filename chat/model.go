@@ -34,17 +34,20 @@ func (s Status) Active() bool { return s == StatusWaiting || s == StatusJoined }
 type Kind string
 
 const (
-	KindMessage        Kind = "MSG"
-	KindNewGroup       Kind = "NG"
-	KindEditGroup      Kind = "EG"
-	KindDeleteGroup    Kind = "DG"
-	KindDeleteMessage  Kind = "DM"
+	KindMessage       Kind = "MSG"
+	KindNewGroup      Kind = "NG"
+	KindEditGroup     Kind = "EG"
+	KindDeleteGroup   Kind = "DG"
+	KindDeleteMessage Kind = "DM"
+	// KindDirect is a one-to-one message stored for a user who had no
+	// reachable device; it belongs to no group (Group is 0).
+	KindDirect         Kind = "DIR"
 	notificationPrefix      = "~[GC M:'"
 )
 
 // IsNotification reports whether events of this kind travel as the spec's
 // ~[GC ...] notification text rather than as user text.
-func (k Kind) IsNotification() bool { return k != KindMessage }
+func (k Kind) IsNotification() bool { return k != KindMessage && k != KindDirect }
 
 // Group is a group chat's settings.
 type Group struct {
@@ -96,6 +99,11 @@ type Event struct {
 	Ref     MID // for KindDeleteMessage: the deleted message
 	Time    time.Time
 	Deleted bool // a message removed by delMessage; Body is gone
+	// Origin names the sender's device a message came from ("" over HTTP),
+	// so that the copies to the sender's other devices skip it.
+	Origin string
+	// ContentType of Body for KindDirect; group text is text/plain.
+	ContentType string
 }
 
 // NotificationText is the body of the SIP MESSAGE that announces a

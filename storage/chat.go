@@ -116,16 +116,19 @@ type eventRow struct {
 	Ref      int64  `db:"ref"`
 	Created  int64  `db:"created_at"`
 	Deleted  bool   `db:"deleted"`
+	Origin   string `db:"origin"`
+	CType    string `db:"content_type"`
 }
 
 func (r eventRow) event() chat.Event {
 	return chat.Event{
 		MID: chat.MID(r.MID), Group: chat.GroupID(r.GroupID), Kind: chat.Kind(r.Kind), Sender: r.Sender,
 		SenderDN: r.SenderDN, Body: r.Body, Ref: chat.MID(r.Ref), Time: fromMicros(r.Created), Deleted: r.Deleted,
+		Origin: r.Origin, ContentType: r.CType,
 	}
 }
 
-const eventColumns = "mid, group_id, kind, sender, sender_dn, body, ref, created_at, deleted"
+const eventColumns = "mid, group_id, kind, sender, sender_dn, body, ref, created_at, deleted, origin, content_type"
 
 func (q queries) Event(ctx context.Context, mid chat.MID) (chat.Event, error) {
 	var r eventRow
@@ -252,9 +255,13 @@ func (t *chatTx) PutMember(ctx context.Context, m chat.Member) error {
 
 func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event) (chat.MID, error) {
 	var mid int64
-	err := t.get(ctx, &mid, `INSERT INTO events (group_id, kind, sender, sender_dn, body, ref, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
-		int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, e.Body, int64(e.Ref), micros(e.Time))
+	ct := e.ContentType
+	if ct == "" {
+		ct = "text/plain"
+	}
+	err := t.get(ctx, &mid, `INSERT INTO events (group_id, kind, sender, sender_dn, body, ref, created_at, origin, content_type)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
+		int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, e.Body, int64(e.Ref), micros(e.Time), e.Origin, ct)
 	if err != nil {
 		return 0, err
 	}

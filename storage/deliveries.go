@@ -22,7 +22,7 @@ type pendingRow struct {
 	Attempts int    `db:"attempts"`
 }
 
-const pendingColumns = "e.mid, e.group_id, e.kind, e.sender, e.sender_dn, e.body, e.ref, e.created_at, e.deleted, d.login, d.attempts"
+const pendingColumns = "e.mid, e.group_id, e.kind, e.sender, e.sender_dn, e.body, e.ref, e.created_at, e.deleted, e.origin, e.content_type, d.login, d.attempts"
 
 func pendingList(rows []pendingRow) []chat.PendingDelivery {
 	out := make([]chat.PendingDelivery, len(rows))

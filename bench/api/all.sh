@@ -15,11 +15,15 @@ DURATION=${1:-10}
 CONNECTIONS=${2:-32}
 REPEAT=${REPEAT:-3}
 BIN=${GCHD_BIN:-/tmp/gchd-bench/gchd}
+SRC=${SRC:-$ROOT}
 OUT_ALL=${OUT_ALL:-/tmp/gchd-bench/all-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT_ALL" "$(dirname "$BIN")"
 
-echo "== building gchd into $BIN" >&2
-(cd "$ROOT" && go build -o "$BIN" .)
+echo "== building gchd from $SRC into $BIN" >&2
+(cd "$SRC" && go build -o "$BIN" .)
+if git -C "$SRC" rev-parse HEAD >/dev/null 2>&1; then
+	echo "source: $(git -C "$SRC" describe --always --dirty)" | tee "$OUT_ALL/source.txt" >&2
+fi
 export BUILD=0 GCHD_BIN=$BIN
 
 # Each configuration: environment assignments, then the engine.

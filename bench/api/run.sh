@@ -41,6 +41,7 @@ PPROF_PORT=${PPROF_PORT:-16060}
 PROFILE=${PROFILE:-0}
 LOG_LEVEL=${LOG_LEVEL:-warn}
 BUILD=${BUILD:-1}
+SRC=${SRC:-$ROOT}
 BIN=${GCHD_BIN:-/tmp/gchd-bench/gchd}
 OUT=${OUT:-/tmp/gchd-bench/results-$ENGINE-$(date +%Y%m%d-%H%M%S)-$$}
 DOMAIN=bench.local
@@ -62,10 +63,15 @@ mkdir -p "$OUT"
 SERVER_PID=
 PG_DB=
 PROFILE_PID=
+WRK_PID=
 
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
+	if [[ -n $WRK_PID ]] && kill -0 "$WRK_PID" 2>/dev/null; then
+		kill "$WRK_PID" 2>/dev/null || true
+		wait "$WRK_PID" 2>/dev/null || true
+	fi
 	if [[ -n $PROFILE_PID ]] && kill -0 "$PROFILE_PID" 2>/dev/null; then
 		kill "$PROFILE_PID" 2>/dev/null || true
 	fi
@@ -104,9 +110,9 @@ if curl -s -o /dev/null --max-time 1 "$BASE/healthz"; then
 fi
 
 if [[ $BUILD == 1 ]]; then
-	log "building gchd into $BIN"
+	log "building gchd from $SRC into $BIN"
 	mkdir -p "$(dirname "$BIN")"
-	(cd "$ROOT" && go build -o "$BIN" .)
+	(cd "$SRC" && go build -o "$BIN" .)
 fi
 [[ -x $BIN ]] || { echo "run.sh: $BIN is not an executable" >&2; exit 1; }
 
@@ -244,7 +250,11 @@ bench() {
 	if [[ $ENGINE == postgres ]]; then pg0=$(postgres_ns); fi
 	wrk0=$(children_ticks)
 	cpu0=$(cpu_ticks "$SERVER_PID"); busy0=$(busy_ticks); t0=$(now_ns)
-	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 10s --latency -s "$script" "$BASE" -- "$GROUP_IDS" "${TOKENS[@]}" >"$file"
+	# In the background, so that a signal to this script is handled at once.
+	wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --timeout 10s --latency -s "$script" "$BASE" -- "$GROUP_IDS" "${TOKENS[@]}" >"$file" &
+	WRK_PID=$!
+	wait "$WRK_PID" || { echo "run.sh: wrk failed; see $file" >&2; exit 1; }
+	WRK_PID=
 	cpu1=$(cpu_ticks "$SERVER_PID"); busy1=$(busy_ticks); t1=$(now_ns)
 	wrk1=$(children_ticks)
 	if [[ $ENGINE == postgres ]]; then pg1=$(postgres_ns); fi
