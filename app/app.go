@@ -85,7 +85,15 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	if err := a.buildSIP(ctx); err != nil {
 		return nil, err
 	}
-	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), logDeliverer{log: log}, log.With("part", "delivery"), chat.DispatchOptions{})
+	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), a.sip, log.With("part", "delivery"), chat.DispatchOptions{
+		Observe: a.metrics.Delivery,
+	})
+	a.sip.OnRegistered(a.dispatch.Flush)
+	metrics.RegisterPendingGauges(a.registry, func() (int, time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		return a.dispatch.Pending(ctx)
+	})
 	a.chat = chat.NewService(a.db.ChatStore(),
 		chat.WithPublisher(countingPublisher{next: a.dispatch, metrics: a.metrics}),
 		chat.WithLogger(log.With("part", "chat")),
@@ -96,6 +104,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 			MaxVideoBytes:   cfg.Chat.MaxVideoBytes,
 		}),
 	)
+	a.sip.SetChat(a.chat)
 	a.api = httpapi.New(a.chat, a.accounts, a.metrics, log.With("part", "http"), httpapi.Options{
 		Realm:         cfg.Domain,
 		CodesInStatus: cfg.API.CodesInStatus,
@@ -280,6 +289,11 @@ func (a *App) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.dispatch.Run(dispatchCtx, graceCtx)
 	}()
+	// Whatever is pending for users reachable now (over UDP flows that
+	// survived the restart) goes out at once.
+	for _, login := range a.bindings.Reachable() {
+		a.dispatch.Flush(login)
+	}
 
 	for _, h := range a.httpServers {
 		wg.Add(1)
@@ -349,13 +363,4 @@ type countingPublisher struct {
 func (p countingPublisher) Publish(ev chat.Event, recipients []string) {
 	p.metrics.EventCommitted(string(ev.Kind), len(recipients))
 	p.next.Publish(ev, recipients)
-}
-
-// logDeliverer stands in for a transport: it logs each delivery it would
-// make and reports the member unreachable, so the delivery stays pending.
-type logDeliverer struct{ log *slog.Logger }
-
-func (d logDeliverer) Deliver(ctx context.Context, ev chat.Event, login string) error {
-	d.log.Info("delivery", "mid", ev.MID, "group", ev.Group, "kind", ev.Kind, "to", login)
-	return chat.ErrUnreachable
 }

@@ -25,7 +25,8 @@ type Metrics struct {
 	chatEvents   *prometheus.CounterVec
 	chatFanout   prometheus.Histogram
 
-	sip sipMetrics
+	sip      sipMetrics
+	delivery deliveryMetrics
 }
 
 // BuildInfo describes the running binary.
@@ -71,6 +72,8 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	}
 	m.sip = newSIPMetrics()
 	reg.MustRegister(m.sip.collectors()...)
+	m.delivery = newDeliveryMetrics()
+	reg.MustRegister(m.delivery.outcomes, m.delivery.latency)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",
@@ -143,4 +146,62 @@ func (c *dbPoolCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dbWaitDesc, prometheus.CounterValue, float64(s.WaitCount), name)
 		ch <- prometheus.MustNewConstMetric(dbWaitDur, prometheus.CounterValue, s.WaitDuration.Seconds(), name)
 	}
+}
+
+// deliveryMetrics are the delivery machinery's collectors.
+type deliveryMetrics struct {
+	outcomes *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+func newDeliveryMetrics() deliveryMetrics {
+	return deliveryMetrics{
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_delivery_attempts_total",
+			Help: "Delivery attempts of events to members, by outcome (delivered, retried, stored, failed, expired).",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "gchd_delivery_latency_seconds",
+			Help:    "Time from an event's commit to its delivery to a member's device.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 60, 300, 3600},
+		}),
+	}
+}
+
+// Delivery records n delivery attempts with an outcome; latency counts for
+// delivered ones.
+func (m *Metrics) Delivery(outcome string, n int, latency time.Duration) {
+	m.delivery.outcomes.WithLabelValues(outcome).Add(float64(n))
+	if outcome == "delivered" {
+		m.delivery.latency.Observe(latency.Seconds())
+	}
+}
+
+var (
+	pendingDesc = prometheus.NewDesc("gchd_delivery_pending", "Deliveries waiting (for a device to register or for a retry).", nil, nil)
+	oldestDesc  = prometheus.NewDesc("gchd_delivery_oldest_pending_age_seconds", "Age of the oldest event with a pending delivery.", nil, nil)
+)
+
+// RegisterPendingGauges exports the pending deliveries, read at scrape time.
+func RegisterPendingGauges(reg prometheus.Registerer, pending func() (int, time.Duration, error)) {
+	reg.MustRegister(&pendingCollector{pending: pending})
+}
+
+type pendingCollector struct {
+	pending func() (int, time.Duration, error)
+}
+
+func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- pendingDesc
+	ch <- oldestDesc
+}
+
+func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
+	n, age, err := c.pending()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(pendingDesc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age.Seconds())
 }

@@ -583,6 +583,26 @@ func (b *Bindings) FlowClosed(transport, source string) {
 // a REGISTER adds a binding or changes its flow.
 func (b *Bindings) OnReachable(fn func(aor string)) { b.onFlow = fn }
 
+// Reachable lists the AORs with at least one reachable live binding.
+func (b *Bindings) Reachable() []string {
+	now := b.now()
+	var out []string
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.RLock()
+		for aor, bs := range sh.aors {
+			for _, bd := range bs {
+				if bd.Expires.After(now) && !bd.Unreachable {
+					out = append(out, aor)
+					break
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
 // Stats counts live bindings by transport and AORs with at least one.
 func (b *Bindings) Stats() (byTransport map[string]int, aors int) {
 	now := b.now()

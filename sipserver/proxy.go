@@ -43,12 +43,17 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	if !s.isOurDomain(req.Recipient.Host) {
 		return reply(req, 403, "Relaying Forbidden")
 	}
+	from := req.From()
+	if from == nil {
+		return reply(req, 400, "Missing From")
+	}
+	sender := from.Address.User
 	if !s.trusted(req) {
 		acc, challenge := s.authenticate(ctx, req)
 		if challenge != nil {
 			return challenge
 		}
-		if from := req.From(); from == nil || from.Address.User != acc.Login || !s.isOurDomain(from.Address.Host) {
+		if sender != acc.Login || !s.isOurDomain(from.Address.Host) {
 			s.metrics.SIPAuthFailure("user_mismatch")
 			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
@@ -56,6 +61,9 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	user := req.Recipient.User
 	if user == "" {
 		return reply(req, 404, "Not Found")
+	}
+	if isGroupUser(user) {
+		return s.onGroupRequest(ctx, req, sender)
 	}
 	if _, err := s.accounts.Lookup(ctx, user); err != nil {
 		if errors.Is(err, registrar.ErrNoAccount) {
@@ -65,10 +73,24 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		return reply(req, 500, "Server Internal Error")
 	}
 	targets := s.targetsOf(user)
+	var onFail func(best *sip.Response) *sip.Response
+	if req.Method == sip.MESSAGE {
+		// A user with no device that answers gets the message when one
+		// registers (store and forward).
+		if len(targets) == 0 {
+			return s.storeForLater(ctx, req, sender, user)
+		}
+		onFail = func(best *sip.Response) *sip.Response {
+			if best == nil || best.StatusCode == 408 || best.StatusCode == 480 || best.StatusCode == 503 {
+				return s.storeForLater(ctx, req, sender, user)
+			}
+			return nil
+		}
+	}
 	if len(targets) == 0 {
 		return reply(req, 480, "Temporarily Unavailable")
 	}
-	return s.fork(ctx, req, tx, targets, dialogCreating(req.Method))
+	return s.fork(ctx, req, tx, targets, dialogCreating(req.Method), onFail)
 }
 
 // dialogCreating reports whether a method starts a dialog, so that the
@@ -120,7 +142,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 	if !ok {
 		return reply(req, 404, "Not Found")
 	}
-	return s.fork(ctx, req, tx, []target{t}, false)
+	return s.fork(ctx, req, tx, []target{t}, false, nil)
 }
 
 // inDialogTarget strips our own Route entries and finds the next hop: the
@@ -289,9 +311,12 @@ type branchResult struct {
 
 // fork sends req to every target at once (parallel forking) and answers
 // the sender with the first 2xx, or with the best final response when no
-// branch succeeds. INVITE branches still ringing when one answers, when
-// the sender cancels or when InviteTimeout passes are cancelled.
-func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, targets []target, recordRoute bool) *sip.Response {
+// branch succeeds (unless onFail, given that response or nil when there was
+// none, returns another answer). INVITE branches still ringing when one
+// answers, when the sender cancels or when InviteTimeout passes are
+// cancelled.
+func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, targets []target, recordRoute bool,
+	onFail func(best *sip.Response) *sip.Response) *sip.Response {
 	start := time.Now()
 	isInvite := req.IsInvite()
 	upstream, upTransport := req.Source(), req.Transport()
@@ -421,6 +446,12 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	defer relayMu.Unlock()
 	if finalSent {
 		return nil
+	}
+	if onFail != nil {
+		if res := onFail(best); res != nil {
+			finalSent = true
+			return res
+		}
 	}
 	if best != nil {
 		finalSent = true

@@ -88,7 +88,14 @@ type Server struct {
 	hosts     map[string]bool         // names and IPs that are us
 
 	onRegistered func(login string)
+	chat         Chat
 	closeOnce    sync.Once
+
+	// Goroutines the server starts on its own (command answers) stop
+	// with it.
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
 }
 
 // configureStack sets sipgo's process-wide knobs. They are package globals
@@ -126,6 +133,7 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg,
 		listeners: map[string]net.Listener{}, ports: map[string]int{}, hosts: map[string]bool{},
 	}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	var err error
 	if s.auth, err = newDigestAuth(opts.Domain, opts.Secret, opts.NonceLifetime, opts.DigestAlgorithms); err != nil {
 		return nil, err
@@ -368,11 +376,22 @@ func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		s.closeListeners()
+		s.bgCancel()
+		s.bg.Wait()
 		if s.ua != nil {
 			err = s.ua.Close()
 		}
 	})
 	return err
+}
+
+// background runs fn in a goroutine that Close waits for.
+func (s *Server) background(fn func(ctx context.Context)) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn(s.bgCtx)
+	}()
 }
 
 // isUs reports whether a URI's host (and port, when given) is this server.

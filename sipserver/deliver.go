@@ -1,0 +1,171 @@
+package sipserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"gchd/chat"
+)
+
+// Deliver sends one chat event to every reachable device of login as a SIP
+// MESSAGE (it implements chat.Deliverer). The first 2xx is a delivery;
+// 408, 480, 503, timeouts and transport errors are worth a retry; other
+// refusals from every device are final.
+func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error {
+	var targets []target
+	copyOnly := false
+	for _, b := range s.reg.Lookup(login) {
+		t, ok := s.targetOf(b)
+		if !ok {
+			continue
+		}
+		// A message is not sent back to the device it came from: only the
+		// sender's other devices get a copy.
+		if login == ev.Sender && ev.Origin != "" && flowKey(b.Transport, b.Source) == ev.Origin {
+			copyOnly = true
+			continue
+		}
+		targets = append(targets, t)
+	}
+	if len(targets) == 0 {
+		if copyOnly {
+			return nil // the sender has no other device to copy to
+		}
+		return chat.ErrUnreachable
+	}
+	type outcome struct {
+		code int
+		err  error
+	}
+	results := make(chan outcome, len(targets))
+	for _, t := range targets {
+		go func(t target) {
+			code, err := s.sendEvent(ctx, ev, login, t)
+			results <- outcome{code, err}
+		}(t)
+	}
+	var temporary error
+	var last outcome
+	for range targets {
+		o := <-results
+		switch {
+		case o.err == nil && o.code >= 200 && o.code < 300:
+			return nil // the other branches finish on their own
+		case o.err != nil, o.code == 408, o.code == 480, o.code == 503:
+			temporary = fmt.Errorf("deliver %d to %s: %v (status %d)", ev.MID, login, o.err, o.code)
+		}
+		last = o
+	}
+	if temporary != nil {
+		return temporary
+	}
+	return fmt.Errorf("deliver %d to %s: status %d: %w", ev.MID, login, last.code, chat.ErrRejected)
+}
+
+// flowKey names a device by the flow it talks over.
+func flowKey(transport, source string) string { return transport + "|" + source }
+
+// sendEvent sends one MESSAGE and returns the final status.
+func (s *Server) sendEvent(ctx context.Context, ev chat.Event, login string, t target) (int, error) {
+	req := s.eventRequest(ev, login, t)
+	start := time.Now()
+	s.metrics.SIPRequestSent(string(sip.MESSAGE))
+	tx, err := s.cli.TransactionRequest(ctx, req)
+	if err != nil {
+		s.metrics.SIPResponseReceived(string(sip.MESSAGE), 0, time.Since(start))
+		return 0, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.IsProvisional() {
+				continue
+			}
+			s.metrics.SIPResponseReceived(string(sip.MESSAGE), res.StatusCode, time.Since(start))
+			return res.StatusCode, nil
+		case <-tx.Done():
+			s.metrics.SIPResponseReceived(string(sip.MESSAGE), 0, time.Since(start))
+			if err := tx.Err(); err != nil {
+				return 0, err
+			}
+			return 0, errors.New("transaction ended without a response")
+		case <-ctx.Done():
+			s.metrics.SIPResponseReceived(string(sip.MESSAGE), 0, time.Since(start))
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// GroupURI is a group's SIP address.
+func (s *Server) GroupURI(id chat.GroupID) sip.Uri {
+	return sip.Uri{Scheme: "sip", User: chat.GroupUserPrefix + strconv.FormatUint(uint64(id), 10), Host: s.opts.Domain}
+}
+
+// eventRequest builds the MESSAGE that carries an event to one device:
+// group text and notifications come from the group's address (so a plain
+// phone shows one conversation per group), a stored direct message from
+// its sender.
+func (s *Server) eventRequest(ev chat.Event, login string, t target) *sip.Request {
+	req := sip.NewRequest(sip.MESSAGE, *t.ruri.Clone())
+	from := sip.FromHeader{Address: s.GroupURI(ev.Group), Params: sip.NewParams()}
+	from.Params.Add("tag", sip.GenerateTagN(10))
+	body, contentType := ev.Body, "text/plain;charset=UTF-8"
+	switch {
+	case ev.Kind == chat.KindDirect:
+		from.Address = sip.Uri{Scheme: "sip", User: ev.Sender, Host: s.opts.Domain}
+		from.DisplayName = quoteDisplayName(ev.SenderDN)
+		contentType = ev.ContentType
+		req.AppendHeader(sip.NewHeader("Date", ev.Time.UTC().Format(time.RFC1123)))
+	case ev.Kind.IsNotification():
+		body = ev.NotificationText()
+	default:
+		from.DisplayName = quoteDisplayName(ev.SenderDN)
+	}
+	req.AppendHeader(&from)
+	req.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", User: login, Host: s.opts.Domain}})
+	req.AppendHeader(sip.NewHeader("Content-Type", contentType))
+	if ev.Kind != chat.KindDirect {
+		req.AppendHeader(sip.NewHeader("X-GC-GID", strconv.FormatUint(uint64(ev.Group), 10)))
+	}
+	req.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(ev.MID), 10)))
+	if ev.Kind == chat.KindMessage {
+		// Logins are checked to be header-safe when accounts are made.
+		req.AppendHeader(sip.NewHeader("X-GC-From", ev.Sender))
+	}
+	req.SetBody([]byte(body))
+	req.SetTransport(t.transport)
+	req.SetDestination(t.dest)
+	if t.transport == "UDP" && s.udp != nil {
+		a := s.udp.LocalAddr().(*net.UDPAddr)
+		req.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
+	}
+	return req
+}
+
+// quoteDisplayName makes user-supplied text safe inside the quoted display
+// name of a From header (RFC 3261 25.1 quoted-string): backslash and quote
+// are escaped, and control characters, which could end the header line,
+// become spaces.
+func quoteDisplayName(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\\' || r == '"':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || r == 0x2028 || r == 0x2029:
+			b.WriteByte(' ')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}

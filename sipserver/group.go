@@ -1,0 +1,280 @@
+package sipserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"mime"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emiago/sipgo/sip"
+
+	"gchd/chat"
+)
+
+// Chat is the group chat engine as the SIP side uses it.
+type Chat interface {
+	SendMessage(ctx context.Context, c chat.Caller, p chat.Post) (chat.MID, error)
+	StoreDirect(ctx context.Context, c chat.Caller, d chat.Direct) (chat.MID, error)
+	GetGroup(ctx context.Context, c chat.Caller, id chat.GroupID) (chat.GroupView, error)
+	Join(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
+	Leave(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
+	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn, op string) error
+}
+
+// SetChat connects the group chat engine: MESSAGEs to group addresses post
+// to groups, MESSAGEs to users without a reachable device are stored.
+func (s *Server) SetChat(c Chat) { s.chat = c }
+
+// groupID parses the user part of a group address, gc-<GID>.
+func groupID(user string) (chat.GroupID, bool) {
+	if !strings.HasPrefix(strings.ToLower(user), chat.GroupUserPrefix) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(user[len(chat.GroupUserPrefix):], 10, 32)
+	if err != nil {
+		return 0, false
+	}
+	return chat.GroupID(n), true
+}
+
+// isGroupUser reports whether a Request-URI user names a group.
+func isGroupUser(user string) bool {
+	return strings.HasPrefix(strings.ToLower(user), chat.GroupUserPrefix)
+}
+
+// textBody checks that a MESSAGE carries text a chat can keep: text/plain
+// (or no type), UTF-8 without NUL.
+func textBody(req *sip.Request) (string, *sip.Response) {
+	if ct := req.ContentType(); ct != nil {
+		mt, params, err := mime.ParseMediaType(ct.Value())
+		if err != nil || mt != "text/plain" || (params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
+			res := reply(req, 415, "Unsupported Media Type")
+			res.AppendHeader(sip.NewHeader("Accept", "text/plain"))
+			return "", res
+		}
+	}
+	body := req.Body()
+	if len(body) == 0 {
+		return "", reply(req, 400, "Empty Message")
+	}
+	if !utf8.Valid(body) || strings.IndexByte(string(body), 0) >= 0 {
+		return "", reply(req, 400, "Message Is Not UTF-8 Text")
+	}
+	return string(body), nil
+}
+
+// fromDisplayName returns the display name of the From header, or "" when
+// it is not acceptable text (the account's name is used then).
+func fromDisplayName(req *sip.Request) string {
+	f := req.From()
+	if f == nil {
+		return ""
+	}
+	dn := strings.ReplaceAll(strings.ReplaceAll(f.DisplayName, `\"`, `"`), `\\`, `\`)
+	for _, r := range dn {
+		if r < 0x20 || r == 0x7f {
+			return ""
+		}
+	}
+	if utf8.RuneCountInString(dn) > chat.MaxDisplayNameChars || !utf8.ValidString(dn) {
+		return ""
+	}
+	return dn
+}
+
+// onGroupRequest handles a request to a group's address from an
+// authenticated member: a MESSAGE posts to the group (or runs a command).
+func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender string) *sip.Response {
+	id, ok := groupID(req.Recipient.User)
+	if !ok || s.chat == nil {
+		return reply(req, 404, "Not Found")
+	}
+	if req.Method != sip.MESSAGE {
+		res := reply(req, 405, "Method Not Allowed")
+		res.AppendHeader(sip.NewHeader("Allow", "MESSAGE"))
+		return res
+	}
+	// A delivery of ours that comes back (a phone forwarding what it
+	// receives) must not be posted again: that would loop.
+	if req.GetHeader("X-GC-MID") != nil || (req.From() != nil && isGroupUser(req.From().Address.User)) {
+		return reply(req, 403, "Forbidden: Group Deliveries Are Not Posted Back")
+	}
+	text, bad := textBody(req)
+	if bad != nil {
+		return bad
+	}
+	caller := chat.Caller{Login: sender}
+	if cmd, arg, ok := command(text); ok {
+		s.runCommand(req, caller, id, cmd, arg)
+		return reply(req, 200, "OK")
+	}
+	if strings.HasPrefix(text, "~[GC ") {
+		return reply(req, 403, "Forbidden: Notifications Are Not Posted")
+	}
+	mid, err := s.chat.SendMessage(ctx, caller, chat.Post{Group: id, DisplayName: fromDisplayName(req), Text: text,
+		Origin: flowKey(strings.ToUpper(req.Transport()), req.Source())})
+	switch {
+	case err == nil:
+		s.metrics.MessagePosted("sip")
+		res := reply(req, 202, "Accepted")
+		res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
+		return res
+	case errors.Is(err, chat.ErrNotJoined):
+		return reply(req, 403, "Forbidden: Not Joined")
+	case chat.Code(err) == chat.CodeNotFound:
+		// No such group and not a member look alike.
+		return reply(req, 404, "Not Found")
+	case errors.Is(err, chat.ErrInvalid):
+		return reply(req, 400, "Bad Message")
+	default:
+		s.log.Error("post to group", "group", id, "login", sender, "call_id", callID(req), "error", err)
+		return reply(req, 500, "Server Internal Error")
+	}
+}
+
+// command recognises the commands a plain phone can type: the body is
+// exactly #join, #leave, #members, #help or #subject followed by text.
+func command(text string) (cmd, arg string, ok bool) {
+	t := strings.TrimSpace(text)
+	if !strings.HasPrefix(t, "#") {
+		return "", "", false
+	}
+	cmd, arg, _ = strings.Cut(t, " ")
+	cmd = strings.ToLower(cmd)
+	switch cmd {
+	case "#join", "#leave", "#members", "#help":
+		return cmd, "", strings.TrimSpace(arg) == ""
+	case "#subject":
+		return cmd, strings.TrimSpace(arg), true
+	}
+	return "", "", false
+}
+
+const commandHelp = "Commands: #join (accept the invitation), #leave, #members, #subject <new subject>, #help. Anything else is posted to the group."
+
+// runCommand acts on a command and answers with a MESSAGE from the group
+// to the device that sent it.
+func (s *Server) runCommand(req *sip.Request, c chat.Caller, id chat.GroupID, cmd, arg string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var answer string
+	var err error
+	switch cmd {
+	case "#join":
+		if err = s.chat.Join(ctx, c, id, fromDisplayName(req)); err == nil {
+			answer = "You joined the group."
+		}
+	case "#leave":
+		if err = s.chat.Leave(ctx, c, id, ""); err == nil {
+			answer = "You left the group."
+		}
+	case "#subject":
+		if err = s.chat.SetSubject(ctx, c, id, arg, "", "setGroupSubject"); err == nil {
+			answer = "Subject set to: " + arg
+		}
+	case "#members":
+		var v chat.GroupView
+		if v, err = s.chat.GetGroup(ctx, c, id); err == nil {
+			answer = membersText(v)
+		}
+	default:
+		answer = commandHelp
+	}
+	if err != nil {
+		answer = commandError(err)
+	}
+	s.answer(req, id, answer)
+}
+
+func membersText(v chat.GroupView) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:", v.Group.Subject)
+	status := map[chat.Status]string{chat.StatusJoined: "joined", chat.StatusWaiting: "invited", chat.StatusLeft: "left"}
+	for _, m := range v.Members {
+		if m.Status == chat.StatusLeft {
+			continue
+		}
+		fmt.Fprintf(&b, "\n%s (%s) %s", m.DisplayName, m.Login, status[m.Status])
+		if m.Admin {
+			b.WriteString(", admin")
+		}
+		if m.Login == v.Group.Owner {
+			b.WriteString(", owner")
+		}
+	}
+	return b.String()
+}
+
+func commandError(err error) string {
+	switch {
+	case errors.Is(err, chat.ErrNotJoined):
+		return "Join the group first (#join)."
+	case errors.Is(err, chat.ErrNotAllowed):
+		return "Only the group's admins may do that."
+	case chat.Code(err) == chat.CodeNotFound:
+		return "You are not a member of this group."
+	case errors.Is(err, chat.ErrInvalid):
+		return "That is not valid: " + strings.TrimPrefix(err.Error(), chat.ErrInvalid.Error()+": ")
+	}
+	return "Something went wrong; try again later."
+}
+
+// answer sends a command's answer to the device that asked, over its flow.
+// It is not kept for retries: the phone asked just now and can ask again.
+func (s *Server) answer(req *sip.Request, id chat.GroupID, text string) {
+	from := req.From()
+	if from == nil {
+		return
+	}
+	t := target{transport: strings.ToUpper(req.Transport()), dest: req.Source()}
+	if c := req.Contact(); c != nil {
+		t.ruri = *c.Address.Clone()
+	} else {
+		t.ruri = from.Address
+	}
+	ev := chat.Event{Group: id, Kind: chat.KindMessage, SenderDN: "gchd", Body: text}
+	m := s.eventRequest(ev, from.Address.User, t)
+	m.RemoveHeader("X-GC-MID")
+	m.RemoveHeader("X-GC-From")
+	s.background(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 35*time.Second)
+		defer cancel()
+		s.metrics.SIPRequestSent(string(sip.MESSAGE))
+		if _, err := s.cli.Do(ctx, m); err != nil {
+			s.log.Debug("answer command", "group", id, "error", err)
+		}
+	})
+}
+
+// storeForLater keeps a MESSAGE for a user without a reachable device and
+// answers 202: it is delivered when the user registers.
+func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to string) *sip.Response {
+	if s.chat == nil {
+		return reply(req, 480, "Temporarily Unavailable")
+	}
+	text, bad := textBody(req)
+	if bad != nil {
+		// Only text is kept; other bodies (isComposing, receipts) are
+		// meaningful only now.
+		return reply(req, 480, "Temporarily Unavailable")
+	}
+	ct := "text/plain;charset=UTF-8"
+	if h := req.ContentType(); h != nil {
+		ct = h.Value()
+	}
+	mid, err := s.chat.StoreDirect(ctx, chat.Caller{Login: sender}, chat.Direct{To: to, DisplayName: fromDisplayName(req), ContentType: ct, Text: text})
+	if err != nil {
+		if errors.Is(err, chat.ErrInvalid) {
+			return reply(req, 400, "Bad Message")
+		}
+		s.log.Error("store message", "to", to, "call_id", callID(req), "error", err)
+		return reply(req, 500, "Server Internal Error")
+	}
+	res := reply(req, 202, "Accepted")
+	res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
+	return res
+}
