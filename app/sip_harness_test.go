@@ -65,7 +65,18 @@ func answering(code int) phoneOption { return func(p *phone) { p.answer = code }
 // newPhone creates a phone of login talking to the server over transport.
 func newPhone(t testing.TB, s *server, login, transport string, opts ...phoneOption) *phone {
 	t.Helper()
-	p := &phone{t: t, login: login, password: "pw-" + login, transport: transport, server: s.app.SIPAddr(sipAddrTransport(transport)),
+	return newPhoneAt(t, s.app.SIPAddr(transport), login, transport, opts...)
+}
+
+// newRemotePhone creates a UDP phone of login for a server at addr.
+func newRemotePhone(t testing.TB, login, addr string) *phone {
+	t.Helper()
+	return newPhoneAt(t, addr, login, "UDP")
+}
+
+func newPhoneAt(t testing.TB, server, login, transport string, opts ...phoneOption) *phone {
+	t.Helper()
+	p := &phone{t: t, login: login, password: "pw-" + login, transport: transport, server: server,
 		notify: make(chan struct{}, 1000), answer: 200, callID: fmt.Sprintf("%s-%d@test", login, time.Now().UnixNano())}
 	var tlsConf *tls.Config
 	if transport == "TLS" || transport == "WSS" {
@@ -125,13 +136,6 @@ func newPhone(t testing.TB, s *server, login, transport string, opts ...phoneOpt
 		}
 	})
 	return p
-}
-
-func sipAddrTransport(t string) string {
-	if t == "UDP" {
-		return "UDP"
-	}
-	return t
 }
 
 // prepare addresses a request to gchd over the phone's transport.
