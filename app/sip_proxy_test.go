@@ -320,3 +320,26 @@ func TestLoopDetection(t *testing.T) {
 		t.Fatal("no 482: the loop was not detected")
 	}
 }
+
+// A UDP phone that is not behind a NAT (its Via names where it sends from)
+// is reached at its Contact, even when that is another port: the phone
+// that sends from an ephemeral port and listens on another, or SIPp's
+// separate client and server sockets.
+func TestContactUsedWithoutNAT(t *testing.T) {
+	s := startSIP(t)
+	s.addAccount("alice", "pw-alice", "")
+	s.addAccount("bob", "pw-bob", "")
+	listener := newPhone(t, s, "bob", "UDP")
+	registrar := newPhone(t, s, "bob", "UDP", withContact("127.0.0.1", listener.contact.Port))
+	registrar.register()
+	a := newPhone(t, s, "alice", "UDP")
+	if res := a.message("bob", "to the contact"); res.StatusCode != 200 {
+		t.Fatalf("MESSAGE: %s", res.StartLine())
+	}
+	if got := bodies(listener.waitFor(1)); got[0] != "to the contact" {
+		t.Fatalf("listener got %v", got)
+	}
+	if got := registrar.received(); len(got) != 0 {
+		t.Fatalf("the registering socket got %d requests", len(got))
+	}
+}

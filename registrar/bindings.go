@@ -28,6 +28,10 @@ type Binding struct {
 	CSeq      uint32
 	Transport string // UDP, TCP, TLS, WS or WSS
 	Source    string // ip:port the REGISTER came from
+	// NAT is set when the phone is behind a NAT (or a UDP phone whose
+	// Contact is not where it sends from): requests go to Source rather
+	// than to the Contact's address.
+	NAT       bool
 	Node      string // the gchd node that holds the flow
 	UserAgent string
 	Updated   time.Time
@@ -53,7 +57,7 @@ func (b Binding) Reliable() bool { return b.Transport != "UDP" }
 // Call-ID/CSeq bookkeeping of b: such a refresh need not wait for the disk.
 func (b Binding) sameFlow(nb Binding) bool {
 	return b.URI == nb.URI && b.Instance == nb.Instance && b.RegID == nb.RegID && b.Q == nb.Q &&
-		b.Transport == nb.Transport && b.Source == nb.Source && b.Node == nb.Node &&
+		b.Transport == nb.Transport && b.Source == nb.Source && b.NAT == nb.NAT && b.Node == nb.Node &&
 		b.UserAgent == nb.UserAgent && !b.Unreachable
 }
 
@@ -117,6 +121,7 @@ type ContactRequest struct {
 	Instance string
 	RegID    int
 	Q        string
+	NAT      bool // reach it at the REGISTER's source, not at the URI
 }
 
 // RegisterRequest is a REGISTER reduced to what RFC 3261 section 10.3 needs.
@@ -243,7 +248,7 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		d = min(d, b.policy.MaxExpires)
 		want = append(want, wanted{expiry: d, bd: Binding{
 			AOR: r.AOR, URI: c.URI, Instance: c.Instance, RegID: c.RegID, Q: c.Q,
-			Expires: now.Add(d), CallID: r.CallID, CSeq: r.CSeq, Transport: r.Transport, Source: r.Source,
+			Expires: now.Add(d), CallID: r.CallID, CSeq: r.CSeq, Transport: r.Transport, Source: r.Source, NAT: c.NAT,
 			Node: b.policy.Node, UserAgent: r.UserAgent, Updated: now,
 		}})
 	}

@@ -121,7 +121,15 @@ func (s *Server) targetOf(b registrar.Binding) (target, bool) {
 	if b.Reliable() && b.Node == s.reg.Policy().Node && !s.flowAlive(b.Transport, b.Source) {
 		return target{}, false
 	}
-	return target{ruri: u, transport: b.Transport, dest: b.Source}, true
+	dest := b.Source
+	if !b.NAT && !b.Reliable() {
+		port := u.Port
+		if port == 0 {
+			port = sip.DefaultPort(b.Transport)
+		}
+		dest = net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port))
+	}
+	return target{ruri: u, transport: b.Transport, dest: dest}, true
 }
 
 // flowAlive reports whether a connection from source over transport is open.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -123,7 +124,7 @@ func registerRequest(req *sip.Request, aor string) (registrar.RegisterRequest, e
 		if c.Address.Scheme != "sip" && c.Address.Scheme != "sips" {
 			return r, errors.New("Unsupported URI Scheme")
 		}
-		cr := registrar.ContactRequest{URI: c.Address.String(), Expires: -1}
+		cr := registrar.ContactRequest{URI: c.Address.String(), Expires: -1, NAT: behindNAT(req, c.Address)}
 		if v, ok := c.Params.Get("expires"); ok {
 			n, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
@@ -172,4 +173,46 @@ func truncate(s string, n int) string {
 		return s[:n]
 	}
 	return s
+}
+
+// behindNAT decides where a contact is reached. Over a connection it is
+// always the connection. Over UDP the Contact is used when the phone says
+// where it sends from truthfully (its Via names the packet's source) and
+// the Contact is a public address or the source's own; otherwise, as
+// Kamailio's nat_uac_test does, the phone is taken to be behind a NAT and
+// is reached where its packets come from.
+func behindNAT(req *sip.Request, contact sip.Uri) bool {
+	if strings.ToUpper(req.Transport()) != "UDP" {
+		return true
+	}
+	src, err := netip.ParseAddrPort(req.Source())
+	if err != nil {
+		return true
+	}
+	via := req.Via()
+	if via == nil {
+		return true
+	}
+	viaPort := via.Port
+	if viaPort == 0 {
+		viaPort = 5060
+	}
+	viaIP, err := netip.ParseAddr(via.Host)
+	if err != nil || viaIP.Unmap() != src.Addr().Unmap() || uint16(viaPort) != src.Port() {
+		return true
+	}
+	host := strings.ToLower(contact.Host)
+	if strings.HasSuffix(host, ".invalid") {
+		return true
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err != nil {
+		return false // a name: resolved when used
+	}
+	ip = ip.Unmap()
+	if ip == src.Addr().Unmap() {
+		return false
+	}
+	return ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsLoopback() ||
+		netip.MustParsePrefix("100.64.0.0/10").Contains(ip)
 }

@@ -27,10 +27,11 @@ import (
 //     address-of-record (RFC 3261 10.2, RFC 4475 unksm2): 400;
 //   - a Request-URI scheme other than sip or sips (RFC 3261 8.2.2.1 and
 //     16.3 step 2; RFC 4475 unkscm): 416. gchd routes nothing else;
-//   - Max-Forwards 0 on a request that would go on to a user (RFC 3261 16.3
-//     step 3, RFC 4475 zeromf): 483. An OPTIONS addressed to the server
-//     itself is answered (the RFC lets a proxy answer an OPTIONS with
-//     Max-Forwards 0), and a REGISTER ends here anyway;
+//   - Max-Forwards 0 on a request for a user, whatever the domain (RFC 3261
+//     16.3 step 3, RFC 4475 zeromf): 483. A request to the server itself
+//     (no user part: an OPTIONS ping, which the RFC lets a proxy answer
+//     with Max-Forwards 0) and a REGISTER end at gchd and pass; CANCEL
+//     follows its INVITE;
 //   - an option tag in Proxy-Require that gchd does not implement (RFC 3261
 //     16.3 step 5) or, where gchd is the UAS (REGISTER, OPTIONS to the
 //     server), in Require (8.2.2.3): 420 with an Unsupported header
@@ -100,10 +101,11 @@ func (s *Server) validate(req *sip.Request) *sip.Response {
 		return reply(req, 416, "Unsupported URI Scheme")
 	}
 
-	uas := s.isUAS(req)
-	if mf != nil && *mf == 0 && !uas && req.Method != sip.CANCEL {
+	if mf != nil && *mf == 0 && req.Recipient.User != "" && req.Method != sip.REGISTER && req.Method != sip.CANCEL {
 		return reply(req, 483, "Too Many Hops")
 	}
+
+	uas := s.isUAS(req)
 
 	if req.Method != sip.CANCEL {
 		if res := s.checkExtensions(req, uas); res != nil {

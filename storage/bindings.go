@@ -32,12 +32,13 @@ type bindingRow struct {
 	CSeq      int64  `db:"cseq"`
 	Transport string `db:"transport"`
 	Source    string `db:"source"`
+	NAT       bool   `db:"nat"`
 	Node      string `db:"node"`
 	UserAgent string `db:"user_agent"`
 	Updated   int64  `db:"updated_at"`
 }
 
-const bindingColumns = "aor, binding_key, uri, instance, reg_id, q, expires_at, call_id, cseq, transport, source, node, user_agent, updated_at"
+const bindingColumns = "aor, binding_key, uri, instance, reg_id, q, expires_at, call_id, cseq, transport, source, nat, node, user_agent, updated_at"
 
 func (s bindingStore) LoadBindings(ctx context.Context, now time.Time) ([]registrar.Binding, error) {
 	var rows []bindingRow
@@ -48,7 +49,7 @@ func (s bindingStore) LoadBindings(ctx context.Context, now time.Time) ([]regist
 	for i, r := range rows {
 		out[i] = registrar.Binding{
 			AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
-			CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, Node: r.Node,
+			CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
 			UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
 		}
 	}
@@ -82,18 +83,18 @@ func (s bindingStore) SaveBindings(ctx context.Context, put []registrar.Binding,
 			put = put[len(chunk):]
 			var b strings.Builder
 			b.WriteString("INSERT INTO bindings (" + bindingColumns + ") VALUES ")
-			args := make([]any, 0, 14*len(chunk))
+			args := make([]any, 0, 15*len(chunk))
 			for i, bd := range chunk {
 				if i > 0 {
 					b.WriteString(", ")
 				}
-				b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+				b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 				args = append(args, bd.AOR, bd.Key(), bd.URI, bd.Instance, bd.RegID, bd.Q, micros(bd.Expires),
-					bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.Node, bd.UserAgent, micros(bd.Updated))
+					bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.NAT, bd.Node, bd.UserAgent, micros(bd.Updated))
 			}
 			b.WriteString(` ON CONFLICT (aor, binding_key) DO UPDATE SET uri = excluded.uri, instance = excluded.instance,
 				reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, call_id = excluded.call_id,
-				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, node = excluded.node,
+				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, nat = excluded.nat, node = excluded.node,
 				user_agent = excluded.user_agent, updated_at = excluded.updated_at`)
 			if _, err := tx.ExecContext(ctx, s.db.sql(b.String()), args...); err != nil {
 				return fmt.Errorf("upsert %d bindings: %w", len(chunk), err)
