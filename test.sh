@@ -34,7 +34,21 @@ ensure_postgres() {
 	fi
 }
 
+# SIPp (Debian package sip-tester) takes part in the end-to-end tests as a
+# third-party user agent; the tests that need it skip without it.
+ensure_tools() {
+	command -v sipp >/dev/null 2>&1 && return 0
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: installing sip-tester (SIPp)" >&2
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null) ||
+			echo "test.sh: could not install sip-tester; SIPp tests will be skipped" >&2
+	else
+		echo "test.sh: sipp not found; SIPp tests will be skipped" >&2
+	fi
+}
+
 ensure_postgres
+ensure_tools
 if [ $# -eq 0 ]; then
 	set -- ./...
 fi
