@@ -28,6 +28,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
 THREADS=${THREADS:-2}
+# wrk wants at least one connection per thread.
+if [[ $THREADS =~ ^[0-9]+$ ]] && ((THREADS > CONNECTIONS)); then THREADS=$CONNECTIONS; fi
 CALLS=${CALLS:-getGroup sendMessage}
 WARMUP=${WARMUP:-3}
 MEMBERS=${MEMBERS:-10}
