@@ -88,16 +88,11 @@ type change struct {
 
 // emit appends an event to the log and records its deliveries.
 func (c *change) emit(ctx context.Context, ev Event, recipients []string) (MID, error) {
-	mid, err := c.tx.AppendEvent(ctx, ev)
+	mid, err := c.tx.AppendEvent(ctx, ev, recipients)
 	if err != nil {
 		return 0, fmt.Errorf("append %s event: %w", ev.Kind, err)
 	}
 	ev.MID = mid
-	if len(recipients) > 0 {
-		if err := c.tx.AddDeliveries(ctx, mid, recipients); err != nil {
-			return 0, fmt.Errorf("record deliveries of %d: %w", mid, err)
-		}
-	}
 	c.events = append(c.events, pending{ev: ev, recipients: recipients})
 	return mid, nil
 }

@@ -38,13 +38,12 @@ type Tx interface {
 	DeleteGroup(ctx context.Context, id GroupID) error
 	// PutMember inserts or replaces a member row.
 	PutMember(ctx context.Context, m Member) error
-	// AppendEvent adds e to the log and returns its MID.
-	AppendEvent(ctx context.Context, e Event) (MID, error)
+	// AppendEvent adds e to the log, records that it is due to each of
+	// recipients, and returns its MID.
+	AppendEvent(ctx context.Context, e Event, recipients []string) (MID, error)
 	// DeleteMessage marks a message deleted, forgets its body and ends its
 	// pending deliveries: nobody is to receive it any more.
 	DeleteMessage(ctx context.Context, mid MID) error
-	// AddDeliveries records that the event is due to each login.
-	AddDeliveries(ctx context.Context, mid MID, logins []string) error
 	// SetReceipt records cf and rd of a recipient (a zero time leaves a
 	// field as it is; an earlier value is kept) and ends its pending
 	// delivery. A login the message was not due to gets no receipt.

@@ -12,7 +12,7 @@ import (
 )
 
 // AccountStore returns the registrar's account store.
-func (db *DB) AccountStore() registrar.AccountStore { return accountStore{queries{db: db, x: db.r}} }
+func (db *DB) AccountStore() registrar.AccountStore { return accountStore{db.reader()} }
 
 type accountStore struct{ queries }
 

@@ -16,7 +16,7 @@ import (
 )
 
 // BindingStore returns the registrar's location store.
-func (db *DB) BindingStore() registrar.BindingStore { return bindingStore{queries{db: db, x: db.r}} }
+func (db *DB) BindingStore() registrar.BindingStore { return bindingStore{db.reader()} }
 
 type bindingStore struct{ queries }
 

@@ -9,38 +9,27 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"gchd/chat"
 )
 
 // ChatStore returns the chat engine's view of the database. Its reads go to
 // the reader pool; Update runs on the writer.
-func (db *DB) ChatStore() chat.Store { return chatStore{queries{db: db, x: db.r}} }
+func (db *DB) ChatStore() chat.Store { return chatStore{db.reader()} }
 
 type chatStore struct{ queries }
 
 func (s chatStore) Update(ctx context.Context, fn func(chat.Tx) error) error {
-	return s.db.inTx(ctx, "chat_update", func(tx *sqlx.Tx) error {
-		return fn(&chatTx{queries{db: s.db, x: tx}})
+	var wanted []string
+	err := s.db.inTx(ctx, "chat_update", func(tx *sqlx.Tx) error {
+		wanted = wanted[:0]
+		return fn(&chatTx{s.db.inTxQueries(tx, &wanted)})
 	})
-}
-
-// queries runs the chat SQL over a pool or a transaction.
-type queries struct {
-	db *DB
-	x  sqlx.ExtContext
-}
-
-func (q queries) get(ctx context.Context, dest any, query string, args ...any) error {
-	return sqlx.GetContext(ctx, q.x, dest, q.db.sql(query), args...)
-}
-
-func (q queries) selectAll(ctx context.Context, dest any, query string, args ...any) error {
-	return sqlx.SelectContext(ctx, q.x, dest, q.db.sql(query), args...)
-}
-
-func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	return q.x.ExecContext(ctx, q.db.sql(query), args...)
+	if len(wanted) > 0 {
+		s.db.prepareWanted(ctx, wanted)
+	}
+	return err
 }
 
 type groupRow struct {
@@ -185,7 +174,7 @@ func (q queries) GroupsWith(ctx context.Context, logins ...string) ([]chat.Group
 		return nil, err
 	}
 	var rows []groupRow
-	if err := q.selectAll(ctx, &rows, query, args...); err != nil {
+	if err := q.selectOnce(ctx, &rows, query, args...); err != nil {
 		return nil, fmt.Errorf("select groups of %s: %w", strings.Join(logins, ","), err)
 	}
 	out := make([]chat.Group, len(rows))
@@ -253,17 +242,32 @@ func (t *chatTx) PutMember(ctx context.Context, m chat.Member) error {
 	return err
 }
 
-func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event) (chat.MID, error) {
+func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event, recipients []string) (chat.MID, error) {
 	var mid int64
 	ct := e.ContentType
 	if ct == "" {
 		ct = "text/plain"
 	}
+	args := []any{int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, e.Body, int64(e.Ref), micros(e.Time), e.Origin, ct}
+	if t.db.engine == Postgres {
+		// One round trip for the event and its fan-out: the group is locked
+		// meanwhile, so every round trip here is time other senders wait.
+		err := t.get(ctx, &mid, `WITH e AS (
+				INSERT INTO events (group_id, kind, sender, sender_dn, body, ref, created_at, origin, content_type)
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid),
+			d AS (INSERT INTO deliveries (mid, login) SELECT e.mid, l FROM e, unnest(CAST(? AS text[])) AS l)
+			SELECT mid FROM e`, append(args, pq.Array(recipients))...)
+		return chat.MID(mid), err
+	}
 	err := t.get(ctx, &mid, `INSERT INTO events (group_id, kind, sender, sender_dn, body, ref, created_at, origin, content_type)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid`,
-		int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, e.Body, int64(e.Ref), micros(e.Time), e.Origin, ct)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid`, args...)
 	if err != nil {
 		return 0, err
+	}
+	for _, l := range recipients {
+		if _, err := t.exec(ctx, "INSERT INTO deliveries (mid, login) VALUES (?, ?)", mid, l); err != nil {
+			return 0, err
+		}
 	}
 	return chat.MID(mid), nil
 }
@@ -273,23 +277,6 @@ func (t *chatTx) DeleteMessage(ctx context.Context, mid chat.MID) error {
 		return err
 	}
 	_, err := t.exec(ctx, "UPDATE deliveries SET state = 'x', next_at = 0 WHERE mid = ? AND state = 'p'", int64(mid))
-	return err
-}
-
-func (t *chatTx) AddDeliveries(ctx context.Context, mid chat.MID, logins []string) error {
-	// One statement for the whole fan-out: a group has at most a few dozen
-	// members, far below either engine's parameter limit.
-	var b strings.Builder
-	b.WriteString("INSERT INTO deliveries (mid, login) VALUES ")
-	args := make([]any, 0, 2*len(logins))
-	for i, l := range logins {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString("(?, ?)")
-		args = append(args, int64(mid), l)
-	}
-	_, err := t.exec(ctx, b.String(), args...)
 	return err
 }
 

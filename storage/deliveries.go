@@ -12,7 +12,7 @@ import (
 )
 
 // DeliveryStore returns the dispatcher's bookkeeping store.
-func (db *DB) DeliveryStore() chat.DeliveryStore { return deliveryStore{queries{db: db, x: db.r}} }
+func (db *DB) DeliveryStore() chat.DeliveryStore { return deliveryStore{db.reader()} }
 
 type deliveryStore struct{ queries }
 

@@ -16,14 +16,11 @@ func TestDeliveryBookkeeping(t *testing.T) {
 		var mids []chat.MID
 		mustUpdate(t, cs, func(tx chat.Tx) error {
 			for i := 0; i < 4; i++ {
-				mid, err := tx.AppendEvent(ctx, chat.Event{Group: 7, Kind: chat.KindMessage, Sender: "a", Body: "m", Time: t0.Add(time.Duration(i) * time.Hour)})
+				mid, err := tx.AppendEvent(ctx, chat.Event{Group: 7, Kind: chat.KindMessage, Sender: "a", Body: "m", Time: t0.Add(time.Duration(i) * time.Hour)}, []string{"b", "c"})
 				if err != nil {
 					return err
 				}
 				mids = append(mids, mid)
-				if err := tx.AddDeliveries(ctx, mid, []string{"b", "c"}); err != nil {
-					return err
-				}
 			}
 			return nil
 		})

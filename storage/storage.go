@@ -10,6 +10,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,6 +80,7 @@ type DB struct {
 	r       *sqlx.DB // reads; for PostgreSQL the same pool as w
 	observe func(op string, d time.Duration, err error)
 	sqlText sync.Map // query as written -> query for this engine
+	stmts   sync.Map // stmtKey -> *sqlx.Stmt
 }
 
 // Open connects to the database named by dsn and applies pending migrations.
@@ -157,6 +159,17 @@ func (db *DB) openSQLite(path string, opts Options) error {
 }
 
 func (db *DB) openPostgres(dsn string, opts Options) error {
+	// binary_parameters sends a statement with its parameters in one round
+	// trip instead of two (lib/pq otherwise prepares every statement
+	// first); an explicit setting in the DSN wins.
+	if u, err := url.Parse(dsn); err == nil {
+		q := u.Query()
+		if !q.Has("binary_parameters") {
+			q.Set("binary_parameters", "yes")
+			u.RawQuery = q.Encode()
+			dsn = u.String()
+		}
+	}
 	p, err := sqlx.Open("postgres", dsn)
 	if err != nil {
 		return fmt.Errorf("open postgres: %w", err)

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -138,16 +139,21 @@ func TestEventsReceiptsAndCascade(t *testing.T) {
 				}
 			}
 			for i := 0; i < 3; i++ {
-				mid, err := tx.AppendEvent(ctx, chat.Event{Group: id, Kind: chat.KindMessage, Sender: "a", SenderDN: "A", Body: "hi\r\n\t\"?", Time: t0})
+				mid, err := tx.AppendEvent(ctx, chat.Event{Group: id, Kind: chat.KindMessage, Sender: "a", SenderDN: "A", Body: "hi\r\n\t\"?", Time: t0}, []string{"a", "b", "c"})
 				if err != nil {
 					return err
 				}
 				mids = append(mids, mid)
-				if err := tx.AddDeliveries(ctx, mid, []string{"a", "b", "c"}); err != nil {
-					return err
-				}
 			}
 			return tx.PutMedia(ctx, chat.Media{Group: id, Kind: chat.MediaAvatar, ContentType: "image/jpeg", Data: []byte{0xff, 0xd8, 0}, Updated: t0})
+		})
+		// An event due to nobody still gets its MID.
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			mid, err := tx.AppendEvent(ctx, chat.Event{Group: id + 1000, Kind: chat.KindEditGroup, Sender: "a", Time: t0}, nil)
+			if err == nil && mid <= mids[2] {
+				err = fmt.Errorf("MID %d after %d", mid, mids[2])
+			}
+			return err
 		})
 		if !(mids[0] < mids[1] && mids[1] < mids[2]) {
 			t.Fatalf("MIDs not increasing: %v", mids)

@@ -1,0 +1,125 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// queries runs SQL over a pool or inside a transaction. Fixed statements
+// are prepared once per pool and reused: SQLite otherwise compiles every
+// statement on every call, and PostgreSQL parses and plans it again.
+type queries struct {
+	db   *DB
+	pool *sqlx.DB // where statements are prepared (the writer pool for transactions)
+	tx   *sqlx.Tx // nil outside a transaction
+	// wanted collects statements a transaction ran unprepared; they are
+	// prepared after it ends. Preparing inside it would need a second
+	// connection, and SQLite's writer pool has only the one the
+	// transaction holds.
+	wanted *[]string
+}
+
+func (db *DB) reader() queries { return queries{db: db, pool: db.r} }
+
+func (db *DB) inTxQueries(tx *sqlx.Tx, wanted *[]string) queries {
+	return queries{db: db, pool: db.w, tx: tx, wanted: wanted}
+}
+
+// prepareWanted prepares what a transaction ran unprepared.
+func (db *DB) prepareWanted(ctx context.Context, wanted []string) {
+	for _, query := range wanted {
+		key := stmtKey{db.w, query}
+		if _, ok := db.stmts.Load(key); ok {
+			continue
+		}
+		if st, err := db.w.PreparexContext(ctx, db.sql(query)); err == nil {
+			if _, loaded := db.stmts.LoadOrStore(key, st); loaded {
+				st.Close()
+			}
+		}
+	}
+}
+
+type stmtKey struct {
+	pool  *sqlx.DB
+	query string
+}
+
+// prepared returns the statement for query, prepared on q's pool and bound
+// to q's transaction; nil inside a transaction when it is not prepared yet.
+func (q queries) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	key := stmtKey{q.pool, query}
+	v, ok := q.db.stmts.Load(key)
+	if !ok && q.tx != nil {
+		*q.wanted = append(*q.wanted, query)
+		return nil, nil
+	}
+	if !ok {
+		st, err := q.pool.PreparexContext(ctx, q.db.sql(query))
+		if err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		var loaded bool
+		if v, loaded = q.db.stmts.LoadOrStore(key, st); loaded {
+			st.Close()
+		}
+	}
+	st := v.(*sqlx.Stmt)
+	if q.tx != nil {
+		return q.tx.StmtxContext(ctx, st), nil
+	}
+	return st, nil
+}
+
+func (q queries) get(ctx context.Context, dest any, query string, args ...any) error {
+	st, err := q.prepared(ctx, query)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return sqlx.GetContext(ctx, q.ext(), dest, q.db.sql(query), args...)
+	}
+	return st.GetContext(ctx, dest, args...)
+}
+
+func (q queries) selectAll(ctx context.Context, dest any, query string, args ...any) error {
+	st, err := q.prepared(ctx, query)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return q.selectOnce(ctx, dest, query, args...)
+	}
+	return st.SelectContext(ctx, dest, args...)
+}
+
+func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, err := q.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if st == nil {
+		return q.execOnce(ctx, query, args...)
+	}
+	return st.ExecContext(ctx, args...)
+}
+
+// ext runs statements whose text varies (IN lists, multi-row VALUES):
+// those are not worth preparing.
+func (q queries) ext() sqlx.ExtContext {
+	if q.tx != nil {
+		return q.tx
+	}
+	return q.pool
+}
+
+func (q queries) selectOnce(ctx context.Context, dest any, query string, args ...any) error {
+	return sqlx.SelectContext(ctx, q.ext(), dest, q.db.sql(query), args...)
+}
+
+func (q queries) execOnce(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return q.ext().ExecContext(ctx, q.db.sql(query), args...)
+}
