@@ -343,3 +343,45 @@ func TestContactUsedWithoutNAT(t *testing.T) {
 		t.Fatalf("the registering socket got %d requests", len(got))
 	}
 }
+
+// A made-up To tag does not make a request "in a dialog" that skips
+// authentication, and gchd follows no Route to another host: it is not an
+// open relay.
+func TestNoOpenRelayInDialog(t *testing.T) {
+	s := startSIP(t)
+	s.addAccount("alice", "pw-alice", "")
+	s.addAccount("bob", "pw-bob", "")
+	b := newPhone(t, s, "bob", "UDP")
+	b.register()
+	a := newPhone(t, s, "alice", "UDP")
+	forged := func() *sip.Request {
+		req := a.messageRequest("bob", "spam")
+		req.ReplaceHeader(&sip.ToHeader{Address: req.Recipient, Params: sip.HeaderParams{{K: "tag", V: "made-up"}}})
+		return req
+	}
+	// Unauthenticated: challenged, not relayed.
+	req := forged()
+	req.AppendHeader(sip.NewHeader("Route", "<sip:203.0.113.9:5060;lr>"))
+	a.prepare(req)
+	res, err := a.cli.Do(t.Context(), req)
+	if err != nil || res.StatusCode != 407 {
+		t.Fatalf("forged in-dialog request with a foreign Route: %v %v", res, err)
+	}
+	// Authenticated: still no relaying to another host.
+	req = forged()
+	req.AppendHeader(sip.NewHeader("Route", "<sip:203.0.113.9:5060;lr>"))
+	if res := a.send(req); res.StatusCode != 403 {
+		t.Fatalf("authenticated, foreign Route: %s", res.StartLine())
+	}
+	// A Route naming gchd with a flow token of another dialog is no key.
+	req = forged()
+	host, port, _ := net.SplitHostPort(s.app.SIPAddr("UDP"))
+	req.AppendHeader(sip.NewHeader("Route", "<sip:"+host+":"+port+";lr;gchd-flow=VURQfDEyNy4wLjAuMTo1MDYwAAAAAAAAAAAAAAAA>"))
+	a.prepare(req)
+	if res, err := a.cli.Do(t.Context(), req); err != nil || res.StatusCode != 407 {
+		t.Fatalf("forged flow token: %v %v", res, err)
+	}
+	if got := b.received(); len(got) != 0 {
+		t.Fatalf("bob received %d forged requests", len(got))
+	}
+}

@@ -59,13 +59,13 @@ func reply(req *sip.Request, code int, reason string) *sip.Response {
 // onOptions answers OPTIONS addressed to the server (keep-alives, health
 // checks by peers) and proxies those addressed to a user.
 func (s *Server) onOptions(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
-	if req.Recipient.User != "" && s.isOurDomain(req.Recipient.Host) {
-		return s.onProxy(ctx, req, tx)
+	if req.Recipient.User != "" {
+		return s.onProxy(ctx, req, tx) // for a user: ours are proxied, others refused
 	}
 	res := reply(req, 200, "OK")
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, PRACK, UPDATE, SUBSCRIBE, NOTIFY, REFER, PUBLISH"))
 	res.AppendHeader(sip.NewHeader("Accept", "text/plain, application/sdp"))
-	res.AppendHeader(sip.NewHeader("Supported", "path, outbound"))
+	res.AppendHeader(sip.NewHeader("Supported", "outbound"))
 	return res
 }
 

@@ -142,21 +142,39 @@ func (s *Server) flowAlive(transport, source string) bool {
 	return true
 }
 
-// proxyInDialog forwards a request that belongs to a dialog along its Route
-// set. No challenge: the dialog was authorised when it was set up, and the
-// flow tokens in our Record-Route entries are signed.
+// proxyInDialog forwards a request that belongs to a dialog. A request
+// that carries our signed Record-Route entry follows it without a
+// challenge: the dialog was authorised when it was set up. Anything else
+// with a To tag is authenticated like a new request: a made-up To tag must
+// not open a way around authentication.
 func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
-	t, ok := s.inDialogTarget(req)
-	if !ok {
-		return reply(req, 404, "Not Found")
+	t, signed, refusal := s.inDialogTarget(req)
+	if !signed && !s.trusted(req) {
+		acc, challenge := s.authenticate(ctx, req)
+		if challenge != nil {
+			return challenge
+		}
+		if from := req.From(); from == nil || from.Address.User != acc.Login {
+			s.metrics.SIPAuthFailure("user_mismatch")
+			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
+		}
+	}
+	if refusal != "" {
+		code := 404
+		if refusal != "Not Found" {
+			code = 403
+		}
+		return reply(req, code, refusal)
 	}
 	return s.fork(ctx, req, tx, []target{t}, false, nil)
 }
 
 // inDialogTarget strips our own Route entries and finds the next hop: the
-// flow named by the last of them, else the next Route, else the registered
-// contact that the Request-URI names.
-func (s *Server) inDialogTarget(req *sip.Request) (target, bool) {
+// flow named by the signed token of the last of them, else the registered
+// contact that the Request-URI names. It reports whether a valid token was
+// there, or why there is no target. gchd routes only to its own users: a
+// Route to anywhere else is refused (no open relay).
+func (s *Server) inDialogTarget(req *sip.Request) (t target, signed bool, refusal string) {
 	var flow string
 	for r := req.Route(); r != nil && s.isUs(r.Address); r = req.Route() {
 		if v, ok := r.Address.UriParams.Get(flowParam); ok {
@@ -164,32 +182,30 @@ func (s *Server) inDialogTarget(req *sip.Request) (target, bool) {
 		}
 		req.RemoveHeader("Route")
 	}
-	if r := req.Route(); r != nil {
-		transport := strings.ToUpper(r.Address.UriParams.GetOr("transport", "udp"))
-		port := r.Address.Port
-		if port == 0 {
-			port = sip.DefaultPort(transport)
-		}
-		return target{ruri: req.Recipient, transport: transport, dest: r.Address.Host + ":" + strconv.Itoa(port)}, true
-	}
 	if flow != "" {
-		if transport, source, ok := s.openFlowToken(flow); ok {
-			return target{ruri: req.Recipient, transport: transport, dest: source}, true
+		if transport, source, ok := s.openFlowToken(flow, callID(req)); ok {
+			signed = true
+			if req.Route() == nil {
+				return target{ruri: req.Recipient, transport: transport, dest: source}, true, ""
+			}
 		}
+	}
+	if req.Route() != nil {
+		return target{}, signed, "Relaying Forbidden"
 	}
 	if b, ok := s.reg.LookupURI(req.Recipient.String()); ok {
 		if t, ok := s.targetOf(b); ok {
 			t.ruri = req.Recipient
-			return t, true
+			return t, signed, ""
 		}
 	}
 	if s.isOurDomain(req.Recipient.Host) && req.Recipient.User != "" {
 		if ts := s.targetsOf(req.Recipient.User); len(ts) > 0 {
 			ts[0].ruri = req.Recipient
-			return ts[0], true
+			return ts[0], signed, ""
 		}
 	}
-	return target{}, false
+	return target{}, signed, "Not Found"
 }
 
 // flowParam carries a signed flow token in our Record-Route URIs (RFC 5626
@@ -197,22 +213,28 @@ func (s *Server) inDialogTarget(req *sip.Request) (target, bool) {
 // when the phone's Contact is unreachable.
 const flowParam = "gchd-flow"
 
-func (s *Server) flowToken(transport, source string) string {
+// flowToken signs a flow for one dialog (its Call-ID): a token seen in one
+// dialog opens no way into another.
+func (s *Server) flowToken(transport, source, callID string) string {
 	payload := transport + "|" + source
-	m := hmac.New(sha256.New, s.auth.secret)
-	m.Write([]byte(payload))
-	return base64.RawURLEncoding.EncodeToString(append([]byte(payload), m.Sum(nil)[:12]...))
+	return base64.RawURLEncoding.EncodeToString(append([]byte(payload), s.flowMAC(payload, callID)...))
 }
 
-func (s *Server) openFlowToken(tok string) (transport, source string, ok bool) {
+func (s *Server) flowMAC(payload, callID string) []byte {
+	m := hmac.New(sha256.New, s.auth.secret)
+	m.Write([]byte(payload))
+	m.Write([]byte{0})
+	m.Write([]byte(callID))
+	return m.Sum(nil)[:12]
+}
+
+func (s *Server) openFlowToken(tok, callID string) (transport, source string, ok bool) {
 	b, err := base64.RawURLEncoding.DecodeString(tok)
 	if err != nil || len(b) <= 12 {
 		return "", "", false
 	}
 	payload, mac := b[:len(b)-12], b[len(b)-12:]
-	m := hmac.New(sha256.New, s.auth.secret)
-	m.Write(payload)
-	if !hmac.Equal(mac, m.Sum(nil)[:12]) {
+	if !hmac.Equal(mac, s.flowMAC(string(payload), callID)) {
 		return "", "", false
 	}
 	transport, source, ok = strings.Cut(string(payload), "|")
@@ -220,13 +242,13 @@ func (s *Server) openFlowToken(tok string) (transport, source string, ok bool) {
 }
 
 // recordRoute is our Record-Route entry facing one side of a dialog.
-func (s *Server) recordRoute(transport, flowSource string) *sip.RecordRouteHeader {
+func (s *Server) recordRoute(transport, flowSource, callID string) *sip.RecordRouteHeader {
 	return &sip.RecordRouteHeader{Address: sip.Uri{
 		Scheme: "sip", Host: s.opts.Advertise, Port: s.ports[strings.ToUpper(transport)],
 		UriParams: sip.HeaderParams{
 			{K: "transport", V: strings.ToLower(transport)},
 			{K: "lr", V: ""},
-			{K: flowParam, V: s.flowToken(strings.ToUpper(transport), flowSource)},
+			{K: flowParam, V: s.flowToken(strings.ToUpper(transport), flowSource, callID)},
 		},
 	}}
 }
@@ -304,8 +326,8 @@ func (s *Server) forward(req *sip.Request, t target, recordRoute bool) *sip.Requ
 	}
 	f.ReplaceHeader(&mf)
 	if recordRoute {
-		f.PrependHeader(s.recordRoute(strings.ToUpper(req.Transport()), req.Source()))
-		f.PrependHeader(s.recordRoute(t.transport, t.dest))
+		f.PrependHeader(s.recordRoute(strings.ToUpper(req.Transport()), req.Source(), callID(req)))
+		f.PrependHeader(s.recordRoute(t.transport, t.dest, callID(req)))
 	}
 	return f
 }
@@ -520,9 +542,9 @@ func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	if r := req.Route(); r == nil || !s.isUs(r.Address) {
 		return // hop-by-hop ACK of a response we sent
 	}
-	t, ok := s.inDialogTarget(req)
-	if !ok {
-		return
+	t, signed, refusal := s.inDialogTarget(req)
+	if !signed || refusal != "" {
+		return // an ACK cannot be challenged: without our route it goes nowhere
 	}
 	f := s.forward(req, t, false)
 	if err := s.cli.WriteRequest(f, s.addVia(loopKey(req))); err != nil {

@@ -16,7 +16,9 @@ import (
 //     badvers). The response says SIP/2.0, not the version it rejects;
 //   - a missing or repeated From, To, Call-ID or CSeq, a repeated
 //     Max-Forwards or Content-Length (RFC 3261 7.3.1, 8.1.1; RFC 4475
-//     insuf, multi01, mcl01): 400;
+//     insuf, multi01, mcl01): 400. sipgo keeps them all, but its accessors
+//     (req.From(), req.CSeq(), ...) return the last one while a proxy
+//     forwards every one, so no handler could tell which is meant;
 //   - a CSeq method other than the request's (RFC 3261 8.1.1.5; RFC 4475
 //     mismatch01, mismatch02): 400;
 //   - Max-Forwards above 255 (RFC 3261 20.22): 400;
@@ -33,13 +35,15 @@ import (
 //     with Max-Forwards 0) and a REGISTER end at gchd and pass; CANCEL
 //     follows its INVITE;
 //   - an option tag in Proxy-Require that gchd does not implement (RFC 3261
-//     16.3 step 5) or, where gchd is the UAS (REGISTER, OPTIONS to the
-//     server), in Require (8.2.2.3): 420 with an Unsupported header
-//     listing them (RFC 4475 bext01). Require on a request gchd proxies is
-//     for the far end to judge, and CANCEL is never rejected for it.
+//     16.3 step 5) or, where gchd is the UAS (REGISTER, an OPTIONS that
+//     onOptions answers itself), in Require (8.2.2.3): 420 with an
+//     Unsupported header listing them (RFC 4475 bext01). Require on a
+//     request gchd proxies is for the far end to judge, and CANCEL is never
+//     rejected for it.
 //
-// The checks run on every request, in the order of RFC 3261 16.3, and
-// allocate nothing unless they reject.
+// The checks run on every request but ACK (onAck is not wrapped by handle:
+// an ACK is never answered), in the order of RFC 3261 16.3, and allocate
+// nothing unless they reject.
 func (s *Server) validate(req *sip.Request) *sip.Response {
 	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
 		res := reply(req, 505, "Version Not Supported")
@@ -117,7 +121,7 @@ func (s *Server) validate(req *sip.Request) *sip.Response {
 
 // isUAS reports whether gchd itself answers req rather than routing it on:
 // a REGISTER, or an OPTIONS that onOptions answers (one not addressed to a
-// user of ours).
+// user of ours; keep in step with onOptions in handlers.go).
 func (s *Server) isUAS(req *sip.Request) bool {
 	switch req.Method {
 	case sip.REGISTER:
@@ -132,15 +136,12 @@ func (s *Server) isUAS(req *sip.Request) bool {
 // and Require, the ones its OPTIONS answer lists in Supported:
 //
 //   - outbound (RFC 5626): reg-id and +sip.instance bindings, flows kept,
-//     Require: outbound in the REGISTER answer;
-//   - path (RFC 3327): accepted so that an edge proxy that requires it can
-//     register its users. gchd does not store the Path header: requests to
-//     such a user go back to the flow the REGISTER came from, which is the
-//     edge proxy, without a Route built from Path.
+//     Require: outbound in the REGISTER answer.
 //
-// Every other tag (100rel, timer, gruu, replaces, ...) is unknown to gchd
-// acting as registrar or UAS; as a proxy it forwards Require untouched.
-var supportedExtensions = [...]string{"outbound", "path"}
+// Every other tag (path, 100rel, timer, gruu, replaces, ...) is unknown to
+// gchd acting as registrar or UAS; as a proxy it forwards Require untouched.
+// Path (RFC 3327) is not implemented: gchd is the edge itself.
+var supportedExtensions = [...]string{"outbound"}
 
 // checkExtensions answers 420 Bad Extension when Proxy-Require, or Require
 // when gchd is the UAS, names an option tag gchd does not support.

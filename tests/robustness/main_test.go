@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,6 +205,7 @@ func (g *gchd) handled() float64 { return g.counter("gchd_sip_requests_received_
 // that gchd's answers are not judged only by the stack that wrote them.
 type msg struct {
 	request bool
+	version string // responses
 	method  string // requests
 	ruri    string // requests
 	code    int    // responses
@@ -240,7 +242,7 @@ func parseMsg(b []byte) (*msg, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bad status line %q", lines[0])
 		}
-		m.code = code
+		m.code, m.version = code, first[0]
 		if len(first) == 3 {
 			m.reason = first[2]
 		}
@@ -323,12 +325,11 @@ func (m *msg) String() string {
 // whoever waits for their Call-ID, acknowledges non-2xx final responses to
 // INVITE as a UAC transaction would, and passes requests to onRequest.
 type udpPeer struct {
-	t      testing.TB
 	conn   *net.UDPConn
 	server *net.UDPAddr
 
 	mu        sync.Mutex
-	waiters   map[string]chan *msg // by Call-ID
+	waiters   map[string]chan *msg // by Call-ID, or branchKey(branch)
 	inviteURI map[string]string    // Call-ID -> Request-URI of INVITEs sent, for ACKs
 	unmatched int                  // responses nobody waited for
 	garbage   int                  // datagrams that did not parse
@@ -348,7 +349,7 @@ func newUDPPeer(t testing.TB, laddr string, server *net.UDPAddr) (*udpPeer, erro
 		return nil, err
 	}
 	conn.SetReadBuffer(4 << 20)
-	p := &udpPeer{t: t, conn: conn, server: server, waiters: map[string]chan *msg{},
+	p := &udpPeer{conn: conn, server: server, waiters: map[string]chan *msg{},
 		inviteURI: map[string]string{}, done: make(chan struct{})}
 	go p.read()
 	t.Cleanup(p.close)
@@ -390,6 +391,9 @@ func (p *udpPeer) read() {
 		p.mu.Lock()
 		ch, ok := p.waiters[m.get("call-id")]
 		if !ok {
+			ch, ok = p.waiters[branchKey(m.branch())]
+		}
+		if !ok {
 			p.unmatched++
 		}
 		p.mu.Unlock()
@@ -423,37 +427,94 @@ func (p *udpPeer) ack(res *msg) {
 	p.conn.WriteToUDP([]byte(b.String()), p.server)
 }
 
-// expect registers interest in the responses of a Call-ID (the empty
-// Call-ID catches responses without one).
-func (p *udpPeer) expect(callID string) (<-chan *msg, func()) {
-	ch := make(chan *msg, 64)
-	p.mu.Lock()
-	p.waiters[callID] = ch
-	p.mu.Unlock()
-	return ch, func() {
-		p.mu.Lock()
-		delete(p.waiters, callID)
-		p.mu.Unlock()
-	}
-}
-
 // send sends a datagram to the server, remembering the Request-URI of an
 // INVITE for its ACK.
 func (p *udpPeer) send(raw []byte) error {
-	if m, err := parseMsg(raw); err == nil && m.request && m.method == "INVITE" {
-		p.mu.Lock()
-		p.inviteURI[m.get("call-id")] = m.ruri
-		p.mu.Unlock()
+	if bytes.HasPrefix(raw, []byte("INVITE ")) {
+		if ids := headerLines(raw, "call-id", "i"); len(ids) > 0 {
+			line, _, _ := bytes.Cut(raw, []byte("\r\n"))
+			if f := strings.Fields(string(line)); len(f) == 3 {
+				p.mu.Lock()
+				p.inviteURI[ids[0]] = f[1]
+				p.mu.Unlock()
+			}
+		}
 	}
 	_, err := p.conn.WriteToUDP(raw, p.server)
 	return err
 }
 
+// forget drops what send remembered of an INVITE once its answer (and
+// so the ACK) is done with.
+func (p *udpPeer) forget(callID string) {
+	p.mu.Lock()
+	delete(p.inviteURI, callID)
+	p.mu.Unlock()
+}
+
+// headerLines returns the values of the header lines named name (or its
+// compact form), read directly from the raw octets: some torture messages
+// do not parse at all.
+func headerLines(raw []byte, name, short string) []string {
+	var out []string
+	head, _, _ := bytes.Cut(raw, []byte("\r\n\r\n"))
+	_, rest, _ := bytes.Cut(head, []byte("\r\n"))
+	for len(rest) > 0 {
+		var l []byte
+		l, rest, _ = bytes.Cut(rest, []byte("\r\n"))
+		n, v, ok := bytes.Cut(l, []byte(":"))
+		if !ok {
+			continue
+		}
+		n = bytes.ToLower(bytes.TrimSpace(n))
+		if string(n) == name || (short != "" && string(n) == short) {
+			out = append(out, string(bytes.TrimSpace(v)))
+		}
+	}
+	return out
+}
+
 // exchange sends raw and collects the responses with its Call-ID and CSeq
-// number until a final one arrives or wait passes.
+// number (-1: any) until a final one arrives or wait passes.
 func (p *udpPeer) exchange(raw []byte, callID string, cseq int, wait time.Duration) (final *msg, all []*msg, err error) {
-	ch, done := p.expect(callID)
-	defer done()
+	var cseqs []int
+	if cseq >= 0 {
+		cseqs = []int{cseq}
+	}
+	return p.exchangeAny(raw, []string{callID}, withCSeq(cseqs...), wait)
+}
+
+// withCSeq accepts the responses with one of the CSeq numbers (any, when
+// none is given).
+func withCSeq(cseqs ...int) func(*msg) bool {
+	return func(m *msg) bool {
+		n, _ := m.cseq()
+		return len(cseqs) == 0 || slices.Contains(cseqs, n)
+	}
+}
+
+// branchKey is the waiter key of a top Via branch, for answers whose
+// Call-ID is missing or mangled.
+func branchKey(branch string) string { return "branch " + branch }
+
+// exchangeAny is exchange for a message known by several keys (Call-IDs,
+// or branchKey(branch)): a response with any of them that accept takes is
+// the answer.
+func (p *udpPeer) exchangeAny(raw []byte, keys []string, accept func(*msg) bool, wait time.Duration) (final *msg, all []*msg, err error) {
+	callIDs := keys
+	ch := make(chan *msg, 64)
+	p.mu.Lock()
+	for _, id := range callIDs {
+		p.waiters[id] = ch
+	}
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		for _, id := range callIDs {
+			delete(p.waiters, id)
+		}
+		p.mu.Unlock()
+	}()
 	if err := p.send(raw); err != nil {
 		return nil, nil, err
 	}
@@ -462,8 +523,8 @@ func (p *udpPeer) exchange(raw []byte, callID string, cseq int, wait time.Durati
 	for {
 		select {
 		case m := <-ch:
-			if n, _ := m.cseq(); cseq >= 0 && n != cseq {
-				continue // a late answer to an earlier request of the dialog
+			if !accept(m) {
+				continue // a late answer to an earlier request
 			}
 			all = append(all, m)
 			if m.code >= 200 {
@@ -582,6 +643,7 @@ func randHex(n int) string {
 type sink struct {
 	*udpPeer
 	mu       sync.Mutex
+	keep     bool // keep what it receives, for requests()
 	received []*msg
 	invites  int
 }
@@ -599,7 +661,7 @@ func newSink(t testing.TB, server *net.UDPAddr) *sink {
 
 func (s *sink) answer(m *msg, raw []byte, from *net.UDPAddr) {
 	s.mu.Lock()
-	if len(s.received) < 100 {
+	if s.keep && len(s.received) < 100 {
 		s.received = append(s.received, m)
 	}
 	if m.method == "INVITE" {
@@ -627,7 +689,7 @@ func (s *sink) answer(m *msg, raw []byte, from *net.UDPAddr) {
 	s.conn.WriteToUDP([]byte(b.String()), from)
 }
 
-// requests returns what the sink received (the first 100).
+// requests returns what the sink received (the first 100, if keep is set).
 func (s *sink) requests() []*msg {
 	s.mu.Lock()
 	defer s.mu.Unlock()
