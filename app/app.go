@@ -86,7 +86,12 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		return nil, err
 	}
 	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), a.sip, log.With("part", "delivery"), chat.DispatchOptions{
-		Observe: a.metrics.Delivery,
+		Workers:        cfg.Delivery.Workers,
+		AttemptTimeout: cfg.Delivery.AttemptTimeout,
+		RetryMin:       cfg.Delivery.RetryMin,
+		RetryMax:       cfg.Delivery.RetryMax,
+		Retention:      cfg.Delivery.Retention,
+		Observe:        a.metrics.Delivery,
 	})
 	a.sip.OnRegistered(a.dispatch.Flush)
 	metrics.RegisterPendingGauges(a.registry, func() (int, time.Duration, error) {

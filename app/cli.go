@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"context"
+	"encoding/csv"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +35,8 @@ Usage:
   gchd accounts passwd LOGIN                 set an account's password from standard input
   gchd accounts del LOGIN                    delete an account
   gchd accounts list                         list accounts
+  gchd accounts import FILE                  add or update accounts from CSV
+                                             (login,password[,display name]; - for stdin)
   gchd migrate                               apply database migrations and exit
   gchd version                               print the version
 
@@ -175,7 +178,7 @@ func migrate(ctx context.Context, args []string, stdio Stdio, getenv func(string
 
 func accountsCommand(ctx context.Context, args []string, stdio Stdio, getenv func(string) string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("%w: gchd accounts add|passwd|del|list", errUsage)
+		return fmt.Errorf("%w: gchd accounts add|passwd|del|list|import", errUsage)
 	}
 	sub, args := args[0], args[1:]
 	var displayName string
@@ -195,7 +198,7 @@ func accountsCommand(ctx context.Context, args []string, stdio Stdio, getenv fun
 		return fmt.Errorf("%w: gchd accounts %s takes %d argument(s), got %d", errUsage, sub, wantArgs, len(c.args))
 	}
 	var login string
-	if wantArgs == 1 {
+	if wantArgs == 1 && sub != "import" {
 		login = c.args[0]
 		if !chat.ValidLogin(login) {
 			return fmt.Errorf("%w: login %q: use 1 to 64 letters, digits and . - _ + ~, not starting with %q", errUsage, login, chat.GroupUserPrefix)
@@ -232,6 +235,8 @@ func accountsCommand(ctx context.Context, args []string, stdio Stdio, getenv fun
 			return err
 		}
 		fmt.Fprintf(stdio.Out, "deleted %s\n", login)
+	case "import":
+		return importAccounts(ctx, accounts, c.args[0], stdio)
 	case "list":
 		list, err := accounts.List(ctx)
 		if err != nil {
@@ -280,4 +285,79 @@ func readPassword(stdio Stdio) (string, error) {
 	}
 	line = strings.TrimRight(line, "\r\n")
 	return line, registrar.CheckPassword(line)
+}
+
+// importAccounts adds or updates the accounts of a CSV file
+// (login,password[,display name]) in one transaction. Every bad row is
+// reported with its line number, and then nothing is imported.
+func importAccounts(ctx context.Context, accounts *registrar.Accounts, path string, stdio Stdio) error {
+	in := stdio.In
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	r := csv.NewReader(bufio.NewReader(in))
+	r.FieldsPerRecord = -1
+	r.TrimLeadingSpace = true
+	r.Comment = '#'
+	var list []registrar.Account
+	var problems []string
+	seen := map[string]int{}
+	for {
+		rec, err := r.Read()
+		if err == io.EOF {
+			break
+		}
+		line, _ := r.FieldPos(0)
+		if err != nil {
+			var perr *csv.ParseError
+			if errors.As(err, &perr) {
+				problems = append(problems, fmt.Sprintf("line %d: %v", perr.Line, perr.Err))
+				continue
+			}
+			return err
+		}
+		if len(list) == 0 && len(problems) == 0 && len(seen) == 0 && strings.EqualFold(rec[0], "login") {
+			continue // a header row
+		}
+		if len(rec) < 2 || len(rec) > 3 {
+			problems = append(problems, fmt.Sprintf("line %d: want login,password[,display name], got %d fields", line, len(rec)))
+			continue
+		}
+		login, password, dn := rec[0], rec[1], ""
+		if len(rec) == 3 {
+			dn = rec[2]
+		}
+		if !chat.ValidLogin(login) {
+			problems = append(problems, fmt.Sprintf("line %d: login %q is not valid", line, login))
+			continue
+		}
+		if first, dup := seen[login]; dup {
+			problems = append(problems, fmt.Sprintf("line %d: login %q already on line %d", line, login, first))
+			continue
+		}
+		seen[login] = line
+		acc, err := accounts.New(login, password, dn)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("line %d: %s: %v", line, login, err))
+			continue
+		}
+		list = append(list, acc)
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(stdio.Err, p)
+		}
+		return fmt.Errorf("%d bad rows: nothing imported", len(problems))
+	}
+	added, updated, err := accounts.Import(ctx, list)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdio.Out, "imported %d accounts: %d added, %d updated\n", len(list), added, updated)
+	return nil
 }

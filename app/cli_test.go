@@ -3,10 +3,17 @@ package app
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"gchd/storage"
 )
+
+func storageEngine(name string) storage.Engine { return storage.Engine(name) }
 
 // run calls the command line in-process.
 func run(t *testing.T, stdin string, env map[string]string, args ...string) (code int, stdout, stderr string) {
@@ -94,5 +101,47 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 		"-http-addr", s.app.HTTPAddr(), "-sip-addr", "127.0.0.1:0")
 	if code == 0 || !strings.Contains(errOut, "http.addr") || !strings.Contains(errOut, "address already in use") {
 		t.Errorf("taken port: exit %d, %q", code, errOut)
+	}
+}
+
+func TestAccountsImport(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			env := map[string]string{"GCHD_DATABASE": testConfig(t, storageEngine(engine)).Database, "GCHD_DOMAIN": "example.org"}
+			// Bad rows are reported by line and nothing is imported.
+			bad := "login,password,display name\nalice,pw1,Alice\nb c,pw\nbob\nalice,again\ncarol,\n"
+			code, out, errOut := run(t, bad, env, "accounts", "import", "-")
+			for _, want := range []string{"line 3:", "line 4:", "line 5:", "already on line 2", "line 6:", "nothing imported"} {
+				if !strings.Contains(errOut, want) {
+					t.Errorf("bad file: stderr %q lacks %q", errOut, want)
+				}
+			}
+			if code != 1 {
+				t.Fatalf("bad file: exit %d, %q", code, out)
+			}
+			if _, out, _ := run(t, "", env, "accounts", "list"); strings.Contains(out, "alice") {
+				t.Fatal("a bad file imported some rows")
+			}
+			// 10,000 accounts in one go, then again as updates.
+			var b strings.Builder
+			for i := 0; i < 10000; i++ {
+				fmt.Fprintf(&b, "user%05d,pass%05d,User %d\n", i, i, i)
+			}
+			file := filepath.Join(t.TempDir(), "accounts.csv")
+			os.WriteFile(file, []byte(b.String()), 0o600)
+			start := time.Now()
+			code, out, errOut = run(t, "", env, "accounts", "import", file)
+			if code != 0 || !strings.Contains(out, "10000 added") {
+				t.Fatalf("import: exit %d %q %q", code, out, errOut)
+			}
+			took := time.Since(start)
+			t.Logf("imported 10,000 accounts into %s in %v", engine, took)
+			if took > 30*time.Second {
+				t.Errorf("import took %v", took)
+			}
+			if code, out, _ := run(t, "", env, "accounts", "import", file); code != 0 || !strings.Contains(out, "10000 updated") {
+				t.Fatalf("re-import: %q", out)
+			}
+		})
 	}
 }

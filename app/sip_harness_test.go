@@ -59,6 +59,9 @@ func withContact(host string, port int) phoneOption {
 // withInstance registers as an RFC 5626 device instance.
 func withInstance(urn string) phoneOption { return func(p *phone) { p.instance = urn } }
 
+// withHandlers lets a test add request handlers before the phone serves.
+func withHandlers(fn func(p *phone)) phoneOption { return fn }
+
 // answering sets the status code the phone answers MESSAGEs with.
 func answering(code int) phoneOption { return func(p *phone) { p.answer = code } }
 
@@ -96,6 +99,29 @@ func newPhoneAt(t testing.TB, server, login, transport string, opts ...phoneOpti
 			t.Fatal(err)
 		}
 		p.contact.Port = p.udp.LocalAddr().(*net.UDPAddr).Port
+	} else {
+		// A connection-oriented phone is reached only over its flow: its
+		// Contact is unreachable, as a browser's is (RFC 7118).
+		p.contact.Host = login + ".invalid"
+		p.contact.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(transport)}}
+	}
+	// Handlers are set before anything is served: sipgo reads its handler
+	// map without a lock.
+	p.srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+		p.mu.Lock()
+		p.inbox = append(p.inbox, req)
+		code := p.answer
+		p.mu.Unlock()
+		select {
+		case p.notify <- struct{}{}:
+		default:
+		}
+		tx.Respond(sip.NewResponseFromRequest(req, code, "Status", nil))
+	})
+	for _, o := range opts {
+		o(p)
+	}
+	if p.udp != nil {
 		go p.srv.ServeUDP(p.udp)
 		// Serving registers the socket in sipgo's pool asynchronously; a
 		// request sent from it before that would open another socket.
@@ -109,26 +135,7 @@ func newPhoneAt(t testing.TB, server, login, transport string, opts ...phoneOpti
 			}
 			time.Sleep(2 * time.Millisecond)
 		}
-	} else {
-		// A connection-oriented phone is reached only over its flow: its
-		// Contact is unreachable, as a browser's is (RFC 7118).
-		p.contact.Host = login + ".invalid"
-		p.contact.UriParams = sip.HeaderParams{{K: "transport", V: strings.ToLower(transport)}}
 	}
-	for _, o := range opts {
-		o(p)
-	}
-	p.srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
-		p.mu.Lock()
-		p.inbox = append(p.inbox, req)
-		code := p.answer
-		p.mu.Unlock()
-		select {
-		case p.notify <- struct{}{}:
-		default:
-		}
-		tx.Respond(sip.NewResponseFromRequest(req, code, "Status", nil))
-	})
 	t.Cleanup(func() {
 		ua.Close()
 		if p.udp != nil {

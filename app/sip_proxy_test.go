@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -176,40 +177,41 @@ func TestCall(t *testing.T) {
 	s := startSIP(t)
 	s.addAccount("alice", "pw-alice", "")
 	s.addAccount("bob", "pw-bob", "")
-	b := newPhone(t, s, "bob", "TCP")
-	b.register()
-	bdlg := sipgo.NewDialogServerCache(b.cli, sip.ContactHeader{Address: b.contact})
 	acked, byes := make(chan struct{}, 1), make(chan struct{}, 1)
-	answered := false
-	b.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-		d, err := bdlg.ReadInvite(req, tx)
-		if err != nil {
-			t.Errorf("ReadInvite: %v", err)
-			return
-		}
-		d.Respond(180, "Ringing", nil)
-		if strings.Contains(string(req.Body()), "ring only") {
+	var answered atomic.Bool
+	b := newPhone(t, s, "bob", "TCP", withHandlers(func(b *phone) {
+		bdlg := sipgo.NewDialogServerCache(b.cli, sip.ContactHeader{Address: b.contact})
+		b.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
+			d, err := bdlg.ReadInvite(req, tx)
+			if err != nil {
+				t.Errorf("ReadInvite: %v", err)
+				return
+			}
+			d.Respond(180, "Ringing", nil)
+			if strings.Contains(string(req.Body()), "ring only") {
+				<-d.Context().Done()
+				return
+			}
+			answered.Store(true)
+			// Respond waits for the ACK of the 2xx, which must cross gchd.
+			if err := d.Respond(200, "OK", []byte("v=0\r\n"), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
+				t.Errorf("answer: %v", err)
+			}
 			<-d.Context().Done()
-			return
-		}
-		answered = true
-		// Respond waits for the ACK of the 2xx, which must cross gchd.
-		if err := d.Respond(200, "OK", []byte("v=0\r\n"), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
-			t.Errorf("answer: %v", err)
-		}
-		<-d.Context().Done()
-	})
-	b.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
-		if bdlg.ReadAck(req, tx) == nil {
-			acked <- struct{}{}
-		}
-	})
-	b.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-		if err := bdlg.ReadBye(req, tx); err != nil {
-			t.Errorf("BYE: %v", err)
-		}
-		byes <- struct{}{}
-	})
+		})
+		b.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
+			if bdlg.ReadAck(req, tx) == nil {
+				acked <- struct{}{}
+			}
+		})
+		b.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
+			if err := bdlg.ReadBye(req, tx); err != nil {
+				t.Errorf("BYE: %v", err)
+			}
+			byes <- struct{}{}
+		})
+	}))
+	b.register()
 
 	a := newPhone(t, s, "alice", "UDP")
 	a.register()
@@ -250,7 +252,7 @@ func TestCall(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("bob never got the BYE")
 	}
-	if !answered {
+	if !answered.Load() {
 		t.Fatal("bob's phone did not answer")
 	}
 

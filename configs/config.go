@@ -23,6 +23,7 @@ type Config struct {
 	Storage   Storage   `yaml:"storage"`
 	API       API       `yaml:"api"`
 	Chat      Chat      `yaml:"chat"`
+	Delivery  Delivery  `yaml:"delivery"`
 	Log       Log       `yaml:"log"`
 	Shutdown  Shutdown  `yaml:"shutdown"`
 	Debug     Debug     `yaml:"debug"`
@@ -91,6 +92,15 @@ type Chat struct {
 	MaxVideoBytes   int `yaml:"max_video_bytes" help:"largest group video in bytes"`
 }
 
+// Delivery is how events reach members' devices.
+type Delivery struct {
+	Workers        int           `yaml:"workers" help:"deliveries in flight at once (each is one SIP transaction to a member's devices)"`
+	AttemptTimeout time.Duration `yaml:"attempt_timeout" help:"how long one delivery attempt may take"`
+	RetryMin       time.Duration `yaml:"retry_min" help:"first wait before a failed delivery is tried again (doubling up to retry_max)"`
+	RetryMax       time.Duration `yaml:"retry_max" help:"longest wait between attempts"`
+	Retention      time.Duration `yaml:"retention" help:"how long an undelivered event keeps waiting for a member before it expires"`
+}
+
 // Log is the logging.
 type Log struct {
 	Level  string `yaml:"level" help:"debug, info, warn or error"`
@@ -130,6 +140,13 @@ func Default() Config {
 			MaxMessageBytes: 16 << 10,
 			MaxAvatarBytes:  100 << 10,
 			MaxVideoBytes:   16 << 20,
+		},
+		Delivery: Delivery{
+			Workers:        256,
+			AttemptTimeout: 40 * time.Second,
+			RetryMin:       2 * time.Second,
+			RetryMax:       5 * time.Minute,
+			Retention:      7 * 24 * time.Hour,
 		},
 		Log:      Log{Level: "info", Format: "text"},
 		Shutdown: Shutdown{Grace: 10 * time.Second},

@@ -140,6 +140,18 @@ func (c Config) Validate() error {
 	if c.Chat.MaxVideoBytes < 1 {
 		bad("chat.max_video_bytes", c.Chat.MaxVideoBytes, "must be positive")
 	}
+	if c.Delivery.Workers < 1 || c.Delivery.Workers > 100000 {
+		bad("delivery.workers", c.Delivery.Workers, "must be between 1 and 100000")
+	}
+	if c.Delivery.AttemptTimeout < time.Second {
+		bad("delivery.attempt_timeout", c.Delivery.AttemptTimeout, "must be at least 1s")
+	}
+	if c.Delivery.RetryMin < 100*time.Millisecond || c.Delivery.RetryMin > c.Delivery.RetryMax {
+		bad("delivery.retry_min", c.Delivery.RetryMin, "must be at least 100ms and at most delivery.retry_max")
+	}
+	if c.Delivery.Retention < time.Minute {
+		bad("delivery.retention", c.Delivery.Retention, "must be at least 1m")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
