@@ -17,10 +17,11 @@ var allowedImports = map[string][]string{
 	"registrar":           {},
 	"metrics":             {},
 	"configs":             {},
+	"limits":              {},
 	"storage":             {"chat", "registrar"},
 	"storage/storagetest": {"storage"},
-	"sipserver":           {"chat", "registrar", "metrics"},
-	"httpapi":             {"chat", "registrar", "metrics"},
+	"sipserver":           {"chat", "registrar", "metrics", "limits"},
+	"httpapi":             {"chat", "registrar", "metrics", "limits"},
 }
 
 var forbiddenImports = map[string][]string{

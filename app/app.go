@@ -24,6 +24,7 @@ import (
 	"gchd/chat"
 	"gchd/configs"
 	"gchd/httpapi"
+	"gchd/limits"
 	"gchd/metrics"
 	"gchd/registrar"
 	"gchd/sipserver"
@@ -42,6 +43,7 @@ type App struct {
 	metrics  *metrics.Metrics
 	accounts *registrar.Accounts
 	bindings *registrar.Bindings
+	guards   guards
 	sip      *sipserver.Server
 	chat     *chat.Service
 	dispatch *chat.Dispatcher
@@ -82,6 +84,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	})
 
 	a.accounts = registrar.NewAccounts(a.db.AccountStore(), cfg.Domain)
+	a.guards = newGuards(cfg.Limits)
 	if err := a.buildSIP(ctx); err != nil {
 		return nil, err
 	}
@@ -118,6 +121,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		Ready: map[string]httpapi.Check{
 			"database": a.checkDatabase,
 		},
+		Guards: httpapi.Guards{Rate: a.guards.httpRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount},
 	})
 	if err := a.bindHTTP(); err != nil {
 		return nil, err
@@ -175,6 +179,9 @@ func (a *App) buildSIP(ctx context.Context) error {
 		InviteTimeout:    cfg.SIP.InviteTimeout,
 		IdleTimeout:      cfg.SIP.IdleTimeout,
 		Secret:           secret,
+		Guards: sipserver.Guards{
+			Rate: a.guards.sipRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount, Conns: a.guards.conns,
+		},
 	}, a.accounts, a.bindings, a.metrics, a.log.With("part", "sip"))
 	return err
 }
@@ -196,12 +203,15 @@ func (a *App) bindHTTP() error {
 			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 		}
 	}
+	capped := func(ln net.Listener) net.Listener {
+		return a.guards.conns.Listener(ln, func() { a.metrics.LimitRejected("connections") })
+	}
 	if addr := a.cfg.HTTP.Addr; addr != "" {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("http.addr: %w", err)
 		}
-		a.httpServers = append(a.httpServers, &httpServer{name: "http.addr", srv: newServer(), ln: ln})
+		a.httpServers = append(a.httpServers, &httpServer{name: "http.addr", srv: newServer(), ln: capped(ln)})
 	}
 	if addr := a.cfg.Debug.PprofAddr; addr != "" {
 		ln, err := net.Listen("tcp", addr)
@@ -230,7 +240,7 @@ func (a *App) bindHTTP() error {
 		}
 		srv := newServer()
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		a.httpServers = append(a.httpServers, &httpServer{name: "http.tls_addr", srv: srv, ln: tls.NewListener(ln, srv.TLSConfig)})
+		a.httpServers = append(a.httpServers, &httpServer{name: "http.tls_addr", srv: srv, ln: tls.NewListener(capped(ln), srv.TLSConfig)})
 	}
 	return nil
 }
@@ -357,6 +367,43 @@ func (a *App) close() {
 	if a.db != nil {
 		a.db.Close()
 	}
+}
+
+// guards are the abuse limits, shared by the SIP and HTTP faces: a password
+// guesser gets no more tries by switching protocol.
+type guards struct {
+	sipRate, httpRate       *limits.Rate
+	authSource, authAccount *limits.Failures
+	conns                   *limits.Conns
+}
+
+func newGuards(l configs.Limits) guards {
+	return guards{
+		sipRate:     limits.NewRate(l.SIPRate, l.SIPBurst),
+		httpRate:    limits.NewRate(l.HTTPRate, l.HTTPBurst),
+		authSource:  limits.NewFailures(l.AuthFailures, l.AuthWindow, l.AuthBan),
+		authAccount: limits.NewFailures(l.AccountFailures, l.AuthWindow, l.AuthBan),
+		conns:       limits.NewConns(l.ConnectionsPerSource),
+	}
+}
+
+// Reload applies the settings that may change while gchd runs: the abuse
+// limits (the log level belongs to whoever made the logger). Other changes
+// need a restart; they are reported.
+func (a *App) Reload(cfg configs.Config) {
+	l := cfg.Limits
+	a.guards.sipRate.Set(l.SIPRate, l.SIPBurst)
+	a.guards.httpRate.Set(l.HTTPRate, l.HTTPBurst)
+	a.guards.authSource.Set(l.AuthFailures, l.AuthWindow, l.AuthBan)
+	a.guards.authAccount.Set(l.AccountFailures, l.AuthWindow, l.AuthBan)
+	a.guards.conns.Set(l.ConnectionsPerSource)
+	restart := cfg
+	restart.Limits, restart.Log = a.cfg.Limits, a.cfg.Log
+	if restart != a.cfg {
+		a.log.Warn("configuration changed beyond limits and log level: restart gchd to apply it")
+	}
+	a.cfg.Limits, a.cfg.Log = cfg.Limits, cfg.Log
+	a.log.Info("configuration reloaded", "limits", fmt.Sprintf("%+v", l), "log_level", cfg.Log.Level)
 }
 
 // countingPublisher counts committed events before passing them on.

@@ -10,7 +10,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"golang.org/x/term"
@@ -143,11 +145,32 @@ func serve(ctx context.Context, args []string, stdio Stdio, getenv func(string) 
 	if len(c.args) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, c.args[0])
 	}
-	log, _ := newLogger(c.cfg.Log, stdio.Err)
+	log, level := newLogger(c.cfg.Log, stdio.Err)
 	a, err := New(ctx, c.cfg, log)
 	if err != nil {
 		return err
 	}
+	// SIGHUP reads the configuration again (file, environment, the same
+	// flags) and applies the log level and the limits.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				cfg, err := parse("serve", args, stdio, getenv, nil)
+				if err != nil {
+					log.Error("reload: configuration refused, keeping the current one", "error", err)
+					continue
+				}
+				level.Set(parseLevel(cfg.cfg.Log.Level))
+				a.Reload(cfg.cfg)
+			}
+		}
+	}()
 	return a.Run(ctx)
 }
 

@@ -50,6 +50,9 @@ func testConfig(t testing.TB, engine storage.Engine) configs.Config {
 	cfg.SIP.Addr = "127.0.0.1:0"
 	cfg.Storage.SQLiteSynchronous = "NORMAL"
 	cfg.Shutdown.Grace = 5 * time.Second
+	// Tests send hundreds of requests a second from one address; the
+	// limits have tests of their own.
+	cfg.Limits = configs.Limits{}
 	return cfg
 }
 
@@ -214,4 +217,24 @@ func (s *server) rowCounts() map[string]int {
 		s.t.Fatal(err)
 	}
 	return counts
+}
+
+// metricAtLeast reports whether the named sample (name{labels}) on
+// /metrics is at least min.
+func metricAtLeast(t testing.TB, s *server, sample string, min float64) bool {
+	t.Helper()
+	res, err := s.client.Get(s.base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, sample+" ") {
+			var v float64
+			fmt.Sscan(strings.TrimPrefix(line, sample+" "), &v)
+			return v >= min
+		}
+	}
+	return false
 }

@@ -198,6 +198,12 @@ func setField(v reflect.Value, raw string) error {
 			return errors.New("not an integer")
 		}
 		v.SetInt(n)
+	case reflect.Float64:
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			return errors.New("not a number")
+		}
+		v.SetFloat(f)
 	default:
 		return fmt.Errorf("unsupported setting type %s", v.Type())
 	}

@@ -152,6 +152,27 @@ func (c Config) Validate() error {
 	if c.Delivery.Retention < time.Minute {
 		bad("delivery.retention", c.Delivery.Retention, "must be at least 1m")
 	}
+	l := c.Limits
+	for _, v := range []struct {
+		path  string
+		value float64
+	}{{"limits.sip_rate", l.SIPRate}, {"limits.http_rate", l.HTTPRate}} {
+		if v.value < 0 {
+			bad(v.path, v.value, "must not be negative")
+		}
+	}
+	for _, v := range []struct {
+		path  string
+		value int
+	}{{"limits.sip_burst", l.SIPBurst}, {"limits.http_burst", l.HTTPBurst}, {"limits.auth_failures", l.AuthFailures},
+		{"limits.account_failures", l.AccountFailures}, {"limits.connections_per_source", l.ConnectionsPerSource}} {
+		if v.value < 0 {
+			bad(v.path, v.value, "must not be negative")
+		}
+	}
+	if (l.AuthFailures > 0 || l.AccountFailures > 0) && (l.AuthWindow < time.Second || l.AuthBan < time.Second) {
+		bad("limits.auth_window", l.AuthWindow, "limits.auth_window and limits.auth_ban must be at least 1s")
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:

@@ -12,9 +12,26 @@ import (
 // a challenge (or 500 when the account store failed) and returns that code.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar.Account, int) {
 	login, password, ok := r.BasicAuth()
+	g := s.opts.Guards
+	source := clientIP(r)
+	banned := ""
+	switch {
+	case g.AuthSource != nil && g.AuthSource.Banned(source):
+		banned = "auth_source"
+	case ok && g.AuthAccount != nil && g.AuthAccount.Banned(login):
+		banned = "auth_account"
+	}
+	if banned != "" {
+		s.metrics.LimitRejected(banned)
+		tooMany(w)
+		return registrar.Account{}, http.StatusTooManyRequests
+	}
 	if ok {
 		acc, err := s.auth.Authenticate(r.Context(), login, password)
 		if err == nil {
+			if g.AuthSource != nil {
+				g.AuthSource.Succeed(source)
+			}
 			return acc, 0
 		}
 		if !errors.Is(err, registrar.ErrBadCredentials) {
@@ -23,6 +40,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar
 			return registrar.Account{}, http.StatusInternalServerError
 		}
 		s.log.Info("http basic auth failed", "login", login, "remote", r.RemoteAddr)
+		if g.AuthSource != nil && g.AuthSource.Fail(source) {
+			s.log.Warn("source banned after failed logins", "source", source)
+		}
+		if g.AuthAccount != nil && g.AuthAccount.Fail(login) {
+			s.log.Warn("account locked after failed logins", "login", login)
+		}
 	}
 	w.Header().Set("WWW-Authenticate", "Basic realm="+strconv.Quote(s.opts.Realm)+`, charset="UTF-8"`)
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

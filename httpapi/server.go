@@ -10,10 +10,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
 	"gchd/chat"
+	"gchd/limits"
 	"gchd/metrics"
 	"gchd/registrar"
 )
@@ -39,6 +41,16 @@ type Options struct {
 	Metrics http.Handler
 	// Ready lists the checks of /readyz by name.
 	Ready map[string]Check
+	// Guards are the abuse limits; nil fields are off.
+	Guards Guards
+}
+
+// Guards are the limits that protect the API from abuse, per source
+// address (and account for logins).
+type Guards struct {
+	Rate        *limits.Rate     // requests per source
+	AuthSource  *limits.Failures // failed logins per source
+	AuthAccount *limits.Failures // failed logins per account
 }
 
 // Server is the HTTP face of gchd.
@@ -62,16 +74,46 @@ func New(svc *chat.Service, auth Authenticator, m *metrics.Metrics, log *slog.Lo
 // Handler returns the routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/gch.ashx", s.serveGCH)
-	mux.HandleFunc("/emcd/gch.ashx", s.serveGCH)
-	mux.HandleFunc("GET /groupchat/{id}/video", s.serveGroupFile(chat.MediaVideo))
-	mux.HandleFunc("GET /groupchat/{id}/video-thumb", s.serveGroupFile(chat.MediaVideoThumb))
+	mux.Handle("/gch.ashx", s.limited(s.serveGCH))
+	mux.Handle("/emcd/gch.ashx", s.limited(s.serveGCH))
+	mux.Handle("GET /groupchat/{id}/video", s.limited(s.serveGroupFile(chat.MediaVideo)))
+	mux.Handle("GET /groupchat/{id}/video-thumb", s.limited(s.serveGroupFile(chat.MediaVideoThumb)))
 	mux.HandleFunc("GET /healthz", s.serveHealth)
 	mux.HandleFunc("GET /readyz", s.serveReady)
 	if s.opts.Metrics != nil {
 		mux.Handle("GET /metrics", s.opts.Metrics)
 	}
 	return mux
+}
+
+// limited refuses requests from a source over its rate with 429.
+func (s *Server) limited(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.Guards.Rate != nil && !s.opts.Guards.Rate.Allow(clientIP(r)) {
+			s.metrics.LimitRejected("http_rate")
+			tooMany(w)
+			return
+		}
+		h(w, r)
+	})
+}
+
+// tooMany answers 429 with a hint to wait.
+func tooMany(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "1")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusTooManyRequests)
+	w.Write([]byte("429"))
+}
+
+// clientIP is the request's source address without the port. A proxy in
+// front of gchd is not trusted to name another: limits apply per peer.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // requestID returns the caller's X-Request-Id or a new random one, so that

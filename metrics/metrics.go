@@ -27,6 +27,8 @@ type Metrics struct {
 
 	sip      sipMetrics
 	delivery deliveryMetrics
+
+	limitRejections *prometheus.CounterVec
 }
 
 // BuildInfo describes the running binary.
@@ -74,6 +76,11 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	reg.MustRegister(m.sip.collectors()...)
 	m.delivery = newDeliveryMetrics()
 	reg.MustRegister(m.delivery.outcomes, m.delivery.latency)
+	m.limitRejections = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gchd_limits_rejections_total",
+		Help: "Requests, connections and logins refused by an abuse limit, by limit.",
+	}, []string{"limit"})
+	reg.MustRegister(m.limitRejections)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",
@@ -204,4 +211,10 @@ func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(n))
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age.Seconds())
+}
+
+// LimitRejected counts something refused by an abuse limit (sip_rate,
+// http_rate, auth_source, auth_account, connections).
+func (m *Metrics) LimitRejected(limit string) {
+	m.limitRejections.WithLabelValues(limit).Inc()
 }

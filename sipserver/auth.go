@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,7 @@ func (a *digestAuth) challenges(stale bool) []string {
 type authFailure struct {
 	reason string
 	stale  bool
+	user   string // the username the client gave, if any
 }
 
 func (f *authFailure) Error() string { return "digest authentication failed: " + f.reason }
@@ -151,7 +153,7 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, header string
 		// Compute anyway: an unknown user takes as long as a wrong password.
 		ha1 = strings.Repeat("0", 64)
 		expected(alg, ha1, string(req.Method), cred)
-		return registrar.Account{}, &authFailure{reason: "credentials"}
+		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
 	case err != nil:
 		return registrar.Account{}, fmt.Errorf("look up %s: %w", cred.Username, err)
 	}
@@ -160,7 +162,7 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, header string
 	// Request-URI), as Kamailio does.
 	want := expected(alg, ha1, string(req.Method), cred)
 	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) != 1 {
-		return registrar.Account{}, &authFailure{reason: "credentials"}
+		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
 	}
 	if a.now().Sub(time.UnixMicro(int64(stamp))) > a.lifetime {
 		return registrar.Account{}, &authFailure{reason: "stale", stale: true}
@@ -255,14 +257,28 @@ func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
 }
 
 // authenticate returns the account that signed req, or the response to
-// send instead: a challenge when credentials are missing, wrong or stale.
+// send instead: a challenge when credentials are missing, wrong or stale,
+// 403 when the source or the account is banned after too many failures.
 func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.Account, *sip.Response) {
 	header := "Proxy-Authorization"
 	if req.Method == sip.REGISTER {
 		header = "Authorization"
 	}
+	source := sourceIP(req)
+	g := s.opts.Guards
+	if g.AuthSource != nil && g.AuthSource.Banned(source) {
+		s.metrics.LimitRejected("auth_source")
+		return registrar.Account{}, reply(req, 403, "Forbidden: Too Many Failed Logins")
+	}
 	acc, err := s.auth.verify(ctx, req, header, s.accounts)
 	if err == nil {
+		if g.AuthAccount != nil && g.AuthAccount.Banned(acc.Login) {
+			s.metrics.LimitRejected("auth_account")
+			return registrar.Account{}, reply(req, 403, "Forbidden: Too Many Failed Logins")
+		}
+		if g.AuthSource != nil {
+			g.AuthSource.Succeed(source)
+		}
 		return acc, nil
 	}
 	var f *authFailure
@@ -275,7 +291,25 @@ func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.
 		s.log.Info("sip authentication failed", "reason", f.reason, "method", req.Method, "call_id", callID(req),
 			"source", req.Source(), "from", fromUser(req))
 	}
+	if f.reason == "credentials" {
+		// Wrong passwords (not stale nonces) count towards a ban.
+		if g.AuthSource != nil && g.AuthSource.Fail(source) {
+			s.log.Warn("source banned after failed logins", "source", source)
+		}
+		if g.AuthAccount != nil && f.user != "" && g.AuthAccount.Fail(f.user) {
+			s.log.Warn("account locked after failed logins", "login", f.user)
+		}
+	}
 	return registrar.Account{}, s.challenge(req, f.stale)
+}
+
+// sourceIP is the address a request came from, without the port.
+func sourceIP(req *sip.Request) string {
+	host, _, err := net.SplitHostPort(req.Source())
+	if err != nil {
+		return req.Source()
+	}
+	return host
 }
 
 func callID(req *sip.Request) string {

@@ -21,6 +21,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"gchd/limits"
 	"gchd/metrics"
 	"gchd/registrar"
 )
@@ -67,6 +68,17 @@ type Options struct {
 	IdleTimeout time.Duration
 	// Secret signs nonces; nodes sharing a database share it.
 	Secret []byte
+	// Guards are the abuse limits; nil fields are off.
+	Guards Guards
+}
+
+// Guards are the limits that protect the server from abuse, per source
+// address (and account for logins). Sources in Trusted pass them all.
+type Guards struct {
+	Rate        *limits.Rate     // SIP messages per source
+	AuthSource  *limits.Failures // failed logins per source
+	AuthAccount *limits.Failures // failed logins per account
+	Conns       *limits.Conns    // concurrent connections per source
 }
 
 // Server is the SIP server.
@@ -217,10 +229,14 @@ func (s *Server) bind() error {
 }
 
 // addListener registers a stream listener wrapped so that closed
-// connections are reported: their bindings become unreachable.
+// connections are reported (their bindings become unreachable) and each
+// source's connections are capped.
 func (s *Server) addListener(transport string, ln net.Listener) {
 	s.ports[transport] = ln.Addr().(*net.TCPAddr).Port
-	wrapped := &flowListener{Listener: ln, onClose: func(raddr string) { s.reg.FlowClosed(transport, raddr) }}
+	if s.opts.Guards.Conns != nil {
+		ln = s.opts.Guards.Conns.Listener(ln, func() { s.metrics.LimitRejected("connections") })
+	}
+	var wrapped net.Listener = &flowListener{Listener: ln, onClose: func(raddr string) { s.reg.FlowClosed(transport, raddr) }}
 	if transport == "TLS" || transport == "WSS" {
 		s.listeners[transport] = tls.NewListener(wrapped, s.opts.TLS)
 		return
@@ -276,6 +292,7 @@ func (s *Server) buildStack() error {
 			sip.WithTransactionLayerUnhandledResponseHandler(s.relayStray),
 		),
 		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerReadFilter(s.rateFilter),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
 				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second, DialerCreate: shortDialer},
 				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second, DialerCreate: shortDialer}},
@@ -432,10 +449,44 @@ func (s *Server) trusted(req *sip.Request) bool {
 	if err != nil {
 		return false
 	}
+	return s.trustedIP(ap.Addr())
+}
+
+func (s *Server) trustedIP(ip netip.Addr) bool {
 	for _, p := range s.opts.Trusted {
-		if p.Contains(ap.Addr().Unmap()) {
+		if p.Contains(ip.Unmap()) {
 			return true
 		}
 	}
 	return false
+}
+
+// errRateLimited closes a connection whose source is over its rate.
+var errRateLimited = errors.New("source over its SIP rate limit")
+
+// rateFilter drops what a source sends over its rate, before parsing: like
+// Kamailio's pike, a flood costs little. A datagram is dropped; a
+// connection is closed (its stream cannot go on with a piece missing).
+func (s *Server) rateFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
+	r := s.opts.Guards.Rate
+	if r == nil || p.RemoteAddr == nil {
+		return data, nil
+	}
+	var ip netip.Addr
+	switch a := p.RemoteAddr.(type) {
+	case *net.UDPAddr:
+		ip = a.AddrPort().Addr()
+	case *net.TCPAddr:
+		ip = a.AddrPort().Addr()
+	default:
+		return data, nil
+	}
+	if s.trustedIP(ip) || r.Allow(ip.Unmap().String()) {
+		return data, nil
+	}
+	s.metrics.LimitRejected("sip_rate")
+	if strings.EqualFold(p.Transport, "udp") {
+		return nil, nil
+	}
+	return nil, errRateLimited
 }
