@@ -16,6 +16,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,7 @@ type App struct {
 	accounts *registrar.Accounts
 	bindings *registrar.Bindings
 	guards   guards
+	serving  atomic.Bool // every listener is serving
 	sip      *sipserver.Server
 	chat     *chat.Service
 	dispatch *chat.Dispatcher
@@ -120,6 +122,12 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		Metrics:       promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}),
 		Ready: map[string]httpapi.Check{
 			"database": a.checkDatabase,
+			"listeners": func(context.Context) error {
+				if !a.serving.Load() {
+					return errors.New("not serving")
+				}
+				return nil
+			},
 		},
 		Guards: httpapi.Guards{Rate: a.guards.httpRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount},
 	})
@@ -319,6 +327,7 @@ func (a *App) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	a.serving.Store(true)
 	a.log.Info("gchd serving", "version", Version, "domain", a.cfg.Domain, "sip", a.sip.Addr("UDP"),
 		"sip_ws", a.sip.Addr("WS"), "sip_tls", a.sip.Addr("TLS"), "http", a.HTTPAddr(),
 		"https", a.listenAddr("http.tls_addr"), "database", a.db.Engine())
@@ -328,6 +337,7 @@ func (a *App) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case runErr = <-errs:
 	}
+	a.serving.Store(false)
 	a.log.Info("gchd stopping", "grace", a.cfg.Shutdown.Grace)
 
 	// Reverse order: stop taking requests, let deliveries in flight finish
@@ -413,6 +423,6 @@ type countingPublisher struct {
 }
 
 func (p countingPublisher) Publish(ev chat.Event, recipients []string) {
-	p.metrics.EventCommitted(string(ev.Kind), len(recipients))
+	p.metrics.EventCommitted(ev.Source, string(ev.Kind), len(recipients))
 	p.next.Publish(ev, recipients)
 }

@@ -104,6 +104,9 @@ type Event struct {
 	Origin string
 	// ContentType of Body for KindDirect; group text is text/plain.
 	ContentType string
+	// Source names the face the event came through (http, sip), from the
+	// request's context; it is not stored.
+	Source string
 }
 
 // NotificationText is the body of the SIP MESSAGE that announces a

@@ -86,8 +86,17 @@ type change struct {
 	events []pending
 }
 
+type sourceKey struct{}
+
+// WithSource tells the service through which face (http, sip) the
+// operations of ctx come, for the events' Source.
+func WithSource(ctx context.Context, source string) context.Context {
+	return context.WithValue(ctx, sourceKey{}, source)
+}
+
 // emit appends an event to the log and records its deliveries.
 func (c *change) emit(ctx context.Context, ev Event, recipients []string) (MID, error) {
+	ev.Source, _ = ctx.Value(sourceKey{}).(string)
 	mid, err := c.tx.AppendEvent(ctx, ev, recipients)
 	if err != nil {
 		return 0, fmt.Errorf("append %s event: %w", ev.Kind, err)

@@ -77,7 +77,7 @@ func (s *Server) serveGCH(w http.ResponseWriter, r *http.Request) {
 	var res result
 	if err == nil {
 		c.caller = chat.Caller{Login: acc.Login, DisplayName: acc.DisplayName}
-		res, err = m.run(r.Context(), s, c)
+		res, err = m.run(chat.WithSource(r.Context(), "http"), s, c)
 	}
 	code = s.reply(w, r, rid, gm, acc.Login, res, err)
 }
@@ -166,6 +166,12 @@ func (s *Server) readMultipart(w http.ResponseWriter, r *http.Request, c call) (
 // reply writes a method's answer and returns the code it answered.
 func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login string, res result, err error) int {
 	if err != nil {
+		if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+			// The client went away; nobody reads an answer. 499 is the
+			// usual code for it in access logs and metrics.
+			s.log.Debug("api call abandoned by the client", "request_id", rid, "gm", gm, "login", login)
+			return 499
+		}
 		code := chat.Code(err)
 		if code == chat.CodeInternal {
 			s.log.Error("api call failed", "request_id", rid, "gm", gm, "login", login, "error", err)

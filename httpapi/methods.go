@@ -274,7 +274,6 @@ func sendMessage(ctx context.Context, s *Server, c call) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	s.metrics.MessagePosted("http")
 	return result{mid: mid}, nil
 }
 

@@ -21,9 +21,8 @@ type Metrics struct {
 	dbDuration *prometheus.HistogramVec
 	dbErrors   *prometheus.CounterVec
 
-	chatMessages *prometheus.CounterVec
-	chatEvents   *prometheus.CounterVec
-	chatFanout   prometheus.Histogram
+	chatEvents *prometheus.CounterVec
+	chatFanout prometheus.Histogram
 
 	sip      sipMetrics
 	delivery deliveryMetrics
@@ -58,14 +57,10 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 			Name: "gchd_db_errors_total",
 			Help: "Database transactions that failed, by operation.",
 		}, []string{"op"}),
-		chatMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "gchd_chat_messages_total",
-			Help: "Group messages posted, by source (http, sip).",
-		}, []string{"source"}),
 		chatEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gchd_chat_events_total",
-			Help: "Events committed to group logs, by kind (MSG, NG, EG, DG, DM).",
-		}, []string{"kind"}),
+			Help: "Events committed: messages (MSG), stored direct messages (DIR) and notifications (NG, EG, DG, DM), by source (http, sip) and kind.",
+		}, []string{"source", "kind"}),
 		chatFanout: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gchd_chat_fanout_recipients",
 			Help:    "Recipients of each committed event.",
@@ -87,7 +82,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	}, []string{"version", "goversion"})
 	info.WithLabelValues(build.Version, runtime.Version()).Set(1)
 	reg.MustRegister(
-		m.apiRequests, m.apiDuration, m.dbDuration, m.dbErrors, m.chatMessages, m.chatEvents, m.chatFanout, info,
+		m.apiRequests, m.apiDuration, m.dbDuration, m.dbErrors, m.chatEvents, m.chatFanout, info,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -109,14 +104,13 @@ func (m *Metrics) DBTransaction(op string, d time.Duration, err error) {
 	}
 }
 
-// MessagePosted counts one group message accepted from source (http, sip).
-func (m *Metrics) MessagePosted(source string) {
-	m.chatMessages.WithLabelValues(source).Inc()
-}
-
-// EventCommitted counts one committed event and the size of its fan-out.
-func (m *Metrics) EventCommitted(kind string, recipients int) {
-	m.chatEvents.WithLabelValues(kind).Inc()
+// EventCommitted counts one committed event, by the face it came through,
+// and the size of its fan-out.
+func (m *Metrics) EventCommitted(source, kind string, recipients int) {
+	if source == "" {
+		source = "other"
+	}
+	m.chatEvents.WithLabelValues(source, kind).Inc()
 	m.chatFanout.Observe(float64(recipients))
 }
 

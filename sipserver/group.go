@@ -119,7 +119,6 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 		Origin: flowKey(strings.ToUpper(req.Transport()), req.Source())})
 	switch {
 	case err == nil:
-		s.metrics.MessagePosted("sip")
 		res := reply(req, 202, "Accepted")
 		res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
 		return res
@@ -159,7 +158,7 @@ const commandHelp = "Commands: #join (accept the invitation), #leave, #members, 
 // runCommand acts on a command and answers with a MESSAGE from the group
 // to the device that sent it.
 func (s *Server) runCommand(req *sip.Request, c chat.Caller, id chat.GroupID, cmd, arg string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(chat.WithSource(context.Background(), "sip"), 10*time.Second)
 	defer cancel()
 	var answer string
 	var err error

@@ -8,6 +8,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"gchd/chat"
 )
 
 // handlerFunc processes one request and returns the final response to
@@ -35,7 +37,7 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 		if res = s.validate(req); res != nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), s.opts.InviteTimeout+time.Minute)
+		ctx, cancel := context.WithTimeout(chat.WithSource(context.Background(), "sip"), s.opts.InviteTimeout+time.Minute)
 		defer cancel()
 		res = fn(ctx, req, tx)
 	}
