@@ -3,17 +3,23 @@ package app
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"golang.org/x/term"
 
@@ -39,6 +45,9 @@ Usage:
   gchd accounts list                         list accounts
   gchd accounts import FILE                  add or update accounts from CSV
                                              (login,password[,display name]; - for stdin)
+  gchd send -user LOGIN GROUP TEXT           post TEXT to group GROUP through the API
+                                             (password in GCHD_PASSWORD or on standard input;
+                                             -url http://127.0.0.1:8080 by default)
   gchd migrate                               apply database migrations and exit
   gchd version                               print the version
 
@@ -61,6 +70,8 @@ func Main(ctx context.Context, args []string, stdio Stdio, getenv func(string) s
 		err = accountsCommand(ctx, args, stdio, getenv)
 	case "migrate":
 		err = migrate(ctx, args, stdio, getenv)
+	case "send":
+		err = send(ctx, args, stdio, getenv)
 	case "version":
 		fmt.Fprintln(stdio.Out, "gchd", Version)
 	case "help", "-h", "--help":
@@ -382,5 +393,63 @@ func importAccounts(ctx context.Context, accounts *registrar.Accounts, path stri
 		return err
 	}
 	fmt.Fprintf(stdio.Out, "imported %d accounts: %d added, %d updated\n", len(list), added, updated)
+	return nil
+}
+
+// send posts a message to a group through the HTTP API, as a smoke test of
+// a running server: gchd send -user alice 1 "hello".
+func send(ctx context.Context, args []string, stdio Stdio, getenv func(string) string) error {
+	fs := flag.NewFlagSet("gchd send", flag.ContinueOnError)
+	fs.SetOutput(stdio.Err)
+	base := fs.String("url", "http://127.0.0.1:8080", "the server's HTTP API (http:// or https://)")
+	user := fs.String("user", "", "login to post as")
+	dn := fs.String("dn", "", "display name shown with the message")
+	insecure := fs.Bool("insecure", false, "accept any TLS certificate (a test server's)")
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if *user == "" || len(positional) != 2 {
+		return fmt.Errorf("%w: gchd send -user LOGIN GROUP TEXT", errUsage)
+	}
+	gid, err := strconv.ParseUint(positional[0], 10, 32)
+	if err != nil {
+		return fmt.Errorf("%w: group %q is not a group id", errUsage, positional[0])
+	}
+	password := getenv("GCHD_PASSWORD")
+	if password == "" {
+		if password, err = readPassword(stdio); err != nil {
+			return err
+		}
+	}
+	pm, _ := json.Marshal(map[string]any{"id": gid, "mb": positional[1], "dn": *dn})
+	form := url.Values{"gm": {"sendMessage"}, "pm": {string(pm)}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(*base, "/")+"/gch.ashx", strings.NewReader(form.Encode()))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(*user, password)
+	client := &http.Client{Timeout: 30 * time.Second}
+	if *insecure {
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+	if res.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "200" {
+		return fmt.Errorf("the server answered %s: %s", res.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(stdio.Out, "sent as MID %s\n", res.Header.Get("X-GC-MID"))
 	return nil
 }

@@ -145,3 +145,24 @@ func TestAccountsImport(t *testing.T) {
 		})
 	}
 }
+
+func TestSendCommand(t *testing.T) {
+	s := startEngine(t, "sqlite")
+	s.addAccount("own", "pw-own", "")
+	var g struct{ ID uint32 }
+	s.must("own", "addGroup", map[string]any{"gs": "smoke"}).json(t, &g)
+	env := map[string]string{"GCHD_PASSWORD": "pw-own"}
+	code, out, errOut := run(t, "", env, "send", "-url", s.base, "-user", "own", fmt.Sprint(g.ID), "smoke test")
+	if code != 0 || !strings.HasPrefix(out, "sent as MID ") {
+		t.Fatalf("send: exit %d, %q %q", code, out, errOut)
+	}
+	var hist struct{ M []struct{ MB string } }
+	s.must("own", "getMessages", map[string]any{"id": g.ID}).json(t, &hist)
+	if last := hist.M[len(hist.M)-1]; last.MB != "smoke test" {
+		t.Fatalf("history ends with %+v", last)
+	}
+	// A wrong password, from standard input, is reported.
+	if code, _, errOut := run(t, "wrong\n", nil, "send", "-url", s.base, "-user", "own", fmt.Sprint(g.ID), "x"); code != 1 || !strings.Contains(errOut, "401") {
+		t.Fatalf("wrong password: exit %d, %q", code, errOut)
+	}
+}
