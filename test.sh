@@ -47,8 +47,23 @@ ensure_tools() {
 	fi
 }
 
+# Headless Chromium (Debian packages chromium and chromium-driver) runs JsSIP
+# in tests/browser, a browser taking part in a group chat over SIP over
+# WebSocket; that test skips without Chromium.
+ensure_browser() {
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: installing chromium and chromium-driver" >&2
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ||
+			echo "test.sh: could not install chromium; the browser test will be skipped" >&2
+	else
+		echo "test.sh: chromium not found; the browser test will be skipped" >&2
+	fi
+}
+
 ensure_postgres
 ensure_tools
+ensure_browser
 if [ $# -eq 0 ]; then
 	set -- ./...
 fi

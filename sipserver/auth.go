@@ -94,11 +94,24 @@ func (a *digestAuth) mac(b []byte) []byte {
 }
 
 // challenges returns the values of WWW-Authenticate (or Proxy-Authenticate)
-// headers, one per algorithm, sharing one nonce.
-func (a *digestAuth) challenges(stale bool) []string {
+// headers, one per algorithm, sharing one nonce. Phones differ in which
+// challenge they read: most take the first, JsSIP (the browsers' stack,
+// on WebSocket) takes the last. So over WebSocket MD5, which every client
+// can answer, goes last; elsewhere the configured order stands.
+func (a *digestAuth) challenges(stale bool, transport string) []string {
 	nonce := a.newNonce()
-	out := make([]string, 0, len(a.algorithms))
-	for _, alg := range a.algorithms {
+	algs := a.algorithms
+	if t := strings.ToUpper(transport); (t == "WS" || t == "WSS") && len(algs) > 1 && contains(algs, registrar.MD5) {
+		algs = make([]string, 0, len(a.algorithms))
+		for _, alg := range a.algorithms {
+			if alg != registrar.MD5 {
+				algs = append(algs, alg)
+			}
+		}
+		algs = append(algs, registrar.MD5)
+	}
+	out := make([]string, 0, len(algs))
+	for _, alg := range algs {
 		c := fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"`, a.realm, nonce, alg)
 		if stale {
 			c += ", stale=true"
@@ -250,7 +263,7 @@ func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
 		code, reason, header = 401, "Unauthorized", "WWW-Authenticate"
 	}
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
-	for _, c := range s.auth.challenges(stale) {
+	for _, c := range s.auth.challenges(stale, req.Transport()) {
 		res.AppendHeader(sip.NewHeader(header, c))
 	}
 	return res

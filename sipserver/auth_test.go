@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,7 +56,7 @@ func TestDigest(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.now = func() time.Time { return now }
-	chals := a.challenges(false)
+	chals := a.challenges(false, "UDP")
 	if len(chals) != 2 {
 		t.Fatalf("challenges = %v", chals)
 	}
@@ -64,6 +65,11 @@ func TestDigest(t *testing.T) {
 		if c.Algorithm != alg || c.Realm != "example.org" || !c.SupportsQOP("auth") {
 			t.Fatalf("challenge %d = %+v", i, c)
 		}
+	}
+
+	// Over WebSocket MD5 comes last: JsSIP reads only the last challenge.
+	if ws := a.challenges(false, "WS"); !strings.Contains(ws[len(ws)-1], "algorithm=MD5") || !strings.Contains(ws[0], "algorithm=SHA-256") {
+		t.Fatalf("challenges over WS = %v", ws)
 	}
 
 	fail := func(req *sip.Request) *authFailure {
@@ -83,7 +89,7 @@ func TestDigest(t *testing.T) {
 			t.Fatalf("good credentials: %v", err)
 		}
 	}
-	chal := a.challenges(false)[1]
+	chal := a.challenges(false, "UDP")[1]
 	if _, err := a.verify(ctx, signed(t, chal, "alice", "secret", 1), "Authorization", accounts); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +101,7 @@ func TestDigest(t *testing.T) {
 	}
 
 	// Wrong password and unknown user look alike.
-	chal = a.challenges(false)[1]
+	chal = a.challenges(false, "UDP")[1]
 	if f := fail(signed(t, chal, "alice", "wrong", 1)); f.reason != "credentials" || f.stale {
 		t.Fatalf("wrong password: %+v", f)
 	}
@@ -105,7 +111,7 @@ func TestDigest(t *testing.T) {
 
 	// An expired nonce with the right password is stale; with a wrong one
 	// it is simply wrong.
-	chal = a.challenges(false)[1]
+	chal = a.challenges(false, "UDP")[1]
 	now = now.Add(2 * time.Minute)
 	if f := fail(signed(t, chal, "alice", "secret", 1)); f.reason != "stale" || !f.stale {
 		t.Fatalf("expired nonce: %+v", f)
@@ -117,11 +123,11 @@ func TestDigest(t *testing.T) {
 	// A nonce signed with another key, a foreign realm, no header.
 	other, _ := newDigestAuth("example.org", []byte("other key"), time.Minute, []string{registrar.MD5})
 	other.now = a.now
-	if f := fail(signed(t, other.challenges(false)[0], "alice", "secret", 1)); f.reason != "nonce" {
+	if f := fail(signed(t, other.challenges(false, "UDP")[0], "alice", "secret", 1)); f.reason != "nonce" {
 		t.Fatalf("forged nonce: %+v", f)
 	}
 	foreign, _ := newDigestAuth("evil.org", []byte("key"), time.Minute, []string{registrar.MD5})
-	if f := fail(signed(t, foreign.challenges(false)[0], "alice", "secret", 1)); f.reason != "realm" {
+	if f := fail(signed(t, foreign.challenges(false, "UDP")[0], "alice", "secret", 1)); f.reason != "realm" {
 		t.Fatalf("foreign realm: %+v", f)
 	}
 	if f := fail(sip.NewRequest(sip.REGISTER, sip.Uri{Host: "example.org"})); f.reason != "missing" {
@@ -136,7 +142,7 @@ func TestDigest(t *testing.T) {
 
 func TestNonceSlotsAreBounded(t *testing.T) {
 	a, _ := newDigestAuth("r", nil, time.Minute, []string{registrar.MD5})
-	first := a.challenges(false)[0]
+	first := a.challenges(false, "UDP")[0]
 	for i := 0; i < ncSlots; i++ {
 		a.newNonce()
 	}
