@@ -71,6 +71,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		}
 	}()
 	a.metrics = metrics.New(a.registry, metrics.BuildInfo{Version: Version})
+	a.metrics.InitDBOperations(storage.Operations())
 
 	a.db, err = storage.Open(ctx, cfg.Database, storage.Options{
 		MaxOpenConns:      cfg.Storage.MaxOpenConns,
@@ -80,10 +81,15 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	metrics.RegisterDBPools(a.registry, map[string]func() sql.DBStats{
+	pools := map[string]func() sql.DBStats{
 		"write": func() sql.DBStats { w, _ := a.db.Stats(); return w },
 		"read":  func() sql.DBStats { _, r := a.db.Stats(); return r },
-	})
+	}
+	if a.db.Engine() == storage.Postgres {
+		// One pool serves both: report it once.
+		pools = map[string]func() sql.DBStats{"pool": func() sql.DBStats { w, _ := a.db.Stats(); return w }}
+	}
+	metrics.RegisterDBPools(a.registry, pools)
 
 	a.accounts = registrar.NewAccounts(a.db.AccountStore(), cfg.Domain)
 	a.guards = newGuards(cfg.Limits)
@@ -99,7 +105,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		Observe:        a.metrics.Delivery,
 	})
 	a.sip.OnRegistered(a.dispatch.Flush)
-	metrics.RegisterPendingGauges(a.registry, func() (int, time.Duration, error) {
+	metrics.RegisterPendingGauges(a.registry, func() (int, int, time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		return a.dispatch.Pending(ctx)
@@ -115,11 +121,20 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		}),
 	)
 	a.sip.SetChat(a.chat)
+	metrics.RegisterReady(a.registry, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		return a.serving.Load() && a.checkDatabase(ctx) == nil
+	})
 	a.api = httpapi.New(a.chat, a.accounts, a.metrics, log.With("part", "http"), httpapi.Options{
 		Realm:         cfg.Domain,
 		CodesInStatus: cfg.API.CodesInStatus,
 		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
-		Metrics:       promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry}),
+		// A collector that fails (the pending-delivery query on a slow
+		// database) must not fail the whole scrape: Prometheus would
+		// record the server as down.
+		Metrics: promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry, ErrorHandling: promhttp.ContinueOnError,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}),
 		Ready: map[string]httpapi.Check{
 			"database": a.checkDatabase,
 			"listeners": func(context.Context) error {
@@ -271,7 +286,7 @@ func (a *App) HTTPAddr() string { return a.listenAddr("http.addr") }
 func (a *App) Registry() *prometheus.Registry { return a.registry }
 
 func (a *App) checkDatabase(ctx context.Context) error {
-	cur, known, err := a.db.SchemaVersion(ctx)
+	cur, known, err := a.db.AppliedVersion(ctx)
 	if err != nil {
 		return err
 	}
@@ -408,11 +423,11 @@ func (a *App) Reload(cfg configs.Config) {
 	a.guards.authAccount.Set(l.AccountFailures, l.AuthWindow, l.AuthBan)
 	a.guards.conns.Set(l.ConnectionsPerSource)
 	restart := cfg
-	restart.Limits, restart.Log = a.cfg.Limits, a.cfg.Log
+	restart.Limits, restart.Log.Level = a.cfg.Limits, a.cfg.Log.Level
 	if restart != a.cfg {
-		a.log.Warn("configuration changed beyond limits and log level: restart gchd to apply it")
+		a.log.Warn("configuration changed beyond limits and log level (TLS certificates and log format included): restart gchd to apply it")
 	}
-	a.cfg.Limits, a.cfg.Log = cfg.Limits, cfg.Log
+	a.cfg.Limits, a.cfg.Log.Level = cfg.Limits, cfg.Log.Level
 	a.log.Info("configuration reloaded", "limits", fmt.Sprintf("%+v", l), "log_level", cfg.Log.Level)
 }
 

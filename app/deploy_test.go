@@ -107,13 +107,15 @@ func TestDeployMetricNames(t *testing.T) {
 		return value(t, s, "gchd_delivery_attempts_total", map[string]string{"outcome": "delivered"}) >= 3
 	})
 
-	// A failed database transaction: gchd_db_errors_total. A transaction
-	// whose context has ended fails at BEGIN like one the database refuses,
-	// and is counted the same way.
+	// gchd_db_errors_total exists from the start, at zero for each
+	// operation; a transaction cut short by its caller is not an error.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if _, err := s.app.db.Secret(ctx, "deploy-test"); err == nil {
 		t.Fatal("a transaction with a cancelled context succeeded")
+	}
+	if got := value(t, s, "gchd_db_errors_total", map[string]string{"op": "secret"}); got != 0 {
+		t.Fatalf("a cancelled transaction counted as a database error: %v", got)
 	}
 
 	// Failed logins until 127.0.0.1 is banned: gchd_limits_rejections_total.

@@ -39,6 +39,13 @@ const (
 	DeliveryFailed  DeliveryState = "f"
 )
 
+// PendingCounts describes the deliveries not done yet.
+type PendingCounts struct {
+	Waiting  int       // for a device to register
+	Retrying int       // after a failed attempt
+	Oldest   time.Time // the oldest event among them
+}
+
 // Settlement is the result of one attempt, written in batches.
 type Settlement struct {
 	MID   MID
@@ -64,7 +71,8 @@ type DeliveryStore interface {
 	// Expire ends the pending deliveries of events older than before and
 	// returns how many it ended.
 	Expire(ctx context.Context, before time.Time) (int, error)
-	// PendingSummary counts pending deliveries and finds the oldest event
-	// among them (zero when none).
-	PendingSummary(ctx context.Context) (count int, oldest time.Time, err error)
+	// PendingSummary counts pending deliveries, those waiting for a
+	// registration apart from those with a retry time, and finds the oldest
+	// event among them (zero when none).
+	PendingSummary(ctx context.Context) (PendingCounts, error)
 }

@@ -557,10 +557,13 @@ func (d *Dispatcher) observe(outcome string, n int, latency time.Duration) {
 }
 
 // Pending reports the store's pending deliveries and the oldest one's age.
-func (d *Dispatcher) Pending(ctx context.Context) (int, time.Duration, error) {
-	n, oldest, err := d.store.PendingSummary(ctx)
-	if err != nil || oldest.IsZero() {
-		return n, 0, err
+func (d *Dispatcher) Pending(ctx context.Context) (waiting, retrying int, age time.Duration, err error) {
+	c, err := d.store.PendingSummary(ctx)
+	if err != nil {
+		return 0, 0, 0, err
 	}
-	return n, d.now().Sub(oldest), nil
+	if !c.Oldest.IsZero() {
+		age = d.now().Sub(c.Oldest)
+	}
+	return c.Waiting, c.Retrying, age, nil
 }

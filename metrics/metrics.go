@@ -4,6 +4,8 @@
 package metrics
 
 import (
+	"context"
+	"errors"
 	"database/sql"
 	"runtime"
 	"strconv"
@@ -96,12 +98,35 @@ func (m *Metrics) APIRequest(gm string, code int, d time.Duration) {
 	m.apiDuration.WithLabelValues(gm).Observe(d.Seconds())
 }
 
-// DBTransaction records one database transaction.
+// DBTransaction records one database transaction. A transaction cut short
+// because its caller went away (a client hung up) is not a database error.
 func (m *Metrics) DBTransaction(op string, d time.Duration, err error) {
 	m.dbDuration.WithLabelValues(op).Observe(d.Seconds())
-	if err != nil {
+	if err != nil && !errors.Is(err, context.Canceled) {
 		m.dbErrors.WithLabelValues(op).Inc()
 	}
+}
+
+// InitDBOperations creates the series of each database operation at zero,
+// so that rate() and alerts see them before the first error.
+func (m *Metrics) InitDBOperations(ops []string) {
+	for _, op := range ops {
+		m.dbErrors.WithLabelValues(op)
+		m.dbDuration.WithLabelValues(op)
+	}
+}
+
+// RegisterReady exports whether the server is ready (1) or not (0).
+func RegisterReady(reg prometheus.Registerer, ready func() bool) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gchd_server_ready",
+		Help: "1 when every listener serves and the database is at the binary's schema, else 0 (as /readyz).",
+	}, func() float64 {
+		if ready() {
+			return 1
+		}
+		return 0
+	}))
 }
 
 // EventCommitted counts one committed event, by the face it came through,
@@ -179,17 +204,17 @@ func (m *Metrics) Delivery(outcome string, n int, latency time.Duration) {
 }
 
 var (
-	pendingDesc = prometheus.NewDesc("gchd_delivery_pending", "Deliveries waiting (for a device to register or for a retry).", nil, nil)
+	pendingDesc = prometheus.NewDesc("gchd_delivery_pending", "Deliveries not done, by state: waiting (for a device to register) or retrying (after a failed attempt).", []string{"state"}, nil)
 	oldestDesc  = prometheus.NewDesc("gchd_delivery_oldest_pending_age_seconds", "Age of the oldest event with a pending delivery.", nil, nil)
 )
 
 // RegisterPendingGauges exports the pending deliveries, read at scrape time.
-func RegisterPendingGauges(reg prometheus.Registerer, pending func() (int, time.Duration, error)) {
+func RegisterPendingGauges(reg prometheus.Registerer, pending func() (waiting, retrying int, oldest time.Duration, err error)) {
 	reg.MustRegister(&pendingCollector{pending: pending})
 }
 
 type pendingCollector struct {
-	pending func() (int, time.Duration, error)
+	pending func() (int, int, time.Duration, error)
 }
 
 func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -198,12 +223,13 @@ func (c *pendingCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
-	n, age, err := c.pending()
+	waiting, retrying, age, err := c.pending()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(pendingDesc, err)
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(waiting), "waiting")
+	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(retrying), "retrying")
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age.Seconds())
 }
 

@@ -121,15 +121,18 @@ func (s deliveryStore) Expire(ctx context.Context, before time.Time) (int, error
 	return int(n), err
 }
 
-func (s deliveryStore) PendingSummary(ctx context.Context) (int, time.Time, error) {
+func (s deliveryStore) PendingSummary(ctx context.Context) (chat.PendingCounts, error) {
 	var r struct {
-		N      int   `db:"n"`
-		Oldest int64 `db:"oldest"`
+		Waiting  int   `db:"waiting"`
+		Retrying int   `db:"retrying"`
+		Oldest   int64 `db:"oldest"`
 	}
-	err := s.get(ctx, &r, `SELECT COUNT(*) AS n, COALESCE(MIN(e.created_at), 0) AS oldest
+	err := s.get(ctx, &r, `SELECT COALESCE(SUM(CASE WHEN d.next_at = 0 THEN 1 ELSE 0 END), 0) AS waiting,
+			COALESCE(SUM(CASE WHEN d.next_at > 0 THEN 1 ELSE 0 END), 0) AS retrying,
+			COALESCE(MIN(e.created_at), 0) AS oldest
 		FROM deliveries d JOIN events e ON e.mid = d.mid WHERE d.state = 'p'`)
 	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("summarise pending deliveries: %w", err)
+		return chat.PendingCounts{}, fmt.Errorf("summarise pending deliveries: %w", err)
 	}
-	return r.N, fromMicros(r.Oldest), nil
+	return chat.PendingCounts{Waiting: r.Waiting, Retrying: r.Retrying, Oldest: fromMicros(r.Oldest)}, nil
 }

@@ -59,9 +59,9 @@ func TestDeliveryBookkeeping(t *testing.T) {
 		if due, _ := ds.Due(ctx, t0.Add(time.Hour), 10); len(due) != 0 {
 			t.Fatalf("due too early = %+v", due)
 		}
-		n, oldest, err := ds.PendingSummary(ctx)
-		if err != nil || n != 6 || oldest != t0 {
-			t.Fatalf("summary = %d, %v, %v; want 6 pending since %v", n, oldest, err, t0)
+		c, err := ds.PendingSummary(ctx)
+		if err != nil || c.Waiting != 5 || c.Retrying != 1 || c.Oldest != t0 {
+			t.Fatalf("summary = %+v, %v; want 5 waiting and 1 retrying since %v", c, err, t0)
 		}
 		// Events older than t0+90min expire: c's first two, nothing of b's
 		// (b's first two are settled).

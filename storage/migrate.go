@@ -71,6 +71,19 @@ func (db *DB) SchemaVersion(ctx context.Context) (current, known int, err error)
 	return current, len(ms), nil
 }
 
+// AppliedVersion reads the schema version through the reader pool and
+// writes nothing: for readiness checks, which must not queue behind writes.
+func (db *DB) AppliedVersion(ctx context.Context) (current, known int, err error) {
+	ms, err := migrationsFor(db.engine)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := db.r.GetContext(ctx, &current, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"); err != nil {
+		return 0, 0, fmt.Errorf("read schema version: %w", err)
+	}
+	return current, len(ms), nil
+}
+
 func (db *DB) ensureMigrationTable(ctx context.Context) error {
 	_, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,

@@ -185,6 +185,13 @@ func (db *DB) openPostgres(dsn string, opts Options) error {
 	return nil
 }
 
+// Operations names every transaction the store runs, as reported to
+// Options.Observe: metrics can show each from the start, at zero.
+func Operations() []string {
+	return []string{"account_create", "account_delete", "account_import", "account_update", "bindings_expire",
+		"bindings_save", "chat_update", "delivery_expire", "delivery_settle", "migrate", "secret"}
+}
+
 // Engine returns the database engine.
 func (db *DB) Engine() Engine { return db.engine }
 
