@@ -5,8 +5,8 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"database/sql"
+	"errors"
 	"runtime"
 	"strconv"
 	"time"
