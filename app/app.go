@@ -32,6 +32,10 @@ import (
 	"gchd/storage"
 )
 
+// accountCacheTTL is how long an account read for authentication is kept
+// in memory (registrar.WithLookupCache).
+const accountCacheTTL = 5 * time.Second
+
 // Version is the build's version, set with -ldflags "-X gchd/app.Version=...".
 var Version = "dev"
 
@@ -91,7 +95,9 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	}
 	metrics.RegisterDBPools(a.registry, pools)
 
-	a.accounts = registrar.NewAccounts(a.db.AccountStore(), cfg.Domain)
+	// A password changed or an account deleted with the CLI while the
+	// server runs takes effect within accountCacheTTL.
+	a.accounts = registrar.NewAccounts(a.db.AccountStore(), cfg.Domain, registrar.WithLookupCache(accountCacheTTL))
 	a.guards = newGuards(cfg.Limits)
 	if err := a.buildSIP(ctx); err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -86,11 +87,32 @@ type Accounts struct {
 	store AccountStore
 	realm string
 	now   func() time.Time
+	cache *accountCache
+}
+
+// AccountsOption configures Accounts.
+type AccountsOption func(*Accounts)
+
+// WithLookupCache keeps accounts read for authentication in memory for
+// ttl. Every REGISTER, proxied request and API call looks its account up;
+// the cache spares the database those reads. Changes made through this
+// Accounts take effect at once; changes made by another process (the
+// accounts CLI, another node) within ttl.
+func WithLookupCache(ttl time.Duration) AccountsOption {
+	return func(a *Accounts) {
+		if ttl > 0 {
+			a.cache = &accountCache{ttl: ttl, entries: map[string]cachedAccount{}}
+		}
+	}
 }
 
 // NewAccounts returns the account service of realm (the SIP domain).
-func NewAccounts(store AccountStore, realm string) *Accounts {
-	return &Accounts{store: store, realm: realm, now: time.Now}
+func NewAccounts(store AccountStore, realm string, opts ...AccountsOption) *Accounts {
+	a := &Accounts{store: store, realm: realm, now: time.Now}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Realm returns the realm every HA1 is computed for.
@@ -146,11 +168,13 @@ func (a *Accounts) SetPassword(ctx context.Context, login, password string) erro
 		return err
 	}
 	acc.Created = old.Created
+	defer a.cache.forget(login)
 	return a.store.UpdateAccount(ctx, acc)
 }
 
 // Delete removes an account.
 func (a *Accounts) Delete(ctx context.Context, login string) error {
+	defer a.cache.forget(login)
 	return a.store.DeleteAccount(ctx, login)
 }
 
@@ -159,13 +183,23 @@ func (a *Accounts) List(ctx context.Context) ([]Account, error) {
 	return a.store.Accounts(ctx)
 }
 
-// Lookup returns an account.
+// Lookup returns an account, from the lookup cache when it holds it.
 func (a *Accounts) Lookup(ctx context.Context, login string) (Account, error) {
-	return a.store.Account(ctx, login)
+	now := a.now()
+	if acc, ok := a.cache.get(login, now); ok {
+		return acc, nil
+	}
+	acc, err := a.store.Account(ctx, login)
+	if err != nil {
+		return Account{}, err // unknown logins are not cached: nothing to fill it with
+	}
+	a.cache.put(acc, now)
+	return acc, nil
 }
 
 // Import adds or replaces accounts in one transaction.
 func (a *Accounts) Import(ctx context.Context, accounts []Account) (added, updated int, err error) {
+	defer a.cache.clear()
 	return a.store.PutAccounts(ctx, accounts)
 }
 
@@ -177,7 +211,7 @@ var dummy = strings.Repeat("0", 32)
 // the password as the stored HA1 was and comparing in constant time. Unknown
 // login and wrong password both give ErrBadCredentials.
 func (a *Accounts) Authenticate(ctx context.Context, login, password string) (Account, error) {
-	acc, err := a.store.Account(ctx, login)
+	acc, err := a.Lookup(ctx, login)
 	switch {
 	case errors.Is(err, ErrNoAccount):
 		subtle.ConstantTimeCompare([]byte(HashHA1(MD5, login, a.realm, password)), []byte(dummy))
@@ -190,4 +224,69 @@ func (a *Accounts) Authenticate(ctx context.Context, login, password string) (Ac
 		return Account{}, ErrBadCredentials
 	}
 	return acc, nil
+}
+
+// accountCache holds looked-up accounts for a short time. A nil cache
+// holds nothing.
+type accountCache struct {
+	ttl time.Duration
+
+	mu        sync.Mutex
+	entries   map[string]cachedAccount
+	nextSweep time.Time
+}
+
+type cachedAccount struct {
+	acc   Account
+	until time.Time
+}
+
+func (c *accountCache) get(login string, now time.Time) (Account, bool) {
+	if c == nil {
+		return Account{}, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[login]
+	if !ok || !now.Before(e.until) {
+		return Account{}, false
+	}
+	return e.acc, true
+}
+
+func (c *accountCache) put(acc Account, now time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// Expired entries go once per ttl, so the map holds about the
+	// accounts used in the last two ttl periods.
+	if now.After(c.nextSweep) {
+		for k, e := range c.entries {
+			if !now.Before(e.until) {
+				delete(c.entries, k)
+			}
+		}
+		c.nextSweep = now.Add(c.ttl)
+	}
+	c.entries[acc.Login] = cachedAccount{acc: acc, until: now.Add(c.ttl)}
+}
+
+func (c *accountCache) forget(login string) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	delete(c.entries, login)
+	c.mu.Unlock()
+}
+
+func (c *accountCache) clear() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	clear(c.entries)
+	c.mu.Unlock()
 }

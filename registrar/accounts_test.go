@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"gchd/registrar"
+	"gchd/storage"
 	"gchd/storage/storagetest"
 )
 
@@ -74,5 +76,60 @@ func TestAccounts(t *testing.T) {
 				t.Fatalf("deleted account: %v", err)
 			}
 		})
+	}
+}
+
+// The lookup cache answers repeated lookups without the store, forgets an
+// account changed or deleted through the same Accounts at once, and sees a
+// change made elsewhere (another process on the same database) after its
+// ttl.
+func TestAccountsLookupCache(t *testing.T) {
+	ctx := context.Background()
+	db := storagetest.Open(t, storage.SQLite)
+	const ttl = 200 * time.Millisecond
+	acc := registrar.NewAccounts(db.AccountStore(), "example.org", registrar.WithLookupCache(ttl))
+	other := registrar.NewAccounts(db.AccountStore(), "example.org") // the CLI's view
+	if err := acc.Add(ctx, "alice", "one", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acc.Authenticate(ctx, "alice", "one"); err != nil {
+		t.Fatalf("authenticate: %v", err)
+	}
+
+	// Changed elsewhere: the old password works until the ttl ends.
+	if err := other.SetPassword(ctx, "alice", "two"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acc.Authenticate(ctx, "alice", "one"); err != nil {
+		t.Fatalf("within the ttl the cached password still works: %v", err)
+	}
+	time.Sleep(ttl + 50*time.Millisecond)
+	if _, err := acc.Authenticate(ctx, "alice", "one"); !errors.Is(err, registrar.ErrBadCredentials) {
+		t.Fatalf("old password after the ttl: %v", err)
+	}
+	if _, err := acc.Authenticate(ctx, "alice", "two"); err != nil {
+		t.Fatalf("new password after the ttl: %v", err)
+	}
+
+	// Changed here: at once.
+	if err := acc.SetPassword(ctx, "alice", "three"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acc.Authenticate(ctx, "alice", "two"); !errors.Is(err, registrar.ErrBadCredentials) {
+		t.Fatalf("password changed through the cache: old one gives %v", err)
+	}
+	if err := acc.Delete(ctx, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acc.Lookup(ctx, "alice"); !errors.Is(err, registrar.ErrNoAccount) {
+		t.Fatalf("deleted through the cache: lookup gives %v", err)
+	}
+	// Unknown logins are never cached: an account added elsewhere is
+	// usable at once.
+	if err := other.Add(ctx, "bob", "pw", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := acc.Authenticate(ctx, "bob", "pw"); err != nil {
+		t.Fatalf("account added elsewhere: %v", err)
 	}
 }
