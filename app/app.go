@@ -132,10 +132,12 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		defer cancel()
 		return a.serving.Load() && a.checkDatabase(ctx) == nil
 	})
+	trustedProxies, _ := cfg.HTTP.TrustedProxyNetworks() // validated with the configuration
 	a.api = httpapi.New(a.chat, a.accounts, a.metrics, log.With("part", "http"), httpapi.Options{
-		Realm:         cfg.Domain,
-		CodesInStatus: cfg.API.CodesInStatus,
-		MaxBodyBytes:  cfg.HTTP.MaxBodyBytes,
+		Realm:          cfg.Domain,
+		CodesInStatus:  cfg.API.CodesInStatus,
+		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
+		TrustedProxies: trustedProxies,
 		// A collector that fails (the pending-delivery query on a slow
 		// database) must not fail the whole scrape: Prometheus would
 		// record the server as down.
@@ -193,21 +195,22 @@ func (a *App) buildSIP(ctx context.Context) error {
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	a.sip, err = sipserver.New(sipserver.Options{
-		Domain:           cfg.Domain,
-		Advertise:        cfg.SIP.Advertise,
-		Aliases:          cfg.SIP.AliasList(),
-		Addr:             cfg.SIP.Addr,
-		WSAddr:           cfg.SIP.WSAddr,
-		TLSAddr:          cfg.SIP.TLSAddr,
-		WSSAddr:          cfg.SIP.WSSAddr,
-		TLS:              tlsConf,
-		UDPReadBuffer:    cfg.SIP.UDPReadBuffer,
-		DigestAlgorithms: cfg.SIP.DigestAlgorithmList(),
-		NonceLifetime:    cfg.SIP.NonceLifetime,
-		Trusted:          trusted,
-		InviteTimeout:    cfg.SIP.InviteTimeout,
-		IdleTimeout:      cfg.SIP.IdleTimeout,
-		Secret:           secret,
+		Domain:            cfg.Domain,
+		Advertise:         cfg.SIP.Advertise,
+		Aliases:           cfg.SIP.AliasList(),
+		Addr:              cfg.SIP.Addr,
+		WSAddr:            cfg.SIP.WSAddr,
+		TLSAddr:           cfg.SIP.TLSAddr,
+		WSSAddr:           cfg.SIP.WSSAddr,
+		TLS:               tlsConf,
+		UDPReadBuffer:     cfg.SIP.UDPReadBuffer,
+		DigestAlgorithms:  cfg.SIP.DigestAlgorithmList(),
+		NonceLifetime:     cfg.SIP.NonceLifetime,
+		Trusted:           trusted,
+		InviteTimeout:     cfg.SIP.InviteTimeout,
+		IdleTimeout:       cfg.SIP.IdleTimeout,
+		TransactionLinger: cfg.SIP.TransactionLinger,
+		Secret:            secret,
 		Guards: sipserver.Guards{
 			Rate: a.guards.sipRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount, Conns: a.guards.conns,
 		},

@@ -49,6 +49,9 @@ type SIP struct {
 	Trusted          string        `yaml:"trusted" help:"comma-separated networks (CIDR) whose requests are relayed without a challenge, e.g. an SBC"`
 	InviteTimeout    time.Duration `yaml:"invite_timeout" help:"how long an unanswered INVITE rings before it is cancelled (Timer C)"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout" help:"close TCP, TLS and WebSocket connections silent for this long"`
+	// TransactionLinger is RFC 3261's Timer J: how long a finished UDP
+	// server transaction is kept to answer retransmissions of its request.
+	TransactionLinger time.Duration `yaml:"transaction_linger" help:"how long a finished UDP transaction keeps answering retransmissions (RFC 3261 Timer J, 64*T1 = 32s)"`
 }
 
 // Registrar is the registration policy.
@@ -66,6 +69,10 @@ type HTTP struct {
 	Addr         string `yaml:"addr" help:"HTTP listen address of the API, health and metrics (empty: off)"`
 	TLSAddr      string `yaml:"tls_addr" help:"HTTPS listen address (empty: off; needs tls.cert and tls.key)"`
 	MaxBodyBytes int64  `yaml:"max_body_bytes" help:"largest request body of an API call other than an upload"`
+	// TrustedProxies are reverse proxies (CIDR, comma-separated) whose
+	// X-Forwarded-For names the client: the rate limit and the login
+	// bans then apply to the client, not to the proxy.
+	TrustedProxies string `yaml:"trusted_proxies" help:"comma-separated networks (CIDR) of reverse proxies whose X-Forwarded-For names the client"`
 }
 
 // TLS is the certificate shared by SIP over TLS/WSS and HTTPS.
@@ -134,12 +141,13 @@ func Default() Config {
 		Domain:   "localhost",
 		Database: "sqlite:./data/gchd.db",
 		SIP: SIP{
-			Addr:             "0.0.0.0:5060",
-			UDPReadBuffer:    4 << 20,
-			DigestAlgorithms: "MD5,SHA-256",
-			NonceLifetime:    5 * time.Minute,
-			InviteTimeout:    3 * time.Minute,
-			IdleTimeout:      10 * time.Minute,
+			Addr:              "0.0.0.0:5060",
+			UDPReadBuffer:     4 << 20,
+			DigestAlgorithms:  "MD5,SHA-256",
+			NonceLifetime:     5 * time.Minute,
+			InviteTimeout:     3 * time.Minute,
+			IdleTimeout:       10 * time.Minute,
+			TransactionLinger: 32 * time.Second,
 		},
 		Registrar: Registrar{
 			MinExpires:     time.Minute,

@@ -129,6 +129,8 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{"file type", nil, nil, "chat:\n  max_participants: lots\n", []string{"max_participants"}},
 		{"duration", []string{"-shutdown-grace", "soon"}, nil, "", []string{"shutdown.grace", "duration"}},
 		{"no listeners", []string{"-sip-addr", "", "-http-addr", ""}, nil, "", []string{"no SIP listener", "no HTTP listener"}},
+		{"transaction linger", []string{"-sip-transaction-linger", "100ms"}, nil, "", []string{"sip.transaction_linger", "between 1s and 1m"}},
+		{"trusted proxies", nil, map[string]string{"GCHD_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"}, "", []string{"http.trusted_proxies", "proxy.example", "not a network"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -96,8 +96,14 @@ func (c Config) Validate() error {
 	if _, err := c.SIP.TrustedNetworks(); err != nil {
 		bad("sip.trusted", c.SIP.Trusted, err.Error())
 	}
+	if _, err := c.HTTP.TrustedProxyNetworks(); err != nil {
+		bad("http.trusted_proxies", c.HTTP.TrustedProxies, err.Error())
+	}
 	if c.SIP.NonceLifetime < 10*time.Second {
 		bad("sip.nonce_lifetime", c.SIP.NonceLifetime, "must be at least 10s")
+	}
+	if c.SIP.TransactionLinger < time.Second || c.SIP.TransactionLinger > time.Minute {
+		bad("sip.transaction_linger", c.SIP.TransactionLinger, "must be between 1s and 1m")
 	}
 	if c.SIP.InviteTimeout < time.Second {
 		bad("sip.invite_timeout", c.SIP.InviteTimeout, "must be at least 1s")
@@ -202,9 +208,16 @@ func (s SIP) DigestAlgorithmList() []string {
 }
 
 // TrustedNetworks parses sip.trusted.
-func (s SIP) TrustedNetworks() ([]netip.Prefix, error) {
+func (s SIP) TrustedNetworks() ([]netip.Prefix, error) { return parseNetworks(s.Trusted) }
+
+// TrustedProxyNetworks parses http.trusted_proxies.
+func (h HTTP) TrustedProxyNetworks() ([]netip.Prefix, error) { return parseNetworks(h.TrustedProxies) }
+
+// parseNetworks parses a comma-separated list of networks; a bare address
+// is a network of one.
+func parseNetworks(list string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, v := range splitList(s.Trusted) {
+	for _, v := range splitList(list) {
 		if !strings.Contains(v, "/") {
 			if a, err := netip.ParseAddr(v); err == nil {
 				v = netip.PrefixFrom(a, a.BitLen()).String()

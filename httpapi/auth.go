@@ -13,7 +13,7 @@ import (
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar.Account, int) {
 	login, password, ok := r.BasicAuth()
 	g := s.opts.Guards
-	source := clientIP(r)
+	source := s.clientIP(r)
 	banned := ""
 	switch {
 	case g.AuthSource != nil && g.AuthSource.Banned(source):
@@ -39,7 +39,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar
 			s.writeCode(w, http.StatusInternalServerError)
 			return registrar.Account{}, http.StatusInternalServerError
 		}
-		s.log.Info("http basic auth failed", "login", login, "remote", r.RemoteAddr)
+		s.log.Info("http basic auth failed", "login", login, "source", source, "remote", r.RemoteAddr)
 		if g.AuthSource != nil && g.AuthSource.Fail(source) {
 			s.log.Warn("source banned after failed logins", "source", source)
 		}

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strings"
 	"time"
 
 	"gchd/chat"
@@ -43,6 +45,8 @@ type Options struct {
 	Ready map[string]Check
 	// Guards are the abuse limits; nil fields are off.
 	Guards Guards
+	// TrustedProxies are reverse proxies whose X-Forwarded-For is believed.
+	TrustedProxies []netip.Prefix
 }
 
 // Guards are the limits that protect the API from abuse, per source
@@ -89,7 +93,7 @@ func (s *Server) Handler() http.Handler {
 // limited refuses requests from a source over its rate with 429.
 func (s *Server) limited(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.Guards.Rate != nil && !s.opts.Guards.Rate.Allow(clientIP(r)) {
+		if s.opts.Guards.Rate != nil && !s.opts.Guards.Rate.Allow(s.clientIP(r)) {
 			s.metrics.LimitRejected("http_rate")
 			tooMany(w)
 			return
@@ -106,14 +110,45 @@ func tooMany(w http.ResponseWriter) {
 	w.Write([]byte("429"))
 }
 
-// clientIP is the request's source address without the port. A proxy in
-// front of gchd is not trusted to name another: limits apply per peer.
-func clientIP(r *http.Request) string {
+// clientIP is the address limits and bans apply to: the peer, or, when
+// the peer is a trusted reverse proxy, the last address of X-Forwarded-For
+// that is not one (as nginx's real_ip_recursive). Addresses left of it
+// were written by the client and prove nothing.
+func (s *Server) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if len(s.opts.TrustedProxies) == 0 || !s.trustedProxy(host) {
+		return host
+	}
+	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		a, err := netip.ParseAddr(hop)
+		if err != nil {
+			break // a malformed hop: trust nothing beyond the proxy
+		}
+		if !s.trustedProxy(hop) {
+			return a.Unmap().String()
+		}
+		host = hop
 	}
 	return host
+}
+
+func (s *Server) trustedProxy(addr string) bool {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
+	}
+	a = a.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // requestID returns the caller's X-Request-Id or a new random one, so that

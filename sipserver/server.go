@@ -66,6 +66,10 @@ type Options struct {
 	InviteTimeout time.Duration
 	// IdleTimeout closes TCP/TLS/WS connections silent for that long.
 	IdleTimeout time.Duration
+	// TransactionLinger is Timer J (RFC 3261 17.2.2): how long a finished
+	// UDP server transaction answers retransmissions; 0 keeps sipgo's
+	// 64*T1. sipgo keeps it in a package variable, so it is process-wide.
+	TransactionLinger time.Duration
 	// Secret signs nonces; nodes sharing a database share it.
 	Secret []byte
 	// Guards are the abuse limits; nil fields are off.
@@ -125,10 +129,29 @@ var configureStack = sync.OnceFunc(func() {
 	sip.SetDefaultLogger(slog.New(quietHandler{}))
 })
 
+// lingerMu serialises writes of sipgo's Timer J.
+var lingerMu sync.Mutex
+
+// setTransactionLinger sets sipgo's Timer J, a package variable read
+// without synchronisation when a transaction starts: it is written only
+// when it changes, so servers built with the same value (every test) never
+// write it while another serves.
+func setTransactionLinger(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	lingerMu.Lock()
+	defer lingerMu.Unlock()
+	if sip.Timer_J != d {
+		sip.Timer_J = d
+	}
+}
+
 // New builds the server and binds every listener, so that a port in use is
 // reported before anything is served.
 func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
 	configureStack()
+	setTransactionLinger(opts.TransactionLinger)
 	if len(opts.DigestAlgorithms) == 0 {
 		opts.DigestAlgorithms = []string{registrar.MD5, registrar.SHA256}
 	}
@@ -170,7 +193,7 @@ func (s *Server) bind() error {
 		}
 		if s.opts.UDPReadBuffer > 0 {
 			if uc, ok := udp.(*net.UDPConn); ok {
-				uc.SetReadBuffer(s.opts.UDPReadBuffer)
+				s.setUDPReadBuffer(uc)
 			}
 		}
 		s.udp = udp
