@@ -75,6 +75,11 @@ type Dispatcher struct {
 	queued    map[deliveryKey]bool
 	flushes   map[string]bool // logins whose pending rows are to be loaded
 	stopping  bool
+	// reading is set while a load reads pending rows from the store.
+	// Jobs forgotten meanwhile go in settledDuringRead: the rows the load
+	// read may predate their settlement, and must not be queued again.
+	reading           bool
+	settledDuringRead map[deliveryKey]bool
 
 	settle chan settleItem
 	wake   chan struct{} // a flush was asked for
@@ -145,8 +150,10 @@ func NewDispatcher(store DeliveryStore, d Deliverer, log *slog.Logger, opts Disp
 		mailboxes: map[string]*mailbox{},
 		queued:    map[deliveryKey]bool{},
 		flushes:   map[string]bool{},
-		settle:    make(chan settleItem, 4*opts.BatchSize),
-		wake:      make(chan struct{}, 1),
+
+		settledDuringRead: map[deliveryKey]bool{},
+		settle:            make(chan settleItem, 4*opts.BatchSize),
+		wake:              make(chan struct{}, 1),
 	}
 	d2.cond = sync.NewCond(&d2.mu)
 	return d2
@@ -305,8 +312,10 @@ func (d *Dispatcher) loadBacklog(ctx context.Context, login string) {
 	}()
 	var after MID
 	for {
+		d.startRead()
 		ps, err := d.store.PendingFor(ctx, login, after, 500)
 		if err != nil {
+			d.endRead()
 			if ctx.Err() == nil {
 				d.log.Error("load pending deliveries", "login", login, "error", err)
 			}
@@ -326,8 +335,10 @@ func (d *Dispatcher) loadDue(ctx context.Context) {
 		d.retireLocked(mb)
 	}
 	d.mu.Unlock()
+	d.startRead()
 	ps, err := d.store.Due(ctx, d.now(), 1000)
 	if err != nil {
+		d.endRead()
 		if ctx.Err() == nil {
 			d.log.Error("load due deliveries", "error", err)
 		}
@@ -336,10 +347,36 @@ func (d *Dispatcher) loadDue(ctx context.Context) {
 	d.enqueuePending(ps)
 }
 
+// startRead marks the start of a read of pending rows (see reading).
+func (d *Dispatcher) startRead() {
+	d.mu.Lock()
+	d.reading = true
+	d.mu.Unlock()
+}
+
+// endRead ends a read of pending rows that queued nothing.
+func (d *Dispatcher) endRead() {
+	d.mu.Lock()
+	d.endReadLocked()
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) endReadLocked() {
+	d.reading = false
+	clear(d.settledDuringRead)
+}
+
+// enqueuePending queues the rows a read returned and ends the read. A row
+// whose delivery was settled while the read ran is stale: the member has
+// it already.
 func (d *Dispatcher) enqueuePending(ps []PendingDelivery) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.endReadLocked()
 	for _, p := range ps {
+		if d.settledDuringRead[deliveryKey{p.Event.MID, p.Login}] {
+			continue
+		}
 		if p.Event.Deleted {
 			continue // its delivery was ended with the deletion
 		}
@@ -422,12 +459,17 @@ func (d *Dispatcher) sleep(mb *mailbox, j job, until time.Time) {
 
 // forget drops jobs from the queued set, once their results are written
 // (or there is nothing to write): until then a flush must not load the same
-// rows again.
-func (d *Dispatcher) forget(ss []settleItem) {
+// rows again. written says the rows changed: a read running meanwhile may
+// have returned them as they were.
+func (d *Dispatcher) forget(ss []settleItem, written bool) {
 	d.mu.Lock()
 	for _, s := range ss {
 		if !s.keep {
-			delete(d.queued, deliveryKey{s.MID, s.Login})
+			k := deliveryKey{s.MID, s.Login}
+			delete(d.queued, k)
+			if written && d.reading {
+				d.settledDuringRead[k] = true
+			}
 		}
 	}
 	d.mu.Unlock()
@@ -449,7 +491,8 @@ func (d *Dispatcher) work(ctx context.Context) {
 			}
 			s, write := d.attempt(ctx, j)
 			if !write {
-				d.forget([]settleItem{{Settlement: s}})
+				// The row is unchanged: still waiting for a registration.
+				d.forget([]settleItem{{Settlement: s}}, false)
 				continue
 			}
 			if s.State == DeliveryPending {
@@ -520,7 +563,7 @@ func (d *Dispatcher) writeSettlements() {
 			d.log.Error("record delivery results", "count", len(batch), "error", err)
 		}
 		cancel()
-		d.forget(batch)
+		d.forget(batch, true)
 		batch = batch[:0]
 	}
 	for {
