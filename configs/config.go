@@ -51,7 +51,7 @@ type SIP struct {
 	IdleTimeout      time.Duration `yaml:"idle_timeout" help:"close TCP, TLS and WebSocket connections silent for this long"`
 	// TransactionLinger is RFC 3261's Timer J: how long a finished UDP
 	// server transaction is kept to answer retransmissions of its request.
-	TransactionLinger time.Duration `yaml:"transaction_linger" help:"how long a finished UDP transaction keeps answering retransmissions (RFC 3261 Timer J, 64*T1 = 32s)"`
+	TransactionLinger time.Duration `yaml:"transaction_linger" help:"how long a finished UDP transaction keeps answering retransmissions (0: RFC 3261 Timer J, 64*T1 = 32s)"`
 }
 
 // Registrar is the registration policy.
@@ -141,13 +141,12 @@ func Default() Config {
 		Domain:   "localhost",
 		Database: "sqlite:./data/gchd.db",
 		SIP: SIP{
-			Addr:              "0.0.0.0:5060",
-			UDPReadBuffer:     4 << 20,
-			DigestAlgorithms:  "MD5,SHA-256",
-			NonceLifetime:     5 * time.Minute,
-			InviteTimeout:     3 * time.Minute,
-			IdleTimeout:       10 * time.Minute,
-			TransactionLinger: 32 * time.Second,
+			Addr:             "0.0.0.0:5060",
+			UDPReadBuffer:    4 << 20,
+			DigestAlgorithms: "MD5,SHA-256",
+			NonceLifetime:    5 * time.Minute,
+			InviteTimeout:    3 * time.Minute,
+			IdleTimeout:      10 * time.Minute,
 		},
 		Registrar: Registrar{
 			MinExpires:     time.Minute,

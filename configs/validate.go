@@ -102,8 +102,8 @@ func (c Config) Validate() error {
 	if c.SIP.NonceLifetime < 10*time.Second {
 		bad("sip.nonce_lifetime", c.SIP.NonceLifetime, "must be at least 10s")
 	}
-	if c.SIP.TransactionLinger < time.Second || c.SIP.TransactionLinger > time.Minute {
-		bad("sip.transaction_linger", c.SIP.TransactionLinger, "must be between 1s and 1m")
+	if c.SIP.TransactionLinger != 0 && (c.SIP.TransactionLinger < time.Second || c.SIP.TransactionLinger > time.Minute) {
+		bad("sip.transaction_linger", c.SIP.TransactionLinger, "must be 0 (64*T1, 32s) or between 1s and 1m")
 	}
 	if c.SIP.InviteTimeout < time.Second {
 		bad("sip.invite_timeout", c.SIP.InviteTimeout, "must be at least 1s")
