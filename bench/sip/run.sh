@@ -13,7 +13,7 @@
 #   TRANSPORT  udp (default) | tcp
 #
 # Env: RATES="a b c" (explicit rates; room/fanout too), START, FACTOR, BISECT,
-# DUR (8), PROFILE_RATE=R (instead of a max search: one step at R with a CPU
+# DUR (8), FIRST_RATE (refresh: rate of the first pass, 2000), PROFILE_RATE=R (instead of a max search: one step at R with a CPU
 # profile of gchd), GCHD_FLAGS (extra gchd serve flags), LABEL_SUFFIX.
 # See README.md.
 set -euo pipefail
@@ -121,7 +121,8 @@ refresh)
 	# its SIPp: each step's first pass over the users moves them to the
 	# new connection; the rest of the step is refreshes.
 	log "first pass: registering $n users from $csv"
-	"${PEERPY[@]}" step reg_auth --rate 2000 "${COMMON[@]}" --dur "$(python3 -c "print($n/2000)")" \
+	first=${FIRST_RATE:-2000} # a cold PostgreSQL may need less
+	"${PEERPY[@]}" step reg_auth --rate "$first" "${COMMON[@]}" --dur "$(python3 -c "print($n/$first)")" \
 		--warmup 0 --users-auth-csv "$csv" --label "$LABEL-firstpass" -p 5062 ||
 		die "first pass failed"
 	search reg_auth --users-auth-csv "$csv" -p 5062
