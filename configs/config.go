@@ -49,9 +49,9 @@ type SIP struct {
 	Trusted          string        `yaml:"trusted" help:"comma-separated networks (CIDR) whose requests are relayed without a challenge, e.g. an SBC"`
 	InviteTimeout    time.Duration `yaml:"invite_timeout" help:"how long an unanswered INVITE rings before it is cancelled (Timer C)"`
 	IdleTimeout      time.Duration `yaml:"idle_timeout" help:"close TCP, TLS and WebSocket connections silent for this long"`
-	// TransactionLinger is RFC 3261's Timer J: how long a finished UDP
-	// server transaction is kept to answer retransmissions of its request.
-	TransactionLinger time.Duration `yaml:"transaction_linger" help:"how long a finished UDP transaction keeps answering retransmissions (0: RFC 3261 Timer J, 64*T1 = 32s)"`
+	// TransactionLinger is RFC 3261's Timer J: how long the answer to a
+	// request over UDP is kept to answer retransmissions of the request.
+	TransactionLinger time.Duration `yaml:"transaction_linger" help:"how long the answer to a UDP request is kept for its retransmissions (0: RFC 3261 Timer J, 64*T1 = 32s)"`
 }
 
 // Registrar is the registration policy.

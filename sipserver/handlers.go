@@ -34,6 +34,14 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 				s.respond(tx, req, res, start)
 			}
 		}()
+		if key, ok := answerKey(req); ok {
+			if answer, ok := s.answered.get(key, start); ok {
+				// A retransmission of a request already answered.
+				s.resend(answer, req)
+				tx.Terminate()
+				return
+			}
+		}
 		if res = s.validate(req); res != nil {
 			return
 		}
@@ -47,6 +55,9 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, start time.Time) {
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("send response", "code", res.StatusCode, "method", req.Method, "call_id", callID(req), "error", err)
+	} else if key, ok := answerKey(req); ok && res.StatusCode >= 200 {
+		s.answered.put(key, []byte(res.String()), time.Now())
+		tx.Terminate()
 	}
 	if res.StatusCode >= 200 {
 		s.metrics.SIPResponseSent(string(req.Method), res.StatusCode, time.Since(start))

@@ -66,9 +66,9 @@ type Options struct {
 	InviteTimeout time.Duration
 	// IdleTimeout closes TCP/TLS/WS connections silent for that long.
 	IdleTimeout time.Duration
-	// TransactionLinger is Timer J (RFC 3261 17.2.2): how long a finished
-	// UDP server transaction answers retransmissions; 0 keeps sipgo's
-	// 64*T1. sipgo keeps it in a package variable, so it is process-wide.
+	// TransactionLinger is Timer J (RFC 3261 17.2.2): how long the final
+	// answer to a non-INVITE request over UDP is kept to answer its
+	// retransmissions; 0: 64*T1.
 	TransactionLinger time.Duration
 	// Secret signs nonces; nodes sharing a database share it.
 	Secret []byte
@@ -99,6 +99,7 @@ type Server struct {
 	cli *sipgo.Client
 
 	udp       net.PacketConn
+	answered  *answered               // final answers to UDP requests, for retransmissions
 	listeners map[string]net.Listener // by transport: TCP, TLS, WS, WSS
 	ports     map[string]int          // by transport
 	hosts     map[string]bool         // names and IPs that are us
@@ -129,29 +130,13 @@ var configureStack = sync.OnceFunc(func() {
 	sip.SetDefaultLogger(slog.New(quietHandler{}))
 })
 
-// lingerMu serialises writes of sipgo's Timer J.
-var lingerMu sync.Mutex
-
-// setTransactionLinger sets sipgo's Timer J, a package variable read
-// without synchronisation when a transaction starts: it is written only
-// when it changes, so servers built with the same value (every test) never
-// write it while another serves.
-func setTransactionLinger(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	lingerMu.Lock()
-	defer lingerMu.Unlock()
-	if sip.Timer_J != d {
-		sip.Timer_J = d
-	}
-}
-
 // New builds the server and binds every listener, so that a port in use is
 // reported before anything is served.
 func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log *slog.Logger) (*Server, error) {
 	configureStack()
-	setTransactionLinger(opts.TransactionLinger)
+	if opts.TransactionLinger <= 0 {
+		opts.TransactionLinger = sip.Timer_J // 64*T1
+	}
 	if len(opts.DigestAlgorithms) == 0 {
 		opts.DigestAlgorithms = []string{registrar.MD5, registrar.SHA256}
 	}
@@ -166,6 +151,7 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 	}
 	s := &Server{
 		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg,
+		answered:  newAnswered(opts.TransactionLinger),
 		listeners: map[string]net.Listener{}, ports: map[string]int{}, hosts: map[string]bool{},
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())

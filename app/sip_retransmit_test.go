@@ -1,0 +1,86 @@
+package app
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"testing"
+	"time"
+
+	"gchd/configs"
+)
+
+// udpExchange sends one datagram and returns the answer.
+func udpExchange(t *testing.T, c net.Conn, msg string) []byte {
+	t.Helper()
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 8192)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return buf[:n]
+}
+
+// A request retransmitted over UDP (same branch) gets the answer of the
+// first copy, byte for byte, and is not acted on again: a REGISTER is not
+// challenged anew (the nonce would differ), a group post is not posted
+// twice. gchd keeps the encoded answer, not the transaction.
+func TestUDPRetransmissionAnsweredOnce(t *testing.T) {
+	s := startSIP(t, func(c *configs.Config) { c.SIP.Trusted = "127.0.0.0/8" })
+	for _, l := range []string{"own", "ann"} {
+		s.addAccount(l, "pw-"+l, "")
+	}
+	id := groupOf(t, s, "own", "ann")
+	c, err := net.Dial("udp", s.app.SIPAddr("UDP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+
+	register := func(branch string) string {
+		return "REGISTER sip:" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-" + branch +
+			"\r\nFrom: <sip:ann@" + testDomain + ">;tag=r1\r\nTo: <sip:ann@" + testDomain + ">\r\nCall-ID: rt-reg-" + branch +
+			"\r\nCSeq: 1 REGISTER\r\nContact: <sip:ann@" + local + ">\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	}
+	first := udpExchange(t, c, register("reg1"))
+	if !bytes.HasPrefix(first, []byte("SIP/2.0 401")) {
+		t.Fatalf("REGISTER without credentials: %q", first)
+	}
+	if again := udpExchange(t, c, register("reg1")); !bytes.Equal(again, first) {
+		t.Fatalf("retransmitted REGISTER got another answer:\n%s\nfirst:\n%s", again, first)
+	}
+	if other := udpExchange(t, c, register("reg2")); bytes.Equal(other, first) {
+		t.Fatal("a new REGISTER got the old challenge")
+	}
+
+	post := func(branch, text string) string {
+		return fmt.Sprintf("MESSAGE sip:gc-%d@%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-%s\r\nFrom: <sip:own@%s>;tag=p1\r\n"+
+			"To: <sip:gc-%d@%s>\r\nCall-ID: rt-post-%s\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\n"+
+			"Content-Length: %d\r\n\r\n%s", id, testDomain, local, branch, testDomain, id, testDomain, branch, len(text), text)
+	}
+	midOf := func(answer []byte) uint64 {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^X-GC-MID: *(\d+)`).FindSubmatch(answer)
+		if m == nil || !bytes.HasPrefix(answer, []byte("SIP/2.0 202")) {
+			t.Fatalf("group post answered %q", answer)
+		}
+		mid, _ := strconv.ParseUint(string(m[1]), 10, 64)
+		return mid
+	}
+	posted := udpExchange(t, c, post("p1", "once"))
+	mid := midOf(posted)
+	if again := udpExchange(t, c, post("p1", "once")); !bytes.Equal(again, posted) {
+		t.Fatalf("retransmitted post got another answer:\n%s\nfirst:\n%s", again, posted)
+	}
+	// Had the retransmission been posted, it would have taken mid+1.
+	if next := midOf(udpExchange(t, c, post("p2", "twice"))); next != mid+1 {
+		t.Fatalf("the next post got MID %d after %d: the retransmission was posted again", next, mid)
+	}
+}

@@ -1,0 +1,67 @@
+package sipserver
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestAnsweredExpires(t *testing.T) {
+	a := newAnswered(time.Second)
+	t0 := time.Unix(1000, 0)
+	for i := 0; i < 3000; i++ {
+		a.put(fmt.Sprint(i), []byte{byte(i)}, t0.Add(time.Duration(i)*time.Millisecond))
+	}
+	now := t0.Add(3500 * time.Millisecond)
+	if _, ok := a.get("2500", now); ok {
+		t.Fatal("an answer as old as the ttl is still kept")
+	}
+	if b, ok := a.get("2501", now); !ok || b[0] != byte(2501%256) {
+		t.Fatal("an answer within the ttl is gone")
+	}
+	if n := a.len(); n != 499 {
+		t.Fatalf("%d answers kept, want 499 (2501 to 2999)", n)
+	}
+	// Once everything expired the order slice is reused, not grown.
+	a.get("x", t0.Add(time.Hour))
+	if a.len() != 0 || len(a.order)-a.head != 0 || a.head > 1024 {
+		t.Fatalf("after expiry: %d kept, order %d from %d", a.len(), len(a.order), a.head)
+	}
+}
+
+func TestAnswerKey(t *testing.T) {
+	req := func(method sip.RequestMethod, transport, branch string) *sip.Request {
+		r := sip.NewRequest(method, sip.Uri{Host: "example.org"})
+		params := sip.NewParams()
+		params.Add("branch", branch)
+		r.AppendHeader(&sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: transport, Host: "192.0.2.1", Port: 5060,
+			Params: params})
+		r.SetTransport(transport)
+		r.SetSource("192.0.2.1:5060")
+		return r
+	}
+	tests := []struct {
+		r    *sip.Request
+		want bool
+	}{
+		{req(sip.MESSAGE, "UDP", "z9hG4bK-1"), true},
+		{req(sip.REGISTER, "UDP", "z9hG4bK-1"), true},
+		{req(sip.INVITE, "UDP", "z9hG4bK-1"), false},
+		{req(sip.ACK, "UDP", "z9hG4bK-1"), false},
+		{req(sip.CANCEL, "UDP", "z9hG4bK-1"), false},
+		{req(sip.MESSAGE, "TCP", "z9hG4bK-1"), false},
+		{req(sip.MESSAGE, "UDP", "rfc2543-branch"), false},
+	}
+	for _, tt := range tests {
+		if _, ok := answerKey(tt.r); ok != tt.want {
+			t.Errorf("%s over %s, branch %s: kept %v, want %v", tt.r.Method, tt.r.Transport(), tt.r.Via().Params, ok, tt.want)
+		}
+	}
+	k1, _ := answerKey(req(sip.MESSAGE, "UDP", "z9hG4bK-1"))
+	k2, _ := answerKey(req(sip.REGISTER, "UDP", "z9hG4bK-1"))
+	if k1 == k2 {
+		t.Error("the method is not part of the key")
+	}
+}
