@@ -85,15 +85,17 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	pools := map[string]func() sql.DBStats{
-		"write": func() sql.DBStats { w, _ := a.db.Stats(); return w },
-		"read":  func() sql.DBStats { _, r := a.db.Stats(); return r },
-	}
 	if a.db.Engine() == storage.Postgres {
-		// One pool serves both: report it once.
-		pools = map[string]func() sql.DBStats{"pool": func() sql.DBStats { w, _ := a.db.Stats(); return w }}
+		// One pool serves reads and writes: report it once.
+		metrics.RegisterDBPools(a.registry, map[string]func() sql.DBStats{
+			"pool": func() sql.DBStats { w, _ := a.db.Stats(); return w },
+		})
+	} else {
+		metrics.RegisterDBPools(a.registry, map[string]func() sql.DBStats{
+			"write": func() sql.DBStats { w, _ := a.db.Stats(); return w },
+			"read":  func() sql.DBStats { _, r := a.db.Stats(); return r },
+		})
 	}
-	metrics.RegisterDBPools(a.registry, pools)
 
 	// A password changed or an account deleted with the CLI while the
 	// server runs takes effect within accountCacheTTL.

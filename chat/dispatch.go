@@ -312,16 +312,13 @@ func (d *Dispatcher) loadBacklog(ctx context.Context, login string) {
 	}()
 	var after MID
 	for {
-		d.startRead()
-		ps, err := d.store.PendingFor(ctx, login, after, 500)
+		ps, err := d.loadPending(func() ([]PendingDelivery, error) { return d.store.PendingFor(ctx, login, after, 500) })
 		if err != nil {
-			d.endRead()
 			if ctx.Err() == nil {
 				d.log.Error("load pending deliveries", "login", login, "error", err)
 			}
 			return
 		}
-		d.enqueuePending(ps)
 		if len(ps) < 500 {
 			return
 		}
@@ -335,44 +332,29 @@ func (d *Dispatcher) loadDue(ctx context.Context) {
 		d.retireLocked(mb)
 	}
 	d.mu.Unlock()
-	d.startRead()
-	ps, err := d.store.Due(ctx, d.now(), 1000)
-	if err != nil {
-		d.endRead()
-		if ctx.Err() == nil {
-			d.log.Error("load due deliveries", "error", err)
-		}
-		return
+	_, err := d.loadPending(func() ([]PendingDelivery, error) { return d.store.Due(ctx, d.now(), 1000) })
+	if err != nil && ctx.Err() == nil {
+		d.log.Error("load due deliveries", "error", err)
 	}
-	d.enqueuePending(ps)
 }
 
-// startRead marks the start of a read of pending rows (see reading).
-func (d *Dispatcher) startRead() {
+// loadPending reads pending rows with read and queues them. A row whose
+// delivery was settled while the read ran is stale (the member has it
+// already) and is skipped.
+func (d *Dispatcher) loadPending(read func() ([]PendingDelivery, error)) ([]PendingDelivery, error) {
 	d.mu.Lock()
 	d.reading = true
 	d.mu.Unlock()
-}
-
-// endRead ends a read of pending rows that queued nothing.
-func (d *Dispatcher) endRead() {
-	d.mu.Lock()
-	d.endReadLocked()
-	d.mu.Unlock()
-}
-
-func (d *Dispatcher) endReadLocked() {
-	d.reading = false
-	clear(d.settledDuringRead)
-}
-
-// enqueuePending queues the rows a read returned and ends the read. A row
-// whose delivery was settled while the read ran is stale: the member has
-// it already.
-func (d *Dispatcher) enqueuePending(ps []PendingDelivery) {
+	ps, err := read()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	defer d.endReadLocked()
+	defer func() {
+		d.reading = false
+		clear(d.settledDuringRead)
+	}()
+	if err != nil {
+		return nil, err
+	}
 	for _, p := range ps {
 		if d.settledDuringRead[deliveryKey{p.Event.MID, p.Login}] {
 			continue
@@ -382,6 +364,7 @@ func (d *Dispatcher) enqueuePending(ps []PendingDelivery) {
 		}
 		d.enqueueLocked(job{ev: p.Event, login: p.Login, attempts: p.Attempts})
 	}
+	return ps, nil
 }
 
 func (d *Dispatcher) expire(ctx context.Context) {

@@ -119,7 +119,10 @@ func (s *Server) clientIP(r *http.Request) string {
 	if err != nil {
 		host = r.RemoteAddr
 	}
-	if len(s.opts.TrustedProxies) == 0 || !s.trustedProxy(host) {
+	if len(s.opts.TrustedProxies) == 0 {
+		return host
+	}
+	if peer, err := netip.ParseAddr(host); err != nil || !s.trustedProxy(peer) {
 		return host
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -129,7 +132,7 @@ func (s *Server) clientIP(r *http.Request) string {
 		if err != nil {
 			break // a malformed hop: trust nothing beyond the proxy
 		}
-		if !s.trustedProxy(hop) {
+		if !s.trustedProxy(a) {
 			return a.Unmap().String()
 		}
 		host = hop
@@ -137,11 +140,7 @@ func (s *Server) clientIP(r *http.Request) string {
 	return host
 }
 
-func (s *Server) trustedProxy(addr string) bool {
-	a, err := netip.ParseAddr(addr)
-	if err != nil {
-		return false
-	}
+func (s *Server) trustedProxy(a netip.Addr) bool {
 	a = a.Unmap()
 	for _, p := range s.opts.TrustedProxies {
 		if p.Contains(a) {

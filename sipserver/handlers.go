@@ -24,6 +24,7 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 		start := time.Now()
 		s.metrics.SIPRequestReceived(string(req.Method))
 		var res *sip.Response
+		key, keep := answerKey(req) // "" for requests whose transaction sipgo keeps
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.Error("panic in SIP handler", "method", req.Method, "call_id", callID(req), "panic", fmt.Sprint(p),
@@ -31,10 +32,10 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 				res = sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
 			}
 			if res != nil {
-				s.respond(tx, req, res, start)
+				s.respond(tx, req, res, key, start)
 			}
 		}()
-		if key, ok := answerKey(req); ok {
+		if keep {
 			if answer, ok := s.answered.get(key, start); ok {
 				// A retransmission of a request already answered.
 				s.resend(answer, req)
@@ -52,10 +53,12 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 }
 
 // respond sends a final (or provisional) response and counts final ones.
-func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, start time.Time) {
+// A final answer with an answer key is kept for retransmissions and its
+// transaction ended.
+func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string, start time.Time) {
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("send response", "code", res.StatusCode, "method", req.Method, "call_id", callID(req), "error", err)
-	} else if key, ok := answerKey(req); ok && res.StatusCode >= 200 {
+	} else if key != "" && res.StatusCode >= 200 {
 		s.answered.put(key, []byte(res.String()), time.Now())
 		tx.Terminate()
 	}

@@ -217,3 +217,19 @@ make_group() {
 metric() {
 	curl -s "http://127.0.0.1:$HTTP_PORT/metrics" | awk -v m="$1" '$1 == m { print $2; exit }'
 }
+
+# stop_on_exit: on exit (or INT/TERM) stop what the script started: gchd,
+# Kamailio, and whatever the script's own cleanup_extra (if defined) stops.
+stop_on_exit() {
+	_cleanup() {
+		local rc=$?
+		trap - EXIT INT TERM
+		if declare -F cleanup_extra >/dev/null; then cleanup_extra; fi
+		stop_gchd
+		stop_kamailio
+		exit "$rc"
+	}
+	trap _cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}

@@ -24,16 +24,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 prepare
 mkdir -p "$RESULTS"
 OUT=$RESULTS/$SERVER-mem-$STAMP.log
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
-	stop_gchd
-	stop_kamailio
-	exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_on_exit
 exec > >(tee "$OUT") 2>&1
 
 csv=$WORK/mem_$N.csv

@@ -36,21 +36,14 @@ OUT=$RESULTS/$LABEL-$STAMP.log
 prepare
 UAS_PID=
 PROFILE_PID=
-cleanup() {
-	local rc=$?
-	trap - EXIT INT TERM
+cleanup_extra() {
 	[[ -n $PROFILE_PID ]] && kill "$PROFILE_PID" 2>/dev/null
 	if [[ -n $UAS_PID ]] && kill -0 "$UAS_PID" 2>/dev/null; then
 		kill -TERM "$UAS_PID" 2>/dev/null || true
 		wait "$UAS_PID" 2>/dev/null || true
 	fi
-	stop_gchd
-	stop_kamailio
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+stop_on_exit
 
 PEERPY=(python3 "$HERE/peer.py" --peer "$PEER")
 if [[ $SERVER == kamailio ]]; then
