@@ -41,7 +41,11 @@ const accountColumns = "login, display_name, realm, ha1_md5, ha1_sha256, created
 
 func (s accountStore) Account(ctx context.Context, login string) (registrar.Account, error) {
 	var r accountRow
-	err := s.get(ctx, &r, "SELECT "+accountColumns+" FROM accounts WHERE login = ?", login)
+	var err error
+	s.db.lanes.do(func() {
+		err = s.scan(ctx, "SELECT "+accountColumns+" FROM accounts WHERE login = ?", []any{login},
+			&r.Login, &r.DisplayName, &r.Realm, &r.HA1MD5, &r.HA1SHA256, &r.Created, &r.Updated)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return registrar.Account{}, registrar.ErrNoAccount
 	}

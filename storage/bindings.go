@@ -56,9 +56,52 @@ func (s bindingStore) LoadBindings(ctx context.Context, now time.Time) ([]regist
 	return out, nil
 }
 
-// SaveBindings upserts and deletes in one transaction, many rows per
-// statement: a REGISTER burst costs one commit, not one per phone.
+const (
+	bindingUpsertSet = ` ON CONFLICT (aor, binding_key) DO UPDATE SET uri = excluded.uri, instance = excluded.instance,
+				reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, call_id = excluded.call_id,
+				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, nat = excluded.nat, node = excluded.node,
+				user_agent = excluded.user_agent, updated_at = excluded.updated_at`
+	bindingValues = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+	bindingUpsert = "INSERT INTO bindings (" + bindingColumns + ") VALUES " + bindingValues + bindingUpsertSet
+	bindingDelete = "DELETE FROM bindings WHERE aor = ? AND binding_key = ?"
+)
+
+func bindingArgs(bd registrar.Binding) []any {
+	return []any{bd.AOR, bd.Key(), bd.URI, bd.Instance, bd.RegID, bd.Q, micros(bd.Expires),
+		bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.NAT, bd.Node, bd.UserAgent, micros(bd.Updated)}
+}
+
+// SaveBindings upserts and deletes in one transaction: a REGISTER burst
+// costs one commit, not one per phone.
 func (s bindingStore) SaveBindings(ctx context.Context, put []registrar.Binding, del []registrar.BindingRef) error {
+	if s.db.engine == SQLite {
+		return s.saveEach(ctx, put, del)
+	}
+	return s.saveMany(ctx, put, del)
+}
+
+// saveEach runs one prepared statement per row. SQLite runs in this
+// process, so a statement costs no round trip, and one compiled statement
+// reused is far cheaper than compiling a many-row one for every batch.
+func (s bindingStore) saveEach(ctx context.Context, put []registrar.Binding, del []registrar.BindingRef) error {
+	return s.db.inTxPrepared(ctx, "bindings_save", func(q queries) error {
+		for _, d := range del {
+			if _, err := q.exec(ctx, bindingDelete, d.AOR, d.Key); err != nil {
+				return fmt.Errorf("delete binding %s %s: %w", d.AOR, d.Key, err)
+			}
+		}
+		for _, bd := range put {
+			if _, err := q.exec(ctx, bindingUpsert, bindingArgs(bd)...); err != nil {
+				return fmt.Errorf("upsert binding %s: %w", bd.AOR, err)
+			}
+		}
+		return nil
+	})
+}
+
+// saveMany sends many rows per statement: with PostgreSQL each statement
+// is a round trip.
+func (s bindingStore) saveMany(ctx context.Context, put []registrar.Binding, del []registrar.BindingRef) error {
 	return s.db.inTx(ctx, "bindings_save", func(tx *sqlx.Tx) error {
 		for len(del) > 0 {
 			chunk := del[:min(len(del), 400)]
@@ -88,14 +131,10 @@ func (s bindingStore) SaveBindings(ctx context.Context, put []registrar.Binding,
 				if i > 0 {
 					b.WriteString(", ")
 				}
-				b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-				args = append(args, bd.AOR, bd.Key(), bd.URI, bd.Instance, bd.RegID, bd.Q, micros(bd.Expires),
-					bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.NAT, bd.Node, bd.UserAgent, micros(bd.Updated))
+				b.WriteString(bindingValues)
+				args = append(args, bindingArgs(bd)...)
 			}
-			b.WriteString(` ON CONFLICT (aor, binding_key) DO UPDATE SET uri = excluded.uri, instance = excluded.instance,
-				reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, call_id = excluded.call_id,
-				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, nat = excluded.nat, node = excluded.node,
-				user_agent = excluded.user_agent, updated_at = excluded.updated_at`)
+			b.WriteString(bindingUpsertSet)
 			if _, err := tx.ExecContext(ctx, s.db.sql(b.String()), args...); err != nil {
 				return fmt.Errorf("upsert %d bindings: %w", len(chunk), err)
 			}

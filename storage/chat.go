@@ -21,14 +21,10 @@ func (db *DB) ChatStore() chat.Store { return chatStore{db.reader()} }
 type chatStore struct{ queries }
 
 func (s chatStore) Update(ctx context.Context, fn func(chat.Tx) error) error {
-	var wanted []string
-	err := s.db.inTx(ctx, "chat_update", func(tx *sqlx.Tx) error {
-		wanted = wanted[:0]
-		return fn(&chatTx{s.db.inTxQueries(tx, &wanted)})
+	var err error
+	s.db.lanes.do(func() {
+		err = s.db.inTxPrepared(ctx, "chat_update", func(q queries) error { return fn(&chatTx{q}) })
 	})
-	if len(wanted) > 0 {
-		s.db.prepareWanted(ctx, wanted)
-	}
 	return err
 }
 

@@ -28,6 +28,20 @@ func (db *DB) inTxQueries(tx *sqlx.Tx, wanted *[]string) queries {
 	return queries{db: db, pool: db.w, tx: tx, wanted: wanted}
 }
 
+// inTxPrepared runs fn in a write transaction whose fixed statements are
+// prepared: those first seen in it are prepared after it ends.
+func (db *DB) inTxPrepared(ctx context.Context, op string, fn func(q queries) error) error {
+	var wanted []string
+	err := db.inTx(ctx, op, func(tx *sqlx.Tx) error {
+		wanted = wanted[:0]
+		return fn(db.inTxQueries(tx, &wanted))
+	})
+	if len(wanted) > 0 {
+		db.prepareWanted(ctx, wanted)
+	}
+	return err
+}
+
 // prepareWanted prepares what a transaction ran unprepared.
 func (db *DB) prepareWanted(ctx context.Context, wanted []string) {
 	for _, query := range wanted {
@@ -83,6 +97,19 @@ func (q queries) get(ctx context.Context, dest any, query string, args ...any) e
 		return sqlx.GetContext(ctx, q.ext(), dest, q.db.sql(query), args...)
 	}
 	return st.GetContext(ctx, dest, args...)
+}
+
+// scan reads one row into dest in column order. It skips sqlx's
+// reflection, for the reads on every request.
+func (q queries) scan(ctx context.Context, query string, args []any, dest ...any) error {
+	st, err := q.prepared(ctx, query)
+	if err != nil {
+		return err
+	}
+	if st == nil {
+		return q.ext().QueryRowxContext(ctx, q.db.sql(query), args...).Scan(dest...)
+	}
+	return st.QueryRowContext(ctx, args...).Scan(dest...)
 }
 
 func (q queries) selectAll(ctx context.Context, dest any, query string, args ...any) error {

@@ -81,6 +81,7 @@ type DB struct {
 	observe func(op string, d time.Duration, err error)
 	sqlText sync.Map // query as written -> query for this engine
 	stmts   sync.Map // stmtKey -> *sqlx.Stmt
+	lanes   *lanes   // SQLite only
 }
 
 // Open connects to the database named by dsn and applies pending migrations.
@@ -155,6 +156,7 @@ func (db *DB) openSQLite(path string, opts Options) error {
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	db.w, db.r = w, r
+	db.lanes = startLanes(n + 1)
 	return nil
 }
 
@@ -197,6 +199,7 @@ func (db *DB) Engine() Engine { return db.engine }
 
 // Close closes every connection.
 func (db *DB) Close() error {
+	db.lanes.close()
 	err := db.w.Close()
 	if db.r != db.w {
 		err = errors.Join(err, db.r.Close())
