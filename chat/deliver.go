@@ -64,6 +64,9 @@ type DeliveryStore interface {
 	// PendingFor lists a member's pending deliveries in MID order, after
 	// the given MID.
 	PendingFor(ctx context.Context, login string, after MID, limit int) ([]PendingDelivery, error)
+	// WithPending returns those of logins that have a pending delivery: a
+	// burst of registrations costs one read, not one per member.
+	WithPending(ctx context.Context, logins []string) ([]string, error)
 	// Due lists pending deliveries whose retry time has come, oldest first.
 	Due(ctx context.Context, now time.Time, limit int) ([]PendingDelivery, error)
 	// Settle records the results of attempts in one transaction.

@@ -293,23 +293,46 @@ func (d *Dispatcher) loadFlushes(ctx context.Context) {
 	}
 	clear(d.flushes)
 	d.mu.Unlock()
+	if len(logins) > 1 {
+		// Most registering members have nothing waiting; one read finds
+		// those who do.
+		with, err := d.store.WithPending(ctx, logins)
+		if err == nil {
+			has := make(map[string]bool, len(with))
+			for _, l := range with {
+				has[l] = true
+			}
+			for _, l := range logins {
+				if !has[l] {
+					d.release(l)
+				}
+			}
+			logins = with
+		} else if ctx.Err() == nil {
+			d.log.Error("find members with pending deliveries", "count", len(logins), "error", err)
+		}
+	}
 	for _, login := range logins {
 		d.loadBacklog(ctx, login)
 	}
 }
 
+// release ends a member's flush: the mailbox goes to the workers with
+// every job, backlog and live ones, in MID order.
+func (d *Dispatcher) release(login string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	mb := d.mailbox(login)
+	mb.loading = false
+	slices.SortFunc(mb.jobs, func(a, b job) int { return cmp.Compare(a.ev.MID, b.ev.MID) })
+	d.wakeLocked(mb)
+	d.retireLocked(mb)
+}
+
 // loadBacklog queues a member's pending deliveries and releases the
-// mailbox with every job, live ones included, in MID order.
+// mailbox.
 func (d *Dispatcher) loadBacklog(ctx context.Context, login string) {
-	defer func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		mb := d.mailbox(login)
-		mb.loading = false
-		slices.SortFunc(mb.jobs, func(a, b job) int { return cmp.Compare(a.ev.MID, b.ev.MID) })
-		d.wakeLocked(mb)
-		d.retireLocked(mb)
-	}()
+	defer d.release(login)
 	var after MID
 	for {
 		ps, err := d.loadPending(func() ([]PendingDelivery, error) { return d.store.PendingFor(ctx, login, after, 500) })

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"gchd/chat"
 )
@@ -42,6 +43,31 @@ func (s deliveryStore) PendingFor(ctx context.Context, login string, after chat.
 	return pendingList(rows), nil
 }
 
+func (s deliveryStore) WithPending(ctx context.Context, logins []string) ([]string, error) {
+	var out []string
+	for len(logins) > 0 {
+		chunk := logins[:min(len(logins), 500)]
+		logins = logins[len(chunk):]
+		var found []string
+		var err error
+		if s.db.engine == Postgres {
+			err = s.selectAll(ctx, &found, "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login = ANY(?)", pq.Array(chunk))
+		} else {
+			query := "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login IN (?" + strings.Repeat(", ?", len(chunk)-1) + ")"
+			args := make([]any, len(chunk))
+			for i, l := range chunk {
+				args[i] = l
+			}
+			err = s.selectOnce(ctx, &found, query, args...)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("select members with pending deliveries: %w", err)
+		}
+		out = append(out, found...)
+	}
+	return out, nil
+}
+
 func (s deliveryStore) Due(ctx context.Context, now time.Time, limit int) ([]chat.PendingDelivery, error) {
 	var rows []pendingRow
 	err := s.selectAll(ctx, &rows, "SELECT "+pendingColumns+` FROM deliveries d JOIN events e ON e.mid = d.mid
@@ -52,9 +78,45 @@ func (s deliveryStore) Due(ctx context.Context, now time.Time, limit int) ([]cha
 	return pendingList(rows), nil
 }
 
-// Settle writes a batch with one UPDATE per kind of result, joined to the
-// batch's rows as a VALUES list: a round trip per kind, not per row.
+// Settle writes a batch in one transaction.
 func (s deliveryStore) Settle(ctx context.Context, batch []chat.Settlement) error {
+	if s.db.engine == SQLite {
+		return s.settleEach(ctx, batch)
+	}
+	return s.settleMany(ctx, batch)
+}
+
+// settleEach runs one prepared UPDATE per row: in process, a compiled
+// statement reused costs less than compiling a batch-sized one.
+func (s deliveryStore) settleEach(ctx context.Context, batch []chat.Settlement) error {
+	const (
+		done = `UPDATE deliveries SET state = 'd', attempts = ?, next_at = 0, cf_at = CASE WHEN cf_at = 0 THEN ? ELSE cf_at END
+			WHERE mid = ? AND login = ? AND state = 'p'`
+		failed = "UPDATE deliveries SET state = 'f', attempts = ?, next_at = 0 WHERE mid = ? AND login = ? AND state = 'p'"
+		retry  = "UPDATE deliveries SET attempts = ?, next_at = ? WHERE mid = ? AND login = ? AND state = 'p'"
+	)
+	return s.db.inTxPrepared(ctx, "delivery_settle", func(q queries) error {
+		for _, st := range batch {
+			var err error
+			switch st.State {
+			case chat.DeliveryDone:
+				_, err = q.exec(ctx, done, st.Attempts, micros(st.At), int64(st.MID), st.Login)
+			case chat.DeliveryFailed:
+				_, err = q.exec(ctx, failed, st.Attempts, int64(st.MID), st.Login)
+			default:
+				_, err = q.exec(ctx, retry, st.Attempts, micros(st.Next), int64(st.MID), st.Login)
+			}
+			if err != nil {
+				return fmt.Errorf("settle delivery %d to %s: %w", st.MID, st.Login, err)
+			}
+		}
+		return nil
+	})
+}
+
+// settleMany writes one UPDATE per kind of result, joined to the batch's
+// rows as a VALUES list: a round trip per kind, not per row.
+func (s deliveryStore) settleMany(ctx context.Context, batch []chat.Settlement) error {
 	var done, failed, retry []chat.Settlement
 	for _, st := range batch {
 		switch st.State {

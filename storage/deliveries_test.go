@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -30,6 +31,11 @@ func TestDeliveryBookkeeping(t *testing.T) {
 		}
 		if ps, _ := ds.PendingFor(ctx, "b", mids[2], 3); len(ps) != 1 || ps[0].Event.MID != mids[3] {
 			t.Fatalf("second page = %+v", ps)
+		}
+		with, err := ds.WithPending(ctx, []string{"a", "b", "nobody", "c"})
+		slices.Sort(with)
+		if err != nil || !slices.Equal(with, []string{"b", "c"}) {
+			t.Fatalf("with pending = %v, %v", with, err)
 		}
 		cf := t0.Add(time.Minute)
 		err = ds.Settle(ctx, []chat.Settlement{
