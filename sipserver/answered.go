@@ -2,6 +2,7 @@ package sipserver
 
 import (
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,9 +24,15 @@ type answered struct {
 	ttl time.Duration
 
 	mu    sync.Mutex
-	byKey map[string][]byte
+	byKey map[string]answer
 	order []answeredEntry // oldest first, from head
 	head  int
+}
+
+// answer is a final response as sent: its bytes and where they went.
+type answer struct {
+	data []byte
+	to   netip.AddrPort
 }
 
 type answeredEntry struct {
@@ -34,7 +41,7 @@ type answeredEntry struct {
 }
 
 func newAnswered(ttl time.Duration) *answered {
-	return &answered{ttl: ttl, byKey: map[string][]byte{}}
+	return &answered{ttl: ttl, byKey: map[string]answer{}}
 }
 
 // answerKey identifies a non-INVITE server transaction over UDP as RFC 3261
@@ -57,7 +64,7 @@ func answerKey(req *sip.Request) (key string, ok bool) {
 }
 
 // get returns the answer kept for key.
-func (a *answered) get(key string, now time.Time) ([]byte, bool) {
+func (a *answered) get(key string, now time.Time) (answer, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.expireLocked(now)
@@ -66,14 +73,14 @@ func (a *answered) get(key string, now time.Time) ([]byte, bool) {
 }
 
 // put keeps an answer for ttl.
-func (a *answered) put(key string, answer []byte, now time.Time) {
+func (a *answered) put(key string, ans answer, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.expireLocked(now)
 	if _, ok := a.byKey[key]; !ok {
 		a.order = append(a.order, answeredEntry{key: key, at: now})
 	}
-	a.byKey[key] = answer
+	a.byKey[key] = ans
 }
 
 func (a *answered) expireLocked(now time.Time) {
@@ -98,13 +105,45 @@ func (a *answered) len() int {
 	return len(a.byKey)
 }
 
-// resend writes a kept answer to the source of a retransmitted request.
-func (s *Server) resend(answer []byte, req *sip.Request) {
-	addr, err := net.ResolveUDPAddr("udp", req.Source())
-	if err != nil || s.udp == nil {
+// answerUDP sends the final answer to a request with an answer key,
+// keeps it for retransmissions and ends the transaction. The answer is
+// encoded once and written here: handing it to the transaction would
+// encode it a second time and run its state machine only to end it.
+//
+// The order matters. The answer is kept before the transaction ends, so a
+// retransmission never reaches the handler a second time, and the
+// transaction ends before the answer is sent, so a retransmission the
+// answer provokes is matched against the kept answer rather than
+// swallowed by a transaction that has none.
+func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string) error {
+	// Where sipgo would send it: Via received/rport, else the sent-by.
+	to, err := netip.ParseAddrPort(res.Destination())
+	conn, ok := s.udp.(*net.UDPConn)
+	if err != nil || !ok {
+		// A sent-by that is a name: sipgo resolves it.
+		defer tx.Terminate()
+		if err := tx.Respond(res); err != nil {
+			return err
+		}
+		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
+			s.answered.put(key, answer{data: []byte(res.String()), to: src}, time.Now())
+		}
+		return nil
+	}
+	ans := answer{data: []byte(res.String()), to: to}
+	s.answered.put(key, ans, time.Now())
+	tx.Terminate()
+	_, err = conn.WriteToUDPAddrPort(ans.data, to)
+	return err
+}
+
+// resend writes a kept answer again, for a retransmitted request.
+func (s *Server) resend(ans answer, req *sip.Request) {
+	conn, ok := s.udp.(*net.UDPConn)
+	if !ok {
 		return
 	}
-	if _, err := s.udp.WriteTo(answer, addr); err != nil {
+	if _, err := conn.WriteToUDPAddrPort(ans.data, ans.to); err != nil {
 		s.log.Debug("resend answer", "method", req.Method, "call_id", callID(req), "error", err)
 	}
 }

@@ -12,13 +12,13 @@ func TestAnsweredExpires(t *testing.T) {
 	a := newAnswered(time.Second)
 	t0 := time.Unix(1000, 0)
 	for i := 0; i < 3000; i++ {
-		a.put(fmt.Sprint(i), []byte{byte(i)}, t0.Add(time.Duration(i)*time.Millisecond))
+		a.put(fmt.Sprint(i), answer{data: []byte{byte(i)}}, t0.Add(time.Duration(i)*time.Millisecond))
 	}
 	now := t0.Add(3500 * time.Millisecond)
 	if _, ok := a.get("2500", now); ok {
 		t.Fatal("an answer as old as the ttl is still kept")
 	}
-	if b, ok := a.get("2501", now); !ok || b[0] != byte(2501%256) {
+	if b, ok := a.get("2501", now); !ok || b.data[0] != byte(2501%256) {
 		t.Fatal("an answer within the ttl is gone")
 	}
 	if n := a.len(); n != 499 {

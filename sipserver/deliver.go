@@ -140,6 +140,10 @@ func (s *Server) eventRequest(ev chat.Event, login string, t target) *sip.Reques
 		// Logins are checked to be header-safe when accounts are made.
 		req.AppendHeader(sip.NewHeader("X-GC-From", ev.Sender))
 	}
+	// Content-Length first: SetBody would otherwise search every header
+	// for one, which cost more than building the rest of the request.
+	length := sip.ContentLengthHeader(len(body))
+	req.AppendHeader(&length)
 	req.SetBody([]byte(body))
 	req.SetTransport(t.transport)
 	req.SetDestination(t.dest)

@@ -36,9 +36,9 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 			}
 		}()
 		if keep {
-			if answer, ok := s.answered.get(key, start); ok {
+			if ans, ok := s.answered.get(key, start); ok {
 				// A retransmission of a request already answered.
-				s.resend(answer, req)
+				s.resend(ans, req)
 				tx.Terminate()
 				return
 			}
@@ -56,11 +56,14 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 // A final answer with an answer key is kept for retransmissions and its
 // transaction ended.
 func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string, start time.Time) {
-	if err := tx.Respond(res); err != nil {
+	var err error
+	if key != "" && res.StatusCode >= 200 {
+		err = s.answerUDP(tx, req, res, key)
+	} else {
+		err = tx.Respond(res)
+	}
+	if err != nil {
 		s.log.Debug("send response", "code", res.StatusCode, "method", req.Method, "call_id", callID(req), "error", err)
-	} else if key != "" && res.StatusCode >= 200 {
-		s.answered.put(key, []byte(res.String()), time.Now())
-		tx.Terminate()
 	}
 	if res.StatusCode >= 200 {
 		s.metrics.SIPResponseSent(string(req.Method), res.StatusCode, time.Since(start))
