@@ -22,7 +22,8 @@ type DispatchOptions struct {
 	// Retention is how long an undelivered event is kept trying for.
 	Retention time.Duration
 	// BatchSize and BatchDelay bound how many settlements are written in one
-	// transaction and how long one waits for company.
+	// transaction and how long one waits for company. Registrations wait
+	// BatchDelay for company too, so that one read serves many.
 	BatchSize  int
 	BatchDelay time.Duration
 	// ScanInterval is how often due retries are looked for.
@@ -276,6 +277,13 @@ func (d *Dispatcher) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-d.wake:
+			if d.opts.BatchDelay > 0 {
+				select {
+				case <-time.After(d.opts.BatchDelay):
+				case <-ctx.Done():
+					return
+				}
+			}
 			d.loadFlushes(ctx)
 		case <-scan.C:
 			d.loadDue(ctx)
