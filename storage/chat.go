@@ -21,11 +21,7 @@ func (db *DB) ChatStore() chat.Store { return chatStore{db.reader()} }
 type chatStore struct{ queries }
 
 func (s chatStore) Update(ctx context.Context, fn func(chat.Tx) error) error {
-	var err error
-	s.db.lanes.do(func() {
-		err = s.db.inTxPrepared(ctx, "chat_update", func(q queries) error { return fn(&chatTx{q}) })
-	})
-	return err
+	return s.db.update(ctx, "chat_update", func(q queries) error { return fn(&chatTx{q}) })
 }
 
 type groupRow struct {

@@ -82,6 +82,7 @@ type DB struct {
 	sqlText sync.Map // query as written -> query for this engine
 	stmts   sync.Map // stmtKey -> *sqlx.Stmt
 	lanes   *lanes   // SQLite only
+	commits groupCommit
 }
 
 // Open connects to the database named by dsn and applies pending migrations.

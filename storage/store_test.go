@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -295,6 +296,61 @@ func TestUpdateRollsBack(t *testing.T) {
 			_, err := tx.CreateGroup(ctx, chat.Group{Subject: "ok", Owner: "a", Created: t0})
 			return err
 		})
+	})
+}
+
+// Concurrent updates may share one transaction (SQLite's group commit):
+// one that fails or panics is undone alone, the others are committed.
+func TestConcurrentUpdatesFailAlone(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.ChatStore()
+		const n = 60
+		ids := make([]chat.GroupID, n)
+		errs := make([]error, n)
+		panics := make([]any, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { panics[i] = recover() }()
+				errs[i] = s.Update(ctx, func(tx chat.Tx) error {
+					id, err := tx.CreateGroup(ctx, chat.Group{Subject: fmt.Sprint(i), Owner: "a", Created: t0})
+					ids[i] = id
+					switch {
+					case err != nil:
+						return err
+					case i%7 == 3:
+						return fmt.Errorf("refused %d", i)
+					case i%11 == 5:
+						panic(fmt.Sprint("panic ", i))
+					}
+					return nil
+				})
+			}()
+		}
+		wg.Wait()
+		for i := range n {
+			g, err := s.Group(ctx, ids[i])
+			if err == nil && g.Subject != fmt.Sprint(i) {
+				err = chat.ErrNoGroup // the id of an undone group was used again
+			}
+			switch {
+			case i%7 == 3:
+				if errs[i] == nil || !errors.Is(err, chat.ErrNoGroup) {
+					t.Errorf("update %d failed with %v, its group: %v", i, errs[i], err)
+				}
+			case i%11 == 5:
+				if panics[i] != fmt.Sprint("panic ", i) || !errors.Is(err, chat.ErrNoGroup) {
+					t.Errorf("update %d panicked with %v, its group: %v", i, panics[i], err)
+				}
+			default:
+				if errs[i] != nil || panics[i] != nil || err != nil {
+					t.Errorf("update %d: %v, %v; its group: %v", i, errs[i], panics[i], err)
+				}
+			}
+		}
 	})
 }
 

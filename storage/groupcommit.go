@@ -1,0 +1,131 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"sync"
+)
+
+// maxGroupCommit bounds how many updates share one transaction, so that
+// the first of them does not wait for an unbounded queue.
+const maxGroupCommit = 64
+
+// groupCommit runs concurrent chat updates in one write transaction with
+// one commit (LevelDB's writer queue). SQLite has one writer, so they would
+// run one after another anyway, each paying for its own commit and disk
+// flush; a post to a busy group waited mostly for other posts' flushes.
+// Each update runs inside its own savepoint: one that fails or panics is
+// undone alone, and the others commit. When the commit fails, every update
+// of the batch gets the error and none is written.
+//
+// PostgreSQL runs updates concurrently on its own connections instead:
+// there, gchd nodes sharing the database could lock two groups of one
+// batch in opposite orders and deadlock, and each savepoint would cost a
+// round trip.
+type groupCommit struct {
+	mu    sync.Mutex
+	queue []*queuedUpdate
+}
+
+type queuedUpdate struct {
+	ctx      context.Context
+	fn       func(q queries) error
+	err      error
+	panicked any
+	done     chan struct{} // closed when a leader ran it
+	lead     chan struct{} // signalled when it is first in the queue
+}
+
+// update runs fn in a shared transaction and returns once that is
+// committed (or failed). The first caller in the queue leads: it runs the
+// queue's updates, then hands the lead to the next in line.
+func (db *DB) update(ctx context.Context, op string, fn func(q queries) error) error {
+	if db.engine != SQLite {
+		return db.inTxPrepared(ctx, op, fn)
+	}
+	u := &queuedUpdate{ctx: ctx, fn: fn, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	g := &db.commits
+	g.mu.Lock()
+	g.queue = append(g.queue, u)
+	first := len(g.queue) == 1
+	g.mu.Unlock()
+	if !first {
+		select {
+		case <-u.done:
+			return u.result()
+		case <-u.lead:
+		}
+	}
+	g.mu.Lock()
+	batch := append([]*queuedUpdate(nil), g.queue[:min(len(g.queue), maxGroupCommit)]...)
+	g.mu.Unlock()
+
+	db.lanes.do(func() { db.runBatch(ctx, op, batch) })
+
+	g.mu.Lock()
+	g.queue = g.queue[len(batch):]
+	if len(g.queue) > 0 {
+		g.queue[0].lead <- struct{}{}
+	}
+	g.mu.Unlock()
+	for _, o := range batch[1:] {
+		close(o.done)
+	}
+	return u.result()
+}
+
+func (u *queuedUpdate) result() error {
+	if u.panicked != nil {
+		panic(u.panicked)
+	}
+	return u.err
+}
+
+// runBatch runs the updates of a batch in one transaction. A batch of one
+// needs no savepoint: its failure rolls back the transaction.
+func (db *DB) runBatch(ctx context.Context, op string, batch []*queuedUpdate) {
+	ctx = context.WithoutCancel(ctx) // the leader's caller giving up must not undo the others
+	err := db.inTxPrepared(ctx, op, func(q queries) error {
+		if len(batch) == 1 {
+			return batch[0].run(q)
+		}
+		for _, u := range batch {
+			if _, err := q.execOnce(ctx, "SAVEPOINT chat_update"); err != nil {
+				return fmt.Errorf("savepoint: %w", err)
+			}
+			if u.run(q) != nil {
+				if _, err := q.execOnce(ctx, "ROLLBACK TO SAVEPOINT chat_update"); err != nil {
+					return fmt.Errorf("rollback to savepoint: %w", err)
+				}
+			}
+			if _, err := q.execOnce(ctx, "RELEASE SAVEPOINT chat_update"); err != nil {
+				return fmt.Errorf("release savepoint: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		for _, u := range batch {
+			if u.err == nil && u.panicked == nil {
+				u.err = err
+			}
+		}
+	}
+}
+
+// run runs the update's function and records its outcome; a panic is kept
+// for the update's own caller to raise.
+func (u *queuedUpdate) run(q queries) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			u.panicked = p
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	if err := u.ctx.Err(); err != nil {
+		u.err = err
+		return err
+	}
+	u.err = u.fn(q)
+	return u.err
+}
