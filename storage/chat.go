@@ -256,8 +256,23 @@ func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event, recipients []str
 	if err != nil {
 		return 0, err
 	}
-	for _, l := range recipients {
-		if _, err := t.exec(ctx, "INSERT INTO deliveries (mid, login) VALUES (?, ?)", mid, l); err != nil {
+	// Rows go in chunks of fixed sizes, so that three prepared statements
+	// serve every group size.
+	for len(recipients) > 0 {
+		n := 1
+		for _, size := range []int{32, 8} {
+			if len(recipients) >= size {
+				n = size
+				break
+			}
+		}
+		args := make([]any, 0, 2*n)
+		for _, l := range recipients[:n] {
+			args = append(args, mid, l)
+		}
+		recipients = recipients[n:]
+		query := "INSERT INTO deliveries (mid, login) VALUES (?, ?)" + strings.Repeat(", (?, ?)", n-1)
+		if _, err := t.exec(ctx, query, args...); err != nil {
 			return 0, err
 		}
 	}

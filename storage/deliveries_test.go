@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -9,6 +10,27 @@ import (
 	"gchd/chat"
 	"gchd/storage"
 )
+
+// An event's delivery rows are written in chunks; every recipient gets one.
+func TestDeliveryRowsForLargeGroups(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		for _, n := range []int{1, 7, 8, 9, 32, 41, 77} {
+			var logins []string
+			for i := range n {
+				logins = append(logins, fmt.Sprintf("m%d-%d", n, i))
+			}
+			mustUpdate(t, db.ChatStore(), func(tx chat.Tx) error {
+				_, err := tx.AppendEvent(ctx, chat.Event{Group: 1, Kind: chat.KindMessage, Sender: "a", Body: "m", Time: t0}, logins)
+				return err
+			})
+			with, err := db.DeliveryStore().WithPending(ctx, logins)
+			if err != nil || len(with) != n {
+				t.Fatalf("%d recipients: %d with a pending delivery, %v", n, len(with), err)
+			}
+		}
+	})
+}
 
 func TestDeliveryBookkeeping(t *testing.T) {
 	eachDB(t, func(t *testing.T, db *storage.DB) {

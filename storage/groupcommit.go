@@ -90,15 +90,15 @@ func (db *DB) runBatch(ctx context.Context, op string, batch []*queuedUpdate) {
 			return batch[0].run(q)
 		}
 		for _, u := range batch {
-			if _, err := q.execOnce(ctx, "SAVEPOINT chat_update"); err != nil {
+			if _, err := q.exec(ctx, "SAVEPOINT chat_update"); err != nil {
 				return fmt.Errorf("savepoint: %w", err)
 			}
 			if u.run(q) != nil {
-				if _, err := q.execOnce(ctx, "ROLLBACK TO SAVEPOINT chat_update"); err != nil {
+				if _, err := q.exec(ctx, "ROLLBACK TO SAVEPOINT chat_update"); err != nil {
 					return fmt.Errorf("rollback to savepoint: %w", err)
 				}
 			}
-			if _, err := q.execOnce(ctx, "RELEASE SAVEPOINT chat_update"); err != nil {
+			if _, err := q.exec(ctx, "RELEASE SAVEPOINT chat_update"); err != nil {
 				return fmt.Errorf("release savepoint: %w", err)
 			}
 		}

@@ -136,7 +136,10 @@ func (db *DB) openSQLite(path string, opts Options) error {
 	if sync == "" {
 		sync = "FULL"
 	}
-	base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + sync + ")"
+	base := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=synchronous(" + sync + ")" +
+		// Savepoints (see groupcommit.go) journal to a temporary file
+		// otherwise: a write system call per page.
+		"&_pragma=temp_store(MEMORY)"
 	w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
 	if err != nil {
 		return fmt.Errorf("open sqlite %s: %w", path, err)
