@@ -106,6 +106,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	}
 	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), a.sip, log.With("part", "delivery"), chat.DispatchOptions{
 		Workers:        cfg.Delivery.Workers,
+		Window:         cfg.Delivery.Window,
 		AttemptTimeout: cfg.Delivery.AttemptTimeout,
 		RetryMin:       cfg.Delivery.RetryMin,
 		RetryMax:       cfg.Delivery.RetryMax,

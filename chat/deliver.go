@@ -12,8 +12,23 @@ import (
 // an error wrapping ErrRejected when every device refused it for good, and
 // any other error for a failure worth retrying (timeouts, 408, 480, 503,
 // transport errors).
+//
+// A Deliverer calls Sent(ctx) once the event is on its way (written to the
+// network): with a window (DispatchOptions.Window) the member's next
+// delivery waits for that, so that deliveries leave in MID order. Returning
+// counts as sent.
 type Deliverer interface {
 	Deliver(ctx context.Context, ev Event, login string) error
+}
+
+type sentKey struct{}
+
+// Sent tells the Dispatcher that the delivery attempt of ctx has sent its
+// event: the member's next delivery may go.
+func Sent(ctx context.Context) {
+	if f, ok := ctx.Value(sentKey{}).(func()); ok {
+		f()
+	}
 }
 
 // Outcomes of a delivery attempt that are not plain failures.

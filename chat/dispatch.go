@@ -15,6 +15,13 @@ type DispatchOptions struct {
 	// Workers bounds the deliveries in flight at once (each is one outgoing
 	// SIP transaction, to every contact of one member).
 	Workers int
+	// Window bounds the deliveries in flight to one member. 1 (the
+	// default) sends a member's deliveries one at a time: each arrives
+	// after the one before it, even when that one had to be retried. More
+	// pipelines them, still sent in MID order, so that one member can take
+	// more than one delivery per round trip; a delivery that is retried
+	// then arrives after those sent behind it (X-GC-MID orders them).
+	Window int
 	// AttemptTimeout bounds one attempt.
 	AttemptTimeout time.Duration
 	// RetryMin and RetryMax bound the exponential backoff between attempts.
@@ -60,8 +67,8 @@ const (
 // Dispatcher delivers committed events to members, reliably: every delivery
 // is a row written with its event, so nothing is lost when an attempt fails
 // or the process dies; the Dispatcher only moves rows along. Each member's
-// deliveries go out one at a time in MID order; a bounded pool of workers
-// serves all members. Results are written in batches.
+// deliveries go out in MID order, Window at a time; a bounded pool of
+// workers serves all members. Results are written in batches.
 type Dispatcher struct {
 	store     DeliveryStore
 	deliverer Deliverer
@@ -72,7 +79,7 @@ type Dispatcher struct {
 	mu        sync.Mutex
 	cond      *sync.Cond
 	mailboxes map[string]*mailbox // by login: queued deliveries
-	runnable  []*mailbox          // mailboxes with work and no worker
+	runnable  []*mailbox          // mailboxes that can give a worker a job
 	queued    map[deliveryKey]bool
 	flushes   map[string]bool // logins whose pending rows are to be loaded
 	stopping  bool
@@ -98,9 +105,13 @@ type job struct {
 }
 
 type mailbox struct {
-	login   string
-	jobs    []job
-	active  bool // queued in runnable or held by a worker
+	login    string
+	jobs     []job // in MID order
+	queued   bool  // in runnable
+	inflight int   // jobs being attempted
+	// sent is closed once the last job taken has been sent: the next one
+	// waits for it, so that a window's jobs leave in MID order.
+	sent    chan struct{}
 	loading bool // a flush is loading the backlog: hold live jobs behind it
 	// sleeping: the first job waits for its retry time; the jobs behind it
 	// wait with it rather than overtake it.
@@ -124,6 +135,9 @@ func NewDispatcher(store DeliveryStore, d Deliverer, log *slog.Logger, opts Disp
 	def := DefaultDispatchOptions()
 	if opts.Workers <= 0 {
 		opts.Workers = def.Workers
+	}
+	if opts.Window <= 0 {
+		opts.Window = 1
 	}
 	if opts.AttemptTimeout <= 0 {
 		opts.AttemptTimeout = def.AttemptTimeout
@@ -211,10 +225,11 @@ func (d *Dispatcher) mailbox(login string) *mailbox {
 }
 
 // wakeLocked hands a mailbox with work to the workers unless it is already
-// with them, waiting for its backlog or sleeping until a retry.
+// queued for them, has its window full, waits for its backlog or sleeps
+// until a retry.
 func (d *Dispatcher) wakeLocked(mb *mailbox) {
-	if !mb.active && !mb.loading && !mb.sleeping && len(mb.jobs) > 0 {
-		mb.active = true
+	if !mb.queued && mb.inflight < d.opts.Window && !mb.loading && !mb.sleeping && len(mb.jobs) > 0 {
+		mb.queued = true
 		d.runnable = append(d.runnable, mb)
 		d.cond.Signal()
 	}
@@ -425,42 +440,72 @@ func (d *Dispatcher) next() *mailbox {
 	mb := d.runnable[0]
 	d.runnable[0] = nil
 	d.runnable = d.runnable[1:]
+	mb.queued = false
 	return mb
 }
 
-// take pops the mailbox's next job; when it is empty the mailbox is retired.
-func (d *Dispatcher) take(mb *mailbox) (job, bool) {
+// take pops the mailbox's next job when its window has room; when there is
+// room for more, the mailbox goes back to the workers for another to take.
+// The job may be sent once after is closed; sent is to be closed when it
+// has been.
+func (d *Dispatcher) take(mb *mailbox) (j job, after, sent chan struct{}, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(mb.jobs) == 0 || mb.loading || mb.sleeping || d.stopping {
-		mb.active = false
+	if len(mb.jobs) == 0 || mb.loading || mb.sleeping || mb.inflight >= d.opts.Window || d.stopping {
 		d.retireLocked(mb)
-		return job{}, false
+		return job{}, nil, nil, false
 	}
-	j := mb.jobs[0]
+	j = mb.jobs[0]
 	mb.jobs[0] = job{}
 	mb.jobs = mb.jobs[1:]
-	return j, true
+	mb.inflight++
+	if d.opts.Window > 1 {
+		after, sent = mb.sent, make(chan struct{})
+		mb.sent = sent
+	}
+	d.wakeLocked(mb)
+	return j, after, sent, true
 }
 
-// retireLocked drops a mailbox that holds nothing: no jobs, no backlog
-// being loaded.
+// finish ends a job's attempt.
+func (d *Dispatcher) finish(mb *mailbox) {
+	d.mu.Lock()
+	mb.inflight--
+	d.mu.Unlock()
+}
+
+// retireLocked drops a mailbox that holds nothing: no jobs, none in flight,
+// no backlog being loaded.
 func (d *Dispatcher) retireLocked(mb *mailbox) {
-	if len(mb.jobs) == 0 && !mb.loading && !mb.active && !mb.sleeping {
+	if len(mb.jobs) == 0 && !mb.loading && !mb.queued && mb.inflight == 0 && !mb.sleeping {
 		delete(d.mailboxes, mb.login)
 	}
 }
 
-// sleep puts a failed job back at the head of its mailbox and keeps the
-// mailbox from the workers until the job's retry time.
+// sleep ends a failed job's attempt: the job goes back into its mailbox in
+// MID order (at the head, with a window of one), and the mailbox is kept
+// from the workers until the retry time.
 func (d *Dispatcher) sleep(mb *mailbox, j job, until time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	mb.inflight--
 	if d.stopping {
 		return
 	}
-	mb.jobs = append([]job{j}, mb.jobs...)
-	mb.sleeping, mb.active = true, false // the worker lets go of it
+	// Before the jobs that were behind it. With a window of one that is
+	// the head: everything in the mailbox came after it.
+	i := 0
+	if d.opts.Window > 1 {
+		i = slices.IndexFunc(mb.jobs, func(q job) bool { return q.ev.MID > j.ev.MID })
+		if i < 0 {
+			i = len(mb.jobs)
+		}
+	}
+	mb.jobs = slices.Insert(mb.jobs, i, j)
+	if mb.sleeping {
+		return // an earlier failure's retry wakes it
+	}
+	mb.sleeping = true
 	mb.wakeup = time.AfterFunc(until.Sub(d.now()), func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -490,8 +535,8 @@ func (d *Dispatcher) forget(ss []settleItem, written bool) {
 }
 
 // work serves mailboxes: one member's jobs in MID order, then the next
-// member. A job to be retried goes back to the head of its mailbox, which
-// sleeps until the retry: later jobs never overtake it.
+// member. A job to be retried goes back into its mailbox, which sleeps
+// until the retry: with a window of one, later jobs never overtake it.
 func (d *Dispatcher) work(ctx context.Context) {
 	for {
 		mb := d.next()
@@ -499,13 +544,14 @@ func (d *Dispatcher) work(ctx context.Context) {
 			return
 		}
 		for {
-			j, ok := d.take(mb)
+			j, after, sent, ok := d.take(mb)
 			if !ok {
 				break
 			}
-			s, write := d.attempt(ctx, j)
+			s, write := d.attempt(ctx, j, after, sent)
 			if !write {
 				// The row is unchanged: still waiting for a registration.
+				d.finish(mb)
 				d.forget([]settleItem{{Settlement: s}}, false)
 				continue
 			}
@@ -515,6 +561,7 @@ func (d *Dispatcher) work(ctx context.Context) {
 				d.settle <- settleItem{Settlement: s, keep: true}
 				break
 			}
+			d.finish(mb)
 			d.settle <- settleItem{Settlement: s}
 		}
 	}
@@ -522,8 +569,20 @@ func (d *Dispatcher) work(ctx context.Context) {
 
 // attempt delivers one job and returns its settlement, and whether there is
 // anything to write.
-func (d *Dispatcher) attempt(ctx context.Context, j job) (Settlement, bool) {
+func (d *Dispatcher) attempt(ctx context.Context, j job, after, sent chan struct{}) (Settlement, bool) {
 	actx, cancel := context.WithTimeout(ctx, d.opts.AttemptTimeout)
+	if sent != nil {
+		var once sync.Once
+		markSent := func() { once.Do(func() { close(sent) }) }
+		defer markSent()
+		actx = context.WithValue(actx, sentKey{}, markSent)
+	}
+	if after != nil {
+		select {
+		case <-after:
+		case <-actx.Done():
+		}
+	}
 	err := d.deliverer.Deliver(actx, j.ev, j.login)
 	cancel()
 	now := d.now()

@@ -204,3 +204,89 @@ func TestDispatcherKeepsOrderAcrossRetries(t *testing.T) {
 		}
 	})
 }
+
+// slowPhone takes a while to answer and records how many deliveries it
+// had in flight at once.
+type slowPhone struct {
+	mu       sync.Mutex
+	cur      int
+	peak     int
+	started  []chat.MID
+	got      []chat.MID
+	failOnce map[chat.MID]bool
+}
+
+func (p *slowPhone) Deliver(ctx context.Context, ev chat.Event, login string) error {
+	p.mu.Lock()
+	p.cur++
+	p.peak = max(p.peak, p.cur)
+	p.started = append(p.started, ev.MID)
+	p.mu.Unlock()
+	chat.Sent(ctx)
+	time.Sleep(20 * time.Millisecond)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur--
+	if p.failOnce[ev.MID] {
+		delete(p.failOnce, ev.MID)
+		return errors.New("503")
+	}
+	p.got = append(p.got, ev.MID)
+	return nil
+}
+
+// With a window, a member has up to Window deliveries in flight, started
+// in MID order; one that fails is retried and arrives once.
+func TestDispatcherWindow(t *testing.T) {
+	eachEngine(t, func(t *testing.T, e env) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p := &slowPhone{failOnce: map[chat.MID]bool{}}
+		d := chat.NewDispatcher(e.db.DeliveryStore(), p, slog.New(slog.DiscardHandler), chat.DispatchOptions{
+			Workers: 8, Window: 3, RetryMin: 20 * time.Millisecond, ScanInterval: 5 * time.Millisecond,
+		})
+		svc := chat.NewService(e.db.ChatStore())
+		id, _ := svc.AddGroup(ctx, caller("a"), "s", "", invitees("b"))
+		mustJoin(t, env{db: e.db, svc: svc}, id, "b")
+		var want []chat.MID
+		for i := range 12 {
+			m, err := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: fmt.Sprint(i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, m)
+		}
+		p.failOnce[want[4]] = true
+		go d.Run(ctx, context.Background())
+		d.Flush("b")
+		eventually(t, "every delivery", func() bool {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return slices.Contains(p.got, want[4]) && len(p.got) >= len(want)
+		})
+		time.Sleep(50 * time.Millisecond) // nothing more arrives
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.peak != 3 {
+			t.Errorf("at most %d deliveries in flight to one member, want 3", p.peak)
+		}
+		// The group's notifications (NG, EG) go to b as well.
+		ours := func(m chat.MID) bool { return !slices.Contains(want, m) }
+		got := slices.DeleteFunc(slices.Clone(p.got), ours)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("received %v, want each of %v once", p.got, want)
+		}
+		seen := map[chat.MID]bool{}
+		var firsts []chat.MID
+		for _, m := range slices.DeleteFunc(slices.Clone(p.started), ours) {
+			if !seen[m] {
+				seen[m] = true
+				firsts = append(firsts, m)
+			}
+		}
+		if !slices.IsSorted(firsts) {
+			t.Errorf("first attempts started in order %v, want MID order", firsts)
+		}
+	})
+}

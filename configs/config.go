@@ -103,6 +103,7 @@ type Chat struct {
 // Delivery is how events reach members' devices.
 type Delivery struct {
 	Workers        int           `yaml:"workers" help:"deliveries in flight at once (each is one SIP transaction to a member's devices)"`
+	Window         int           `yaml:"window" help:"deliveries in flight to one member: 1 keeps strict order even across retries; more lets a busy member take several per round trip"`
 	AttemptTimeout time.Duration `yaml:"attempt_timeout" help:"how long one delivery attempt may take"`
 	RetryMin       time.Duration `yaml:"retry_min" help:"first wait before a failed delivery is tried again (doubling up to retry_max)"`
 	RetryMax       time.Duration `yaml:"retry_max" help:"longest wait between attempts"`
@@ -166,6 +167,7 @@ func Default() Config {
 		},
 		Delivery: Delivery{
 			Workers:        256,
+			Window:         1,
 			AttemptTimeout: 40 * time.Second,
 			RetryMin:       2 * time.Second,
 			RetryMax:       5 * time.Minute,

@@ -149,6 +149,9 @@ func (c Config) Validate() error {
 	if c.Delivery.Workers < 1 || c.Delivery.Workers > 100000 {
 		bad("delivery.workers", c.Delivery.Workers, "must be between 1 and 100000")
 	}
+	if c.Delivery.Window < 1 || c.Delivery.Window > 64 {
+		bad("delivery.window", c.Delivery.Window, "must be between 1 and 64")
+	}
 	if c.Delivery.AttemptTimeout < time.Second {
 		bad("delivery.attempt_timeout", c.Delivery.AttemptTimeout, "must be at least 1s")
 	}

@@ -45,11 +45,18 @@ func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error
 		err  error
 	}
 	results := make(chan outcome, len(targets))
-	for _, t := range targets {
-		go func(t target) {
-			code, err := s.sendEvent(ctx, ev, login, t)
-			results <- outcome{code, err}
-		}(t)
+	if len(targets) == 1 {
+		// One device, the usual case: no goroutine to fork to. A member's
+		// deliveries go one at a time, so each hand-off is on the path.
+		code, err := s.sendEvent(ctx, ev, login, targets[0])
+		results <- outcome{code, err}
+	} else {
+		for _, t := range targets {
+			go func(t target) {
+				code, err := s.sendEvent(ctx, ev, login, t)
+				results <- outcome{code, err}
+			}(t)
+		}
 	}
 	var temporary error
 	var last outcome
@@ -78,6 +85,7 @@ func (s *Server) sendEvent(ctx context.Context, ev chat.Event, login string, t t
 	start := time.Now()
 	s.metrics.SIPRequestSent(string(sip.MESSAGE))
 	tx, err := s.cli.TransactionRequest(ctx, req)
+	chat.Sent(ctx) // written (or failed): the member's next delivery may go
 	if err != nil {
 		s.metrics.SIPResponseReceived(string(sip.MESSAGE), 0, time.Since(start))
 		return 0, err
