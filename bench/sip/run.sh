@@ -158,7 +158,7 @@ room)
 	PRE=(--uac-sf "$HERE/message_uac.xml")
 	if [[ $SERVER == kamailio ]]; then
 		start_kamailio imc
-		RATES=${RATES:-100 115 130 140}
+		RATES=${RATES:-100 130 150 170 190 210 230 250}
 		search room
 	else
 		start_gchd "$SERVER" -sip-trusted 127.0.0.0/8 -chat-max-participants 31 "${EXTRA[@]}"
