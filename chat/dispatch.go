@@ -477,7 +477,9 @@ func (d *Dispatcher) finish(mb *mailbox) {
 // retireLocked drops a mailbox that holds nothing: no jobs, none in flight,
 // no backlog being loaded.
 func (d *Dispatcher) retireLocked(mb *mailbox) {
-	if len(mb.jobs) == 0 && !mb.loading && !mb.queued && mb.inflight == 0 && !mb.sleeping {
+	// A worker may still hold a mailbox that another retired and a
+	// newer one replaced: only the member's current one is dropped.
+	if len(mb.jobs) == 0 && !mb.loading && !mb.queued && mb.inflight == 0 && !mb.sleeping && d.mailboxes[mb.login] == mb {
 		delete(d.mailboxes, mb.login)
 	}
 }

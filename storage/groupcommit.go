@@ -60,17 +60,21 @@ func (db *DB) update(ctx context.Context, op string, fn func(q queries) error) e
 	batch := append([]*queuedUpdate(nil), g.queue[:min(len(g.queue), maxGroupCommit)]...)
 	g.mu.Unlock()
 
+	// Hand over even if the batch panics outside an update (in the driver,
+	// say): the queue must not stall behind a leader that is gone.
+	defer func() {
+		g.mu.Lock()
+		clear(g.queue[:len(batch)])
+		g.queue = g.queue[len(batch):]
+		if len(g.queue) > 0 {
+			g.queue[0].lead <- struct{}{}
+		}
+		g.mu.Unlock()
+		for _, o := range batch[1:] {
+			close(o.done)
+		}
+	}()
 	db.lanes.do(func() { db.runBatch(ctx, op, batch) })
-
-	g.mu.Lock()
-	g.queue = g.queue[len(batch):]
-	if len(g.queue) > 0 {
-		g.queue[0].lead <- struct{}{}
-	}
-	g.mu.Unlock()
-	for _, o := range batch[1:] {
-		close(o.done)
-	}
 	return u.result()
 }
 
@@ -86,6 +90,7 @@ func (u *queuedUpdate) result() error {
 func (db *DB) runBatch(ctx context.Context, op string, batch []*queuedUpdate) {
 	ctx = context.WithoutCancel(ctx) // the leader's caller giving up must not undo the others
 	err := db.inTxPrepared(ctx, op, func(q queries) error {
+		q.txCtx = ctx // nor any other caller's
 		if len(batch) == 1 {
 			return batch[0].run(q)
 		}

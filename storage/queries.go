@@ -20,6 +20,19 @@ type queries struct {
 	// connection, and SQLite's writer pool has only the one the
 	// transaction holds.
 	wanted *[]string
+	// txCtx, when set, replaces the context of every statement: in a
+	// transaction shared by several callers (groupcommit.go), one caller
+	// giving up must not interrupt a statement, which would make SQLite
+	// roll back the others' work with its own.
+	txCtx context.Context
+}
+
+// ctx returns the context a statement runs with.
+func (q queries) ctx(ctx context.Context) context.Context {
+	if q.txCtx != nil {
+		return q.txCtx
+	}
+	return ctx
 }
 
 func (db *DB) reader() queries { return queries{db: db, pool: db.r} }
@@ -89,6 +102,7 @@ func (q queries) prepared(ctx context.Context, query string) (*sqlx.Stmt, error)
 }
 
 func (q queries) get(ctx context.Context, dest any, query string, args ...any) error {
+	ctx = q.ctx(ctx)
 	st, err := q.prepared(ctx, query)
 	if err != nil {
 		return err
@@ -102,6 +116,7 @@ func (q queries) get(ctx context.Context, dest any, query string, args ...any) e
 // scan reads one row into dest in column order. It skips sqlx's
 // reflection, for the reads on every request.
 func (q queries) scan(ctx context.Context, query string, args []any, dest ...any) error {
+	ctx = q.ctx(ctx)
 	st, err := q.prepared(ctx, query)
 	if err != nil {
 		return err
@@ -113,6 +128,7 @@ func (q queries) scan(ctx context.Context, query string, args []any, dest ...any
 }
 
 func (q queries) selectAll(ctx context.Context, dest any, query string, args ...any) error {
+	ctx = q.ctx(ctx)
 	st, err := q.prepared(ctx, query)
 	if err != nil {
 		return err
@@ -124,6 +140,7 @@ func (q queries) selectAll(ctx context.Context, dest any, query string, args ...
 }
 
 func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = q.ctx(ctx)
 	st, err := q.prepared(ctx, query)
 	if err != nil {
 		return nil, err
@@ -144,9 +161,11 @@ func (q queries) ext() sqlx.ExtContext {
 }
 
 func (q queries) selectOnce(ctx context.Context, dest any, query string, args ...any) error {
+	ctx = q.ctx(ctx)
 	return sqlx.SelectContext(ctx, q.ext(), dest, q.db.sql(query), args...)
 }
 
 func (q queries) execOnce(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	ctx = q.ctx(ctx)
 	return q.ext().ExecContext(ctx, q.db.sql(query), args...)
 }

@@ -315,7 +315,12 @@ func TestConcurrentUpdatesFailAlone(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				defer func() { panics[i] = recover() }()
+				ctx, cancel := context.WithCancel(ctx)
+				defer cancel()
 				errs[i] = s.Update(ctx, func(tx chat.Tx) error {
+					if i%13 == 7 {
+						cancel() // its caller gives up while it runs
+					}
 					id, err := tx.CreateGroup(ctx, chat.Group{Subject: fmt.Sprint(i), Owner: "a", Created: t0})
 					ids[i] = id
 					switch {
@@ -337,6 +342,12 @@ func TestConcurrentUpdatesFailAlone(t *testing.T) {
 				err = chat.ErrNoGroup // the id of an undone group was used again
 			}
 			switch {
+			case i%13 == 7:
+				// Committed, or failed alone: never both, and never the
+				// others' undoing.
+				if (errs[i] == nil) != (err == nil) {
+					t.Errorf("cancelled update %d: %v; its group: %v", i, errs[i], err)
+				}
 			case i%7 == 3:
 				if errs[i] == nil || !errors.Is(err, chat.ErrNoGroup) {
 					t.Errorf("update %d failed with %v, its group: %v", i, errs[i], err)
