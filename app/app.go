@@ -177,6 +177,7 @@ func (a *App) buildSIP(ctx context.Context) error {
 		MaxContacts:    cfg.Registrar.MaxContacts,
 		RejectOverflow: cfg.Registrar.Overflow == "reject",
 		Node:           node,
+		RefreshWrite:   cfg.Registrar.RefreshWrite,
 	}, a.log.With("part", "registrar"))
 	n, err := a.bindings.Load(ctx)
 	if err != nil {

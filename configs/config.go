@@ -62,6 +62,7 @@ type Registrar struct {
 	MaxContacts    int           `yaml:"max_contacts" help:"registered contacts per user"`
 	Overflow       string        `yaml:"overflow" help:"when a user has max_contacts already: replace (the oldest gives way) or reject (403)"`
 	Node           string        `yaml:"node" help:"this node's name among gchd nodes sharing a database (empty: the host name)"`
+	RefreshWrite   time.Duration `yaml:"refresh_write" help:"a refresh that only moves a binding's expiry is written within this (once, however often it came meanwhile); 0: each refresh is written"`
 }
 
 // HTTP is the API listeners.
@@ -155,6 +156,7 @@ func Default() Config {
 			DefaultExpires: time.Hour,
 			MaxContacts:    10,
 			Overflow:       "replace",
+			RefreshWrite:   5 * time.Second,
 		},
 		HTTP:    HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 1 << 20},
 		Storage: Storage{SQLiteSynchronous: "FULL"},

@@ -130,6 +130,7 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{"duration", []string{"-shutdown-grace", "soon"}, nil, "", []string{"shutdown.grace", "duration"}},
 		{"no listeners", []string{"-sip-addr", "", "-http-addr", ""}, nil, "", []string{"no SIP listener", "no HTTP listener"}},
 		{"transaction linger", []string{"-sip-transaction-linger", "100ms"}, nil, "", []string{"sip.transaction_linger", "between 1s and 1m"}},
+		{"refresh write", []string{"-registrar-refresh-write", "31s"}, nil, "", []string{"registrar.refresh_write", "half of registrar.min_expires"}},
 		{"trusted proxies", nil, map[string]string{"GCHD_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"}, "", []string{"http.trusted_proxies", "proxy.example", "not a network"}},
 	}
 	for _, tt := range tests {

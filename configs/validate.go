@@ -120,6 +120,9 @@ func (c Config) Validate() error {
 	if c.Registrar.MaxContacts < 1 {
 		bad("registrar.max_contacts", c.Registrar.MaxContacts, "must be at least 1")
 	}
+	if c.Registrar.RefreshWrite < 0 || c.Registrar.RefreshWrite > c.Registrar.MinExpires/2 {
+		bad("registrar.refresh_write", c.Registrar.RefreshWrite, "must lie between 0 and half of registrar.min_expires (a binding's stored expiry may lag by this much)")
+	}
 	if c.Registrar.Overflow != "replace" && c.Registrar.Overflow != "reject" {
 		bad("registrar.overflow", c.Registrar.Overflow, "want replace or reject")
 	}

@@ -89,6 +89,11 @@ type Policy struct {
 	RejectOverflow bool
 	// Node names this gchd process among those sharing a database.
 	Node string
+	// RefreshWrite bounds how long a refresh that only moves a binding's
+	// expiry waits to be written; the binding's state is written once
+	// then, however often it was refreshed meanwhile. 0 writes each
+	// refresh (behind the answer, batched).
+	RefreshWrite time.Duration
 }
 
 // DefaultPolicy is what a phone expects of a registrar.
@@ -99,6 +104,7 @@ func DefaultPolicy() Policy {
 		DefaultExpires: time.Hour,
 		MaxContacts:    10,
 		Node:           "gchd",
+		RefreshWrite:   5 * time.Second,
 	}
 }
 
@@ -170,6 +176,9 @@ type shard struct {
 	// byURI finds the binding of a Contact URI, for in-dialog requests
 	// whose Request-URI is a registered contact.
 	byURI map[string]BindingRef
+	// refreshed names bindings whose expiry moved since they were last
+	// written; writeRefreshed writes them as they are then.
+	refreshed map[BindingRef]struct{}
 }
 
 type write struct {
@@ -186,6 +195,7 @@ func NewBindings(store BindingStore, policy Policy, log *slog.Logger) *Bindings 
 	for i := range b.shards {
 		b.shards[i].aors = map[string][]Binding{}
 		b.shards[i].byURI = map[string]BindingRef{}
+		b.shards[i].refreshed = map[BindingRef]struct{}{}
 	}
 	return b
 }
@@ -314,6 +324,14 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		changed, sync = true, true
 	}
 	b.setLocked(sh, r.AOR, cur)
+	if !sync && len(del) == 0 && b.policy.RefreshWrite > 0 {
+		// Only expiries moved: nothing a restart would need before the
+		// phone's next refresh. Written within RefreshWrite, once.
+		for _, p := range put {
+			sh.refreshed[BindingRef{p.AOR, p.Key()}] = struct{}{}
+		}
+		put = nil
+	}
 	out := append([]Binding(nil), cur...)
 	sh.mu.Unlock()
 
@@ -385,7 +403,7 @@ func (b *Bindings) persist(ctx context.Context, put []Binding, del []BindingRef,
 var errStopped = errors.New("registrar is stopping")
 
 // Run writes bindings and expires them until ctx is done; it writes what
-// is queued before it returns.
+// is queued, refreshes included, before it returns.
 func (b *Bindings) Run(ctx context.Context) {
 	go func() {
 		defer close(b.stopped)
@@ -393,15 +411,48 @@ func (b *Bindings) Run(ctx context.Context) {
 	}()
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
+	var refresh <-chan time.Time
+	if b.policy.RefreshWrite > 0 {
+		t := time.NewTicker(b.policy.RefreshWrite)
+		defer t.Stop()
+		refresh = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			b.writeRefreshed(context.WithoutCancel(ctx))
 			close(b.stop)
 			<-b.stopped
 			return
 		case <-tick.C:
 			b.expire(ctx)
+		case <-refresh:
+			b.writeRefreshed(ctx)
 		}
+	}
+}
+
+// writeRefreshed hands the writer every refreshed binding as it is in
+// memory now: the newest state, however many refreshes it took, and
+// nothing for a binding removed meanwhile (its removal was written).
+func (b *Bindings) writeRefreshed(ctx context.Context) {
+	var put []Binding
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		for ref := range sh.refreshed {
+			if j := indexOf(sh.aors[ref.AOR], ref.Key); j >= 0 {
+				put = append(put, sh.aors[ref.AOR][j])
+			}
+		}
+		clear(sh.refreshed)
+		sh.mu.Unlock()
+	}
+	if len(put) == 0 {
+		return
+	}
+	if err := b.persist(ctx, put, nil, false); err != nil && ctx.Err() == nil {
+		b.log.Error("store refreshed bindings", "count", len(put), "error", err)
 	}
 }
 

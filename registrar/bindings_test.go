@@ -167,3 +167,81 @@ func TestFlowsAndReachability(t *testing.T) {
 		t.Fatalf("WS binding reachable after restart: %+v", got)
 	}
 }
+
+// A refresh that only moves the expiry is written later, once, as the
+// binding then is; stopping writes what is left; a binding removed after
+// its refresh is not written back.
+func TestRefreshWrittenBehind(t *testing.T) {
+	for _, engine := range storagetest.Engines() {
+		t.Run(string(engine), func(t *testing.T) {
+			ctx := context.Background()
+			db := storagetest.Open(t, engine)
+			stored := func(aor string) []registrar.Binding {
+				t.Helper()
+				all, err := db.BindingStore().LoadBindings(ctx, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out []registrar.Binding
+				for _, bd := range all {
+					if bd.AOR == aor {
+						out = append(out, bd)
+					}
+				}
+				return out
+			}
+			p := registrar.DefaultPolicy()
+			p.RefreshWrite = time.Hour // only stopping writes
+			b, stop := newBindings(t, db, p)
+			first, err := b.Register(ctx, reg("c1", 1, 600, contact("sip:a@192.0.2.1", -1)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := stored("alice"); len(got) != 1 || !got[0].Expires.Equal(first.Bindings[0].Expires.Truncate(time.Microsecond)) {
+				t.Fatalf("a new binding is committed before the answer: stored %+v", got)
+			}
+			var last registrar.RegisterResult
+			for cseq := uint32(2); cseq <= 4; cseq++ {
+				time.Sleep(2 * time.Millisecond)
+				if last, err = b.Register(ctx, reg("c1", cseq, 3600, contact("sip:a@192.0.2.1", -1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := stored("alice"); len(got) != 1 || got[0].CSeq != 1 {
+				t.Fatalf("refreshes written at once: stored %+v", got)
+			}
+			// bob refreshes, then removes his binding: nothing comes back.
+			bob := registrar.RegisterRequest{AOR: "bob", CallID: "b", CSeq: 1, Contacts: []registrar.ContactRequest{contact("sip:b@192.0.2.2", -1)},
+				Expires: 600, Transport: "UDP", Source: "192.0.2.2:5060"}
+			for cseq, exp := range []int{600, 3600, 0} {
+				bob.CSeq, bob.Expires = uint32(cseq+1), exp
+				if _, err := b.Register(ctx, bob); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stop()
+			got := stored("alice")
+			if len(got) != 1 || got[0].CSeq != 4 || !got[0].Expires.Equal(last.Bindings[0].Expires.Truncate(time.Microsecond)) {
+				t.Fatalf("after stop: stored %+v, want CSeq 4 expiring %v", got, last.Bindings[0].Expires)
+			}
+			if got := stored("bob"); len(got) != 0 {
+				t.Fatalf("a removed binding was written back: %+v", got)
+			}
+
+			// With a short delay the refresh lands without a stop.
+			p.RefreshWrite = 20 * time.Millisecond
+			b, stop = newBindings(t, db, p)
+			defer stop()
+			if _, err := b.Register(ctx, reg("c1", 5, 3000, contact("sip:a@192.0.2.1", -1))); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for got := stored("alice"); len(got) != 1 || got[0].CSeq != 5; got = stored("alice") {
+				if time.Now().After(deadline) {
+					t.Fatalf("refresh never written: %+v", got)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
