@@ -14,13 +14,13 @@ import (
 	"fmt"
 	"hash"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/icholy/digest"
 
 	"gchd/registrar"
 )
@@ -138,7 +138,7 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, header string
 	if h == nil {
 		return registrar.Account{}, &authFailure{reason: "missing"}
 	}
-	cred, err := digest.ParseCredentials(h.Value())
+	cred, err := parseCredentials(h.Value())
 	if err != nil || cred.Username == "" || cred.Response == "" {
 		return registrar.Account{}, &authFailure{reason: "malformed"}
 	}
@@ -165,7 +165,7 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, header string
 	case errors.Is(err, registrar.ErrNoAccount) || (err == nil && acc.Realm != a.realm):
 		// Compute anyway: an unknown user takes as long as a wrong password.
 		ha1 = strings.Repeat("0", 64)
-		expected(alg, ha1, string(req.Method), cred)
+		expected(alg, ha1, string(req.Method), &cred)
 		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
 	case err != nil:
 		return registrar.Account{}, fmt.Errorf("look up %s: %w", cred.Username, err)
@@ -173,14 +173,14 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, header string
 	// The response is computed over the uri as the client sent it (SIPp,
 	// for one, puts the server's address there rather than the
 	// Request-URI), as Kamailio does.
-	want := expected(alg, ha1, string(req.Method), cred)
+	want := expected(alg, ha1, string(req.Method), &cred)
 	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) != 1 {
 		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
 	}
 	if a.now().Sub(time.UnixMicro(int64(stamp))) > a.lifetime {
 		return registrar.Account{}, &authFailure{reason: "stale", stale: true}
 	}
-	if !a.count(stamp, slot, cred) {
+	if !a.count(stamp, slot, &cred) {
 		return registrar.Account{}, &authFailure{reason: "replay", stale: true}
 	}
 	return acc, nil
@@ -204,7 +204,7 @@ func (a *digestAuth) parseNonce(nonce string) (stamp uint64, slot uint32, ok boo
 
 // count enforces nonce-counts: each use must count higher than the last;
 // a nonce used without qop serves once.
-func (a *digestAuth) count(stamp uint64, slot uint32, cred *digest.Credentials) bool {
+func (a *digestAuth) count(stamp uint64, slot uint32, cred *credentials) bool {
 	s := &a.slots[slot]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -227,23 +227,37 @@ func (a *digestAuth) count(stamp uint64, slot uint32, cred *digest.Credentials) 
 
 // expected computes the digest response of RFC 2617/7616 with qop=auth or
 // without qop.
-func expected(alg, ha1, method string, cred *digest.Credentials) string {
+func expected(alg, ha1, method string, cred *credentials) string {
 	var h hash.Hash
 	if alg == registrar.SHA256 {
 		h = sha256.New()
 	} else {
 		h = md5.New()
 	}
-	sum := func(parts ...string) string {
+	var sum [sha256.Size]byte
+	var ha2 [2 * sha256.Size]byte
+	buf := make([]byte, 0, 256)
+	digestHex := func(dst []byte, parts ...string) []byte {
+		buf = buf[:0]
+		for i, p := range parts {
+			if i > 0 {
+				buf = append(buf, ':')
+			}
+			buf = append(buf, p...)
+		}
 		h.Reset()
-		h.Write([]byte(strings.Join(parts, ":")))
-		return hex.EncodeToString(h.Sum(nil))
+		h.Write(buf)
+		return hex.AppendEncode(dst[:0], h.Sum(sum[:0]))
 	}
-	ha2 := sum(method, cred.URI)
+	a2 := string(digestHex(ha2[:], method, cred.URI))
+	var out [2 * sha256.Size]byte
 	if cred.QOP == "" {
-		return sum(ha1, cred.Nonce, ha2)
+		return string(digestHex(out[:], ha1, cred.Nonce, a2))
 	}
-	return sum(ha1, cred.Nonce, fmt.Sprintf("%08x", cred.Nc), cred.Cnonce, cred.QOP, ha2)
+	var nc [8]byte
+	hexNC := strconv.AppendUint(nc[:0], uint64(cred.Nc), 16)
+	nc8 := strings.Repeat("0", 8-min(8, len(hexNC))) + string(hexNC)
+	return string(digestHex(out[:], ha1, cred.Nonce, nc8, cred.Cnonce, cred.QOP, a2))
 }
 
 func contains(list []string, s string) bool {
