@@ -434,7 +434,11 @@ func (b *Bindings) Run(ctx context.Context) {
 
 // writeRefreshed hands the writer every refreshed binding as it is in
 // memory now: the newest state, however many refreshes it took, and
-// nothing for a binding removed meanwhile (its removal was written).
+// nothing for a binding removed meanwhile (its removal was written). A
+// change computed before the refresh but queued after this can still land
+// last and leave the stored expiry one refresh behind, until the phone's
+// next refresh: the same race two concurrent REGISTERs of one AOR have,
+// and harmless for the same reason.
 func (b *Bindings) writeRefreshed(ctx context.Context) {
 	var put []Binding
 	for i := range b.shards {
