@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -164,7 +165,10 @@ type Bindings struct {
 	seed   maphash.Seed
 	shards [64]shard
 
-	writes  chan write
+	writes chan write
+	// closing is set before the last write of refreshes: a refresh after
+	// it is written like a change, or refused once the writer stopped.
+	closing atomic.Bool
 	stop    chan struct{} // closed when Run's context ends
 	stopped chan struct{} // closed when the writer has written its last
 	onFlow  func(aor string)
@@ -324,7 +328,7 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		changed, sync = true, true
 	}
 	b.setLocked(sh, r.AOR, cur)
-	if !sync && len(del) == 0 && b.policy.RefreshWrite > 0 {
+	if !sync && len(del) == 0 && b.policy.RefreshWrite > 0 && !b.closing.Load() {
 		// Only expiries moved: nothing a restart would need before the
 		// phone's next refresh. Written within RefreshWrite, once.
 		for _, p := range put {
@@ -370,6 +374,13 @@ func (b *Bindings) persist(ctx context.Context, put []Binding, del []BindingRef,
 	w := write{put: put, del: del}
 	if wait {
 		w.done = make(chan error, 1)
+	}
+	select {
+	case <-b.stop:
+		// Checked first: with room in the queue the select below could
+		// take a write that the stopped writer never reads.
+		return errStopped
+	default:
 	}
 	select {
 	case b.writes <- w:
@@ -420,6 +431,7 @@ func (b *Bindings) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			b.closing.Store(true)
 			b.writeRefreshed(context.WithoutCancel(ctx))
 			close(b.stop)
 			<-b.stopped

@@ -220,6 +220,9 @@ func TestRefreshWrittenBehind(t *testing.T) {
 				}
 			}
 			stop()
+			if _, err := b.Register(ctx, reg("c1", 9, 3600, contact("sip:a@192.0.2.1", -1))); err == nil {
+				t.Fatal("a refresh after the registrar stopped was taken and would never be written")
+			}
 			got := stored("alice")
 			if len(got) != 1 || got[0].CSeq != 4 || !got[0].Expires.Equal(last.Bindings[0].Expires.Truncate(time.Microsecond)) {
 				t.Fatalf("after stop: stored %+v, want CSeq 4 expiring %v", got, last.Bindings[0].Expires)
