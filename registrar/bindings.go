@@ -439,36 +439,40 @@ func (b *Bindings) Run(ctx context.Context) {
 		case <-tick.C:
 			b.expire(ctx)
 		case <-refresh:
-			b.writeRefreshed(ctx)
+			// Not cancelled with ctx: the marks are cleared as they are
+			// taken, and a write given up would lose them.
+			b.writeRefreshed(context.WithoutCancel(ctx))
 		}
 	}
 }
 
 // writeRefreshed hands the writer every refreshed binding as it is in
 // memory now: the newest state, however many refreshes it took, and
-// nothing for a binding removed meanwhile (its removal was written). A
-// change computed before the refresh but queued after this can still land
-// last and leave the stored expiry one refresh behind, until the phone's
-// next refresh: the same race two concurrent REGISTERs of one AOR have,
-// and harmless for the same reason.
+// nothing for a binding removed meanwhile. Each shard's bindings are
+// queued before its lock is released, so every change computed after
+// them is queued after them and lands last. A change computed before but
+// queued after can still land last and leave the stored expiry one
+// refresh behind until the next one: the race two concurrent REGISTERs of
+// one AOR have, and harmless for the same reason.
 func (b *Bindings) writeRefreshed(ctx context.Context) {
-	var put []Binding
 	for i := range b.shards {
 		sh := &b.shards[i]
 		sh.mu.Lock()
+		var put []Binding
 		for ref := range sh.refreshed {
 			if j := indexOf(sh.aors[ref.AOR], ref.Key); j >= 0 {
 				put = append(put, sh.aors[ref.AOR][j])
 			}
 		}
 		clear(sh.refreshed)
+		var err error
+		if len(put) > 0 {
+			err = b.persist(ctx, put, nil, false)
+		}
 		sh.mu.Unlock()
-	}
-	if len(put) == 0 {
-		return
-	}
-	if err := b.persist(ctx, put, nil, false); err != nil && ctx.Err() == nil {
-		b.log.Error("store refreshed bindings", "count", len(put), "error", err)
+		if err != nil {
+			b.log.Error("store refreshed bindings", "count", len(put), "error", err)
+		}
 	}
 }
 
@@ -497,13 +501,7 @@ func (b *Bindings) writeLoop() {
 				break collect
 			}
 		}
-		var put []Binding
-		var del []BindingRef
-		for _, w := range batch {
-			put = append(put, w.put...)
-			del = append(del, w.del...)
-		}
-		put, del = squash(put, del)
+		put, del := squash(batch)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := b.store.SaveBindings(ctx, put, del)
 		cancel()
@@ -518,33 +516,29 @@ func (b *Bindings) writeLoop() {
 	}
 }
 
-// squash keeps the last write of each binding in a batch, so that the
-// store never sees the same row twice in one statement.
-func squash(put []Binding, del []BindingRef) ([]Binding, []BindingRef) {
-	type op struct {
-		put   *Binding
-		order int
-	}
-	last := map[BindingRef]op{}
-	i := 0
-	for _, d := range del {
-		last[d] = op{order: i}
-		i++
-	}
-	for j := range put {
-		last[BindingRef{put[j].AOR, put[j].Key()}] = op{put: &put[j], order: i}
-		i++
-	}
-	var outPut []Binding
-	var outDel []BindingRef
-	for ref, o := range last {
-		if o.put != nil {
-			outPut = append(outPut, *o.put)
-		} else {
-			outDel = append(outDel, ref)
+// squash keeps the last write of each binding in a batch, in the order
+// the writes were queued, so that the store never sees the same row twice
+// in one statement and a removal queued after a put stays removed.
+func squash(batch []write) ([]Binding, []BindingRef) {
+	last := map[BindingRef]*Binding{} // nil: removed
+	for _, w := range batch {
+		for _, d := range w.del {
+			last[d] = nil
+		}
+		for j := range w.put {
+			last[BindingRef{w.put[j].AOR, w.put[j].Key()}] = &w.put[j]
 		}
 	}
-	return outPut, outDel
+	var put []Binding
+	var del []BindingRef
+	for ref, bd := range last {
+		if bd != nil {
+			put = append(put, *bd)
+		} else {
+			del = append(del, ref)
+		}
+	}
+	return put, del
 }
 
 // live filters out expired bindings.
