@@ -340,12 +340,15 @@ type midReceipts struct {
 	last  time.Time
 }
 
-func newReceipts(logins []string) *receipts {
+func newReceipts(logins []string) (*receipts, error) {
 	r := &receipts{member: make(map[string]int, len(logins)), byMID: map[uint64]*midReceipts{}}
 	for i, l := range logins {
+		if _, dup := r.member[l]; dup {
+			return nil, fmt.Errorf("members: %q twice (the pattern needs a %%d)", l)
+		}
 		r.member[l] = i
 	}
-	return r
+	return r, nil
 }
 
 func (r *receipts) add(req *sip.Request, at time.Time) {
@@ -449,7 +452,10 @@ func runFanout(args []string) error {
 	for i := range logins {
 		logins[i] = login(f.members, f.first+i)
 	}
-	rec := newReceipts(logins)
+	rec, err := newReceipts(logins)
+	if err != nil {
+		return err
+	}
 	p, err := newPhones(f.phoneFlags, rec.add)
 	if err != nil {
 		return err
@@ -646,6 +652,9 @@ func (d *driver) run(rate int, dur time.Duration) result {
 	res := result{rate: rate, sent: n}
 	d.seq++
 	outcomes0 := d.outcomes()
+	d.rec.mu.Lock()
+	unmatched0 := d.rec.unmatched
+	d.rec.mu.Unlock()
 	cpu0, my0, rb0 := procTicks(d.f.pid), procTicks(os.Getpid()), rcvbufErrors()
 	calls := make([]sent, n)
 	var wg sync.WaitGroup
@@ -703,7 +712,7 @@ func (d *driver) run(rate int, dur time.Duration) result {
 	var lastReceipt time.Time
 	res.delivered, res.dups, lastReceipt = d.count(mids)
 	d.rec.mu.Lock()
-	res.unmatched = d.rec.unmatched
+	res.unmatched = d.rec.unmatched - unmatched0
 	d.rec.mu.Unlock()
 	res.elapsed = lastAnswer.Sub(t0).Seconds()
 	if res.elapsed > 0 {
