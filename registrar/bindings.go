@@ -328,7 +328,7 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		changed, sync = true, true
 	}
 	b.setLocked(sh, r.AOR, cur)
-	if !sync && len(del) == 0 && b.policy.RefreshWrite > 0 && !b.closing.Load() {
+	if !sync && b.policy.RefreshWrite > 0 && !b.closing.Load() {
 		// Only expiries moved: nothing a restart would need before the
 		// phone's next refresh. Written within RefreshWrite, once.
 		for _, p := range put {

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"hash"
 	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -234,10 +233,8 @@ func expected(alg, ha1, method string, cred *credentials) string {
 	} else {
 		h = md5.New()
 	}
-	var sum [sha256.Size]byte
-	var ha2 [2 * sha256.Size]byte
 	buf := make([]byte, 0, 256)
-	digestHex := func(dst []byte, parts ...string) []byte {
+	digestHex := func(parts ...string) string {
 		buf = buf[:0]
 		for i, p := range parts {
 			if i > 0 {
@@ -247,17 +244,15 @@ func expected(alg, ha1, method string, cred *credentials) string {
 		}
 		h.Reset()
 		h.Write(buf)
-		return hex.AppendEncode(dst[:0], h.Sum(sum[:0]))
+		return hex.EncodeToString(h.Sum(nil))
 	}
-	a2 := string(digestHex(ha2[:], method, cred.URI))
-	var out [2 * sha256.Size]byte
+	ha2 := digestHex(method, cred.URI)
 	if cred.QOP == "" {
-		return string(digestHex(out[:], ha1, cred.Nonce, a2))
+		return digestHex(ha1, cred.Nonce, ha2)
 	}
-	var nc [8]byte
-	hexNC := strconv.AppendUint(nc[:0], uint64(cred.Nc), 16)
-	nc8 := strings.Repeat("0", 8-min(8, len(hexNC))) + string(hexNC)
-	return string(digestHex(out[:], ha1, cred.Nonce, nc8, cred.Cnonce, cred.QOP, a2))
+	var nc [4]byte // as 8 lowercase hex digits
+	binary.BigEndian.PutUint32(nc[:], uint32(cred.Nc))
+	return digestHex(ha1, cred.Nonce, hex.EncodeToString(nc[:]), cred.Cnonce, cred.QOP, ha2)
 }
 
 func contains(list []string, s string) bool {

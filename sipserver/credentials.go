@@ -21,10 +21,12 @@ var errCredentials = errors.New("malformed digest credentials")
 // slices of v: only a quoted value with escapes is copied.
 func parseCredentials(v string) (credentials, error) {
 	var c credentials
-	scheme, rest, ok := strings.Cut(strings.TrimLeft(v, " \t"), " ")
-	if !ok || !strings.EqualFold(scheme, "Digest") {
+	v = trimOWS(v)
+	i := strings.IndexAny(v, " \t")
+	if i < 0 || !strings.EqualFold(v[:i], "Digest") {
 		return c, errCredentials
 	}
+	rest := v[i:]
 	for first := true; ; first = false {
 		rest = trimOWS(rest)
 		if rest == "" {

@@ -1,6 +1,9 @@
 package sipserver
 
 import (
+	"crypto/md5"
+	"crypto/sha256"
+	"fmt"
 	"testing"
 
 	"github.com/icholy/digest"
@@ -22,6 +25,7 @@ func TestParseCredentials(t *testing.T) {
 			want: credentials{Username: "u", Realm: "r", Nonce: "n", URI: "sip:r", Response: "x"}},
 		{name: "SHA-256", in: `Digest username="u", algorithm=SHA-256`, want: credentials{Username: "u", Algorithm: "SHA-256"}},
 		{name: "scheme only", in: "Digest ", want: credentials{}},
+		{name: "tab after the scheme", in: "Digest\tusername=\"u\"", want: credentials{Username: "u"}},
 		{name: "basic", in: `Basic dXNlcjpwYXNz`, bad: true},
 		{name: "no scheme", in: `username="u"`, bad: true},
 		{name: "empty", in: ``, bad: true},
@@ -103,4 +107,28 @@ func BenchmarkParseCredentials(b *testing.B) {
 			}
 		}
 	})
+}
+
+// The response is RFC 7616's H(HA1:nonce:nc:cnonce:qop:H(method:uri)) with
+// nc as 8 lowercase hex digits, or H(HA1:nonce:H(method:uri)) without qop.
+func TestExpectedResponse(t *testing.T) {
+	md5hex := func(s string) string { return fmt.Sprintf("%x", md5.Sum([]byte(s))) }
+	sha256hex := func(s string) string { return fmt.Sprintf("%x", sha256.Sum256([]byte(s))) }
+	for _, nc := range []int{0, 1, 0xa, 0xff, 0x1234567, 0x7fffffff} {
+		c := credentials{Nonce: "n0nce", URI: "sip:example.com", Cnonce: "c", QOP: "auth", Nc: nc}
+		ha2 := md5hex("REGISTER:sip:example.com")
+		want := md5hex(fmt.Sprintf("ha1:n0nce:%08x:c:auth:%s", nc, ha2))
+		if got := expected("MD5", "ha1", "REGISTER", &c); got != want {
+			t.Errorf("MD5 nc=%x: %s, want %s", nc, got, want)
+		}
+		ha2 = sha256hex("REGISTER:sip:example.com")
+		want = sha256hex(fmt.Sprintf("ha1:n0nce:%08x:c:auth:%s", nc, ha2))
+		if got := expected("SHA-256", "ha1", "REGISTER", &c); got != want {
+			t.Errorf("SHA-256 nc=%x: %s, want %s", nc, got, want)
+		}
+	}
+	c := credentials{Nonce: "n", URI: "sip:x"}
+	if got, want := expected("MD5", "ha1", "INVITE", &c), md5hex("ha1:n:"+md5hex("INVITE:sip:x")); got != want {
+		t.Errorf("without qop: %s, want %s", got, want)
+	}
 }
