@@ -47,10 +47,12 @@ func startLanes(n int) *lanes {
 	return l
 }
 
-// do runs fn on an idle lane, or on the caller's goroutine when every lane
-// is busy: fn may itself use lanes, so waiting for one could deadlock.
-// A panic in fn is raised again in the caller. A nil *lanes runs fn in
-// place.
+// do runs fn on a lane, waiting for one to be free. It does not run fn in
+// place when every lane is busy: under load the lanes are rarely parked
+// in their receive (they are runnable, queued behind request goroutines),
+// and running in place grew a request's stack for most reads. So fn must
+// not call do itself: it would wait for its own lane. A panic in fn is
+// raised again in the caller. A nil or closed *lanes runs fn in place.
 func (l *lanes) do(fn func()) {
 	if l == nil {
 		fn()
@@ -59,11 +61,12 @@ func (l *lanes) do(fn func()) {
 	j := laneJob{fn: fn, done: make(chan any, 1)}
 	select {
 	case l.work <- j:
-		if p, panicked := <-j.done; panicked {
-			panic(p)
-		}
-	default:
+	case <-l.stop:
 		fn()
+		return
+	}
+	if p, panicked := <-j.done; panicked {
+		panic(p)
 	}
 }
 
