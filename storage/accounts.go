@@ -42,6 +42,12 @@ const accountColumns = "login, display_name, realm, ha1_md5, ha1_sha256, created
 func (s accountStore) Account(ctx context.Context, login string) (registrar.Account, error) {
 	var r accountRow
 	var err error
+	if s.db.engine == SQLite {
+		// A read by key on SQLite takes microseconds and never waits for
+		// a lock (WAL); a context that can end costs modernc a goroutine
+		// per query to watch it, more than the read.
+		ctx = context.WithoutCancel(ctx)
+	}
 	s.db.lanes.do(func() {
 		err = s.scan(ctx, "SELECT "+accountColumns+" FROM accounts WHERE login = ?", []any{login},
 			&r.Login, &r.DisplayName, &r.Realm, &r.HA1MD5, &r.HA1SHA256, &r.Created, &r.Updated)
