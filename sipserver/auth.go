@@ -33,6 +33,7 @@ import (
 // are issued, at the price that a nonce whose slot was reused goes stale.
 type digestAuth struct {
 	realm      string
+	realmBytes []byte
 	secret     []byte
 	lifetime   time.Duration
 	algorithms []string
@@ -40,6 +41,7 @@ type digestAuth struct {
 
 	next  atomic.Uint64
 	slots []ncSlot
+	macs  sync.Pool // of HMAC-SHA256 states keyed with secret
 }
 
 type ncSlot struct {
@@ -63,7 +65,7 @@ func newDigestAuth(realm string, secret []byte, lifetime time.Duration, algorith
 			return nil, fmt.Errorf("digest algorithm %q: want MD5 or SHA-256", a)
 		}
 	}
-	return &digestAuth{realm: realm, secret: secret, lifetime: lifetime, algorithms: algorithms, now: time.Now,
+	return &digestAuth{realm: realm, realmBytes: []byte(realm), secret: secret, lifetime: lifetime, algorithms: algorithms, now: time.Now,
 		slots: make([]ncSlot, ncSlots)}, nil
 }
 
@@ -77,7 +79,8 @@ func (a *digestAuth) newNonce() string {
 	var b [nonceLen]byte
 	binary.BigEndian.PutUint64(b[0:8], stamp)
 	binary.BigEndian.PutUint32(b[8:12], slot)
-	copy(b[12:], a.mac(b[:12]))
+	mac := a.mac(b[:12])
+	copy(b[12:], mac[:])
 	s := &a.slots[slot]
 	s.mu.Lock()
 	s.nonce, s.nc, s.used = stamp, 0, false
@@ -85,11 +88,21 @@ func (a *digestAuth) newNonce() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-func (a *digestAuth) mac(b []byte) []byte {
-	m := hmac.New(sha256.New, a.secret)
+// mac signs a nonce's stamp and slot (with the realm). Every challenge and
+// every authenticated request computes one: the HMAC states are pooled, as
+// a new one allocates its keyed inner and outer hashes.
+func (a *digestAuth) mac(b []byte) [16]byte {
+	m, _ := a.macs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, a.secret)
+	}
+	m.Reset()
 	m.Write(b)
-	m.Write([]byte(a.realm))
-	return m.Sum(nil)[:16]
+	m.Write(a.realmBytes)
+	var sum [sha256.Size]byte
+	m.Sum(sum[:0])
+	a.macs.Put(m)
+	return [16]byte(sum[:16])
 }
 
 // challenges returns the values of WWW-Authenticate (or Proxy-Authenticate)
@@ -191,7 +204,7 @@ func (a *digestAuth) parseNonce(nonce string) (stamp uint64, slot uint32, ok boo
 	if err != nil || len(b) != nonceLen {
 		return 0, 0, false
 	}
-	if !hmac.Equal(b[12:], a.mac(b[:12])) {
+	if mac := a.mac(b[:12]); !hmac.Equal(b[12:], mac[:]) {
 		return 0, 0, false
 	}
 	slot = binary.BigEndian.Uint32(b[8:12])
