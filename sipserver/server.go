@@ -98,11 +98,12 @@ type Server struct {
 	srv *sipgo.Server
 	cli *sipgo.Client
 
-	udp       net.PacketConn
-	answered  *answered               // final answers to UDP requests, for retransmissions
-	listeners map[string]net.Listener // by transport: TCP, TLS, WS, WSS
-	ports     map[string]int          // by transport
-	hosts     map[string]bool         // names and IPs that are us
+	udp        net.PacketConn
+	answered   *answered               // final answers to UDP requests, for retransmissions
+	encodeBufs sync.Pool               // of *bytes.Buffer, for encode
+	listeners  map[string]net.Listener // by transport: TCP, TLS, WS, WSS
+	ports      map[string]int          // by transport
+	hosts      map[string]bool         // names and IPs that are us
 
 	onRegistered func(login string)
 	chat         Chat
