@@ -520,7 +520,11 @@ func (b *Bindings) writeLoop() {
 // the writes were queued, so that the store never sees the same row twice
 // in one statement and a removal queued after a put stays removed.
 func squash(batch []write) ([]Binding, []BindingRef) {
-	last := map[BindingRef]*Binding{} // nil: removed
+	n := 0
+	for _, w := range batch {
+		n += len(w.put) + len(w.del)
+	}
+	last := make(map[BindingRef]*Binding, n) // nil: removed
 	for _, w := range batch {
 		for _, d := range w.del {
 			last[d] = nil
@@ -529,7 +533,7 @@ func squash(batch []write) ([]Binding, []BindingRef) {
 			last[BindingRef{w.put[j].AOR, w.put[j].Key()}] = &w.put[j]
 		}
 	}
-	var put []Binding
+	put := make([]Binding, 0, len(last))
 	var del []BindingRef
 	for ref, bd := range last {
 		if bd != nil {
