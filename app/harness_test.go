@@ -223,6 +223,13 @@ func (s *server) rowCounts() map[string]int {
 // /metrics is at least min.
 func metricAtLeast(t testing.TB, s *server, sample string, min float64) bool {
 	t.Helper()
+	v, ok := metricValue(t, s, sample)
+	return ok && v >= min
+}
+
+// metricValue returns the named sample (name{labels}) on /metrics.
+func metricValue(t testing.TB, s *server, sample string) (float64, bool) {
+	t.Helper()
 	res, err := s.client.Get(s.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -233,8 +240,8 @@ func metricAtLeast(t testing.TB, s *server, sample string, min float64) bool {
 		if strings.HasPrefix(line, sample+" ") {
 			var v float64
 			fmt.Sscan(strings.TrimPrefix(line, sample+" "), &v)
-			return v >= min
+			return v, true
 		}
 	}
-	return false
+	return 0, false
 }

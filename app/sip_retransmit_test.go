@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/icholy/digest"
+
 	"gchd/configs"
 )
 
@@ -82,5 +84,77 @@ func TestUDPRetransmissionAnsweredOnce(t *testing.T) {
 	// Had the retransmission been posted, it would have taken mid+1.
 	if next := midOf(udpExchange(t, c, post("p2", "twice"))); next != mid+1 {
 		t.Fatalf("the next post got MID %d after %d: the retransmission was posted again", next, mid)
+	}
+}
+
+// Copies of a REGISTER that arrive while the first is still being
+// processed (its binding being committed) are not processed again: they
+// would be refused as out of order (same Call-ID and CSeq), and a phone
+// that took that 400 for the answer would think itself unregistered. Every
+// answer that comes back is the first copy's 200.
+func TestUDPRetransmissionBurstProcessedOnce(t *testing.T) {
+	s := startSIP(t)
+	s.addAccount("ann", "pw-ann", "")
+	c, err := net.Dial("udp", s.app.SIPAddr("UDP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	register := func(branch string, cseq int, auth string) string {
+		return "REGISTER sip:" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-" + branch +
+			"\r\nFrom: <sip:ann@" + testDomain + ">;tag=b1\r\nTo: <sip:ann@" + testDomain + ">\r\nCall-ID: burst-reg" +
+			"\r\nCSeq: " + strconv.Itoa(cseq) + " REGISTER\r\nContact: <sip:ann@" + local + ">\r\nMax-Forwards: 70\r\n" + auth +
+			"Content-Length: 0\r\n\r\n"
+	}
+	challenge := udpExchange(t, c, register("b1", 1, ""))
+	m := regexp.MustCompile(`(?m)^WWW-Authenticate: *(.+?)\r$`).FindSubmatch(challenge)
+	if m == nil {
+		t.Fatalf("no challenge: %q", challenge)
+	}
+	chal, err := digest.ParseChallenge(string(m[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:" + testDomain, Username: "ann", Password: "pw-ann", Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte(register("b2", 2, "Authorization: "+cred.String()+"\r\n"))
+	const copies = 30
+	for range copies {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var first []byte
+	answers := 0
+	buf := make([]byte, 8192)
+	for {
+		c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := c.Read(buf)
+		if err != nil {
+			break
+		}
+		answers++
+		if first == nil {
+			first = bytes.Clone(buf[:n])
+			if !bytes.HasPrefix(first, []byte("SIP/2.0 200")) {
+				t.Fatalf("REGISTER answered %q", first)
+			}
+		} else if !bytes.Equal(buf[:n], first) {
+			t.Fatalf("a copy got another answer:\n%s\nfirst:\n%s", buf[:n], first)
+		}
+	}
+	if answers == 0 || answers > copies {
+		t.Fatalf("%d answers to %d copies", answers, copies)
+	}
+	for sample, want := range map[string]float64{
+		`gchd_registrar_registrations_total{result="registered"}`: 1,
+		`gchd_registrar_registrations_total{result="invalid"}`:    0,
+	} {
+		if v, _ := metricValue(t, s, sample); v != want {
+			t.Errorf("%s = %v, want %v", sample, v, want)
+		}
 	}
 }

@@ -16,6 +16,7 @@ type sipMetrics struct {
 	txDuration        *prometheus.HistogramVec
 	authFailures      *prometheus.CounterVec
 	registrations     *prometheus.CounterVec
+	requestsDropped   *prometheus.CounterVec
 }
 
 func newSIPMetrics() sipMetrics {
@@ -49,12 +50,16 @@ func newSIPMetrics() sipMetrics {
 			Name: "gchd_registrar_registrations_total",
 			Help: "REGISTER requests by result (registered, refreshed, unregistered, queried, challenged, forbidden, invalid, error).",
 		}, []string{"result"}),
+		requestsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_sip_requests_dropped_total",
+			Help: "SIP requests dropped unanswered, by method and reason (overload: the REGISTER queue was full; the phone retransmits).",
+		}, []string{"method", "reason"}),
 	}
 }
 
 func (s sipMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.requestsReceived, s.responsesSent, s.requestsSent, s.responsesReceived,
-		s.txDuration, s.authFailures, s.registrations}
+		s.txDuration, s.authFailures, s.registrations, s.requestsDropped}
 }
 
 // sipMethods bounds the method label.
@@ -89,6 +94,11 @@ func (m *Metrics) SIPResponseSent(method string, code int, d time.Duration) {
 	method = methodLabel(method)
 	m.sip.responsesSent.WithLabelValues(method, classLabel(code)).Inc()
 	m.sip.txDuration.WithLabelValues("in", method).Observe(d.Seconds())
+}
+
+// SIPRequestDropped counts a request dropped unanswered.
+func (m *Metrics) SIPRequestDropped(method, reason string) {
+	m.sip.requestsDropped.WithLabelValues(methodLabel(method), reason).Inc()
 }
 
 // SIPRequestSent counts a request gchd sent.

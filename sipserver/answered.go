@@ -2,6 +2,8 @@ package sipserver
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
@@ -70,7 +72,44 @@ func (a *answered) get(key string, now time.Time) (answer, bool) {
 	defer a.mu.Unlock()
 	a.expireLocked(now)
 	b, ok := a.byKey[key]
-	return b, ok
+	return b, ok && b.data != nil
+}
+
+// What begin found for a request.
+const (
+	answerNone    = iota // nothing: the request is now marked in progress
+	answerPending        // the request is in progress: drop the retransmission
+	answerKept           // the request was answered: send the answer again
+)
+
+// begin marks the request of key in progress unless it already is, or was
+// answered. It stands for the server transaction of a request that has
+// none (the UDP ingress): a retransmission that arrives while the first
+// copy is still being processed must not be processed a second time.
+// put ends the mark with the answer, forget without one.
+func (a *answered) begin(key string, now time.Time) (answer, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.expireLocked(now)
+	if b, ok := a.byKey[key]; ok {
+		if b.data == nil {
+			return b, answerPending
+		}
+		return b, answerKept
+	}
+	a.order = append(a.order, answeredEntry{key: key, at: now})
+	a.byKey[key] = answer{}
+	return answer{}, answerNone
+}
+
+// forget removes the in-progress mark of a request left unanswered, so
+// that its retransmission is processed.
+func (a *answered) forget(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if b, ok := a.byKey[key]; ok && b.data == nil {
+		delete(a.byKey, key)
+	}
 }
 
 // put keeps an answer for ttl.
@@ -120,6 +159,12 @@ func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.
 	// Where sipgo would send it: Via received/rport, else the sent-by.
 	to, err := netip.ParseAddrPort(res.Destination())
 	conn, ok := s.udp.(*net.UDPConn)
+	if tx == nil && (err != nil || !ok) {
+		// Not for a request of the ingress: its destination is its
+		// source address.
+		s.answered.forget(key)
+		return fmt.Errorf("answer to %q over %T: %w", res.Destination(), s.udp, errors.ErrUnsupported)
+	}
 	if err != nil || !ok {
 		// A sent-by that is a name: sipgo resolves it.
 		defer tx.Terminate()
@@ -133,7 +178,9 @@ func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.
 	}
 	ans := answer{data: s.encode(res), to: to}
 	s.answered.put(key, ans, time.Now())
-	tx.Terminate()
+	if tx != nil {
+		tx.Terminate()
+	}
 	_, err = conn.WriteToUDPAddrPort(ans.data, to)
 	return err
 }

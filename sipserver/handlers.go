@@ -16,40 +16,47 @@ import (
 // send, or nil when it has answered itself (the proxy relays responses).
 type handlerFunc func(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response
 
-// handle adapts a handlerFunc to sipgo: it counts the request, recovers a
-// panic into a 500 (one bad request must not take the server down) and
-// sends the response.
+// handle adapts a handlerFunc to sipgo.
 func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
-	return func(req *sip.Request, tx sip.ServerTransaction) {
-		start := time.Now()
-		s.metrics.SIPRequestReceived(string(req.Method))
-		var res *sip.Response
-		key, keep := answerKey(req) // "" for requests whose transaction sipgo keeps
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("panic in SIP handler", "method", req.Method, "call_id", callID(req), "panic", fmt.Sprint(p),
-					"stack", string(debug.Stack()))
-				res = sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
-			}
-			if res != nil {
-				s.respond(tx, req, res, key, start)
-			}
-		}()
-		if keep {
-			if ans, ok := s.answered.get(key, start); ok {
-				// A retransmission of a request already answered.
-				s.resend(ans, req)
-				tx.Terminate()
-				return
-			}
+	return func(req *sip.Request, tx sip.ServerTransaction) { s.serve(req, tx, fn) }
+}
+
+// serve processes one request with fn: it counts the request, recovers a
+// panic into a 500 (one bad request must not take the server down) and
+// sends the response. tx is nil for a request the UDP ingress took in:
+// it has an answer key, and begin has marked it in progress.
+func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, fn handlerFunc) {
+	start := time.Now()
+	s.metrics.SIPRequestReceived(string(req.Method))
+	var res *sip.Response
+	key, keep := answerKey(req) // "" for requests whose transaction sipgo keeps
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("panic in SIP handler", "method", req.Method, "call_id", callID(req), "panic", fmt.Sprint(p),
+				"stack", string(debug.Stack()))
+			res = sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
 		}
-		if res = s.validate(req); res != nil {
+		switch {
+		case res != nil:
+			s.respond(tx, req, res, key, start)
+		case tx == nil:
+			s.answered.forget(key)
+		}
+	}()
+	if keep && tx != nil {
+		if ans, ok := s.answered.get(key, start); ok {
+			// A retransmission of a request already answered.
+			s.resend(ans, req)
+			tx.Terminate()
 			return
 		}
-		ctx, cancel := context.WithTimeout(chat.WithSource(context.Background(), "sip"), s.opts.InviteTimeout+time.Minute)
-		defer cancel()
-		res = fn(ctx, req, tx)
 	}
+	if res = s.validate(req); res != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(chat.WithSource(context.Background(), "sip"), s.opts.InviteTimeout+time.Minute)
+	defer cancel()
+	res = fn(ctx, req, tx)
 }
 
 // respond sends a final (or provisional) response and counts final ones.

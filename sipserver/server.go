@@ -373,8 +373,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	var ingress *udpIngress
 	if s.udp != nil {
-		serve("udp", func() error { return s.srv.ServeUDP(s.udp) })
+		ingress = newUDPIngress(s, s.udp)
+		ingress.start()
+		serve("udp", func() error { return s.srv.ServeUDP(ingress) })
 	}
 	for transport, ln := range s.listeners {
 		switch transport {
@@ -395,6 +398,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.closeListeners()
 	wg.Wait()
+	if ingress != nil {
+		ingress.stop() // after its reader, sipgo's UDP loop, returned
+	}
 	return err
 }
 
