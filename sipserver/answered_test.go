@@ -65,3 +65,45 @@ func TestAnswerKey(t *testing.T) {
 		t.Error("the method is not part of the key")
 	}
 }
+
+// begin stands for a transaction: the first copy is marked in progress,
+// a copy meanwhile is dropped, a copy after the answer gets it, and a mark
+// forgotten (no answer) lets the next copy through.
+func TestAnsweredBegin(t *testing.T) {
+	a := newAnswered(time.Second)
+	t0 := time.Unix(1000, 0)
+	steps := []struct {
+		do    func() int
+		want  int
+		about string
+	}{
+		{func() int { _, st := a.begin("k", t0); return st }, answerNone, "first copy"},
+		{func() int { _, st := a.begin("k", t0); return st }, answerPending, "copy while in progress"},
+		{func() int {
+			if _, ok := a.get("k", t0); ok {
+				return -1
+			}
+			return answerNone
+		}, answerNone, "get does not return a mark"},
+		{func() int { a.put("k", answer{data: []byte("200")}, t0); _, st := a.begin("k", t0); return st }, answerKept, "copy after the answer"},
+		{func() int { _, st := a.begin("f", t0); a.forget("f"); _, st = a.begin("f", t0); return st }, answerNone, "copy after a forgotten mark"},
+		{func() int { a.forget("k"); _, st := a.begin("k", t0); return st }, answerKept, "forget leaves an answer"},
+		{func() int { _, st := a.begin("k", t0.Add(time.Second)); return st }, answerNone, "copy after the ttl"},
+	}
+	for _, s := range steps {
+		if got := s.do(); got != s.want {
+			t.Errorf("%s: state %d, want %d", s.about, got, s.want)
+		}
+	}
+}
+
+func TestAnsweredExpireWithoutAccess(t *testing.T) {
+	a := newAnswered(time.Second)
+	t0 := time.Unix(1000, 0)
+	a.put("k", answer{data: []byte("200")}, t0)
+	a.begin("m", t0)
+	a.expire(t0.Add(time.Second))
+	if n := a.len(); n != 0 {
+		t.Fatalf("%d answers kept after the ttl", n)
+	}
+}

@@ -373,6 +373,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	serve("answers", func() error { s.expireAnswers(ctx); return nil })
 	var ingress *udpIngress
 	if s.udp != nil {
 		ingress = newUDPIngress(s, s.udp)
@@ -402,6 +403,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		ingress.stop() // after its reader, sipgo's UDP loop, returned
 	}
 	return err
+}
+
+// expireAnswers drops expired UDP answers every second until ctx ends.
+func (s *Server) expireAnswers(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.answered.expire(now)
+		}
+	}
 }
 
 // Close releases the user agent: its connections and transactions.
