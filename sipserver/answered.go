@@ -30,17 +30,20 @@ type answered struct {
 	byKey map[string]answer
 	order []answeredEntry // oldest first, from head
 	head  int
+	seq   uint64 // of the last entry
 }
 
 // answer is a final response as sent: its bytes and where they went.
 type answer struct {
 	data []byte
 	to   netip.AddrPort
+	seq  uint64 // of the order entry that expires it
 }
 
 type answeredEntry struct {
 	key string
 	at  time.Time
+	seq uint64
 }
 
 func newAnswered(ttl time.Duration) *answered {
@@ -97,8 +100,7 @@ func (a *answered) begin(key string, now time.Time) (answer, int) {
 		}
 		return b, answerKept
 	}
-	a.order = append(a.order, answeredEntry{key: key, at: now})
-	a.byKey[key] = answer{}
+	a.byKey[key] = answer{seq: a.enter(key, now)}
 	return answer{}, answerNone
 }
 
@@ -119,17 +121,40 @@ func (a *answered) put(key string, ans answer, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.expireLocked(now)
-	if _, ok := a.byKey[key]; !ok {
-		a.order = append(a.order, answeredEntry{key: key, at: now})
+	if old, ok := a.byKey[key]; ok {
+		ans.seq = old.seq
+	} else {
+		ans.seq = a.enter(key, now)
 	}
 	a.byKey[key] = ans
 }
 
+// enter queues key for expiry and returns the entry's number. An entry
+// expires its key only while the key holds that number: a key forgotten
+// and entered again is not dropped early by its first entry.
+func (a *answered) enter(key string, now time.Time) uint64 {
+	a.seq++
+	a.order = append(a.order, answeredEntry{key: key, at: now, seq: a.seq})
+	return a.seq
+}
+
 func (a *answered) expireLocked(now time.Time) {
 	for a.head < len(a.order) && now.Sub(a.order[a.head].at) >= a.ttl {
-		delete(a.byKey, a.order[a.head].key)
+		e := a.order[a.head]
+		if b, ok := a.byKey[e.key]; ok && b.seq == e.seq {
+			delete(a.byKey, e.key)
+		}
 		a.order[a.head] = answeredEntry{}
 		a.head++
+	}
+	if a.head == len(a.order) && a.head > 1024 {
+		// All expired after a burst: give its memory back (a map does not
+		// shrink) rather than hold it while idle.
+		a.order, a.head = nil, 0
+		if len(a.byKey) == 0 {
+			a.byKey = map[string]answer{}
+		}
+		return
 	}
 	// Reuse the array once the expired front is its larger part.
 	if a.head > 1024 && a.head > len(a.order)/2 {

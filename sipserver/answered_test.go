@@ -89,6 +89,14 @@ func TestAnsweredBegin(t *testing.T) {
 		{func() int { _, st := a.begin("f", t0); a.forget("f"); _, st = a.begin("f", t0); return st }, answerNone, "copy after a forgotten mark"},
 		{func() int { a.forget("k"); _, st := a.begin("k", t0); return st }, answerKept, "forget leaves an answer"},
 		{func() int { _, st := a.begin("k", t0.Add(time.Second)); return st }, answerNone, "copy after the ttl"},
+		{func() int {
+			// f was entered at t0, forgotten, entered again at t0+0.5s:
+			// its first entry must not expire the second.
+			a.forget("f")
+			a.begin("f", t0.Add(time.Second/2))
+			_, st := a.begin("f", t0.Add(time.Second))
+			return st
+		}, answerPending, "a key entered again keeps its own expiry"},
 	}
 	for _, s := range steps {
 		if got := s.do(); got != s.want {
