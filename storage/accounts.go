@@ -43,9 +43,9 @@ func (s accountStore) Account(ctx context.Context, login string) (registrar.Acco
 	var r accountRow
 	var err error
 	if s.db.engine == SQLite {
-		// A read by key on SQLite takes microseconds and never waits for
-		// a lock (WAL); a context that can end costs modernc a goroutine
-		// per query to watch it, more than the read.
+		// A read by key on SQLite takes microseconds and does not wait for
+		// the writer (WAL); a context that can end costs modernc a
+		// goroutine per query to watch it, more than the read.
 		ctx = context.WithoutCancel(ctx)
 	}
 	s.db.lanes.do(func() {
