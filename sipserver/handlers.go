@@ -64,9 +64,14 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, fn handlerFun
 // transaction ended.
 func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string, start time.Time) {
 	var err error
-	if key != "" && res.StatusCode >= 200 {
+	switch {
+	case key != "" && res.StatusCode >= 200:
 		err = s.answerUDP(tx, req, res, key)
-	} else {
+	case tx == nil:
+		// A request of the UDP ingress has no transaction to carry a
+		// provisional answer; its final answer follows.
+		return
+	default:
 		err = tx.Respond(res)
 	}
 	if err != nil {
