@@ -18,18 +18,21 @@ type handlerFunc func(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 
 // handle adapts a handlerFunc to sipgo.
 func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
-	return func(req *sip.Request, tx sip.ServerTransaction) { s.serve(req, tx, fn) }
+	return func(req *sip.Request, tx sip.ServerTransaction) {
+		key, _ := answerKey(req) // "" for requests whose transaction sipgo keeps
+		s.serve(req, tx, key, fn)
+	}
 }
 
 // serve processes one request with fn: it counts the request, recovers a
 // panic into a 500 (one bad request must not take the server down) and
-// sends the response. tx is nil for a request the UDP ingress took in:
-// it has an answer key, and begin has marked it in progress.
-func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, fn handlerFunc) {
+// sends the response. key is the request's answer key, "" for none. tx is
+// nil for a request the UDP ingress took in: it has a key, and begin has
+// marked it in progress.
+func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, fn handlerFunc) {
 	start := time.Now()
 	s.metrics.SIPRequestReceived(string(req.Method))
 	var res *sip.Response
-	key, keep := answerKey(req) // "" for requests whose transaction sipgo keeps
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("panic in SIP handler", "method", req.Method, "call_id", callID(req), "panic", fmt.Sprint(p),
@@ -43,7 +46,7 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, fn handlerFun
 			s.answered.forget(key)
 		}
 	}()
-	if keep && tx != nil {
+	if key != "" && tx != nil {
 		if ans, ok := s.answered.get(key, start); ok {
 			// A retransmission of a request already answered.
 			s.resend(ans, req)

@@ -34,12 +34,18 @@ type udpIngress struct {
 	net.PacketConn // the socket itself: sipgo writes to it directly
 	s              *Server
 	parser         *sip.Parser
-	work           chan *sip.Request
+	work           chan ingressJob
 	workers        sync.WaitGroup
 }
 
+// ingressJob is a REGISTER taken in, with its answer key.
+type ingressJob struct {
+	req *sip.Request
+	key string
+}
+
 func newUDPIngress(s *Server, conn net.PacketConn) *udpIngress {
-	return &udpIngress{PacketConn: conn, s: s, parser: sip.NewParser(), work: make(chan *sip.Request, ingressQueue)}
+	return &udpIngress{PacketConn: conn, s: s, parser: sip.NewParser(), work: make(chan ingressJob, ingressQueue)}
 }
 
 // start starts the workers; stop, once nothing calls ReadFrom any more,
@@ -49,8 +55,8 @@ func (in *udpIngress) start() {
 		in.workers.Add(1)
 		go func() {
 			defer in.workers.Done()
-			for req := range in.work {
-				in.s.serve(req, nil, in.s.onRegister)
+			for j := range in.work {
+				in.s.serve(j.req, nil, j.key, in.s.onRegister)
 			}
 		}()
 	}
@@ -106,7 +112,7 @@ func (in *udpIngress) take(data []byte, addr net.Addr) bool {
 		return true
 	}
 	select {
-	case in.work <- req:
+	case in.work <- ingressJob{req, key}:
 	default:
 		// Overloaded: the phone retransmits (Timer E), by when the queue
 		// may have room. Answering 503 would cost what processing costs.

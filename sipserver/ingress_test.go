@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -22,7 +21,7 @@ func TestIngressTake(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := &Server{udp: udp, answered: newAnswered(time.Minute), metrics: metrics.New(reg, metrics.BuildInfo{})}
 	in := newUDPIngress(s, udp)
-	in.work = make(chan *sip.Request, 1) // room for one
+	in.work = make(chan ingressJob, 1) // room for one
 	from := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5060}
 	request := func(method, branch string) []byte {
 		return []byte(method + " sip:example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=" + branch +
