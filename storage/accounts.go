@@ -2,8 +2,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -38,28 +36,6 @@ func accountArgs(a registrar.Account) []any {
 }
 
 const accountColumns = "login, display_name, realm, ha1_md5, ha1_sha256, created_at, updated_at"
-
-func (s accountStore) Account(ctx context.Context, login string) (registrar.Account, error) {
-	var r accountRow
-	var err error
-	if s.db.engine == SQLite {
-		// A read by key on SQLite takes microseconds and does not wait for
-		// the writer (WAL); a context that can end costs modernc a
-		// goroutine per query to watch it, more than the read.
-		ctx = context.WithoutCancel(ctx)
-	}
-	s.db.lanes.do(func() {
-		err = s.scan(ctx, "SELECT "+accountColumns+" FROM accounts WHERE login = ?", []any{login},
-			&r.Login, &r.DisplayName, &r.Realm, &r.HA1MD5, &r.HA1SHA256, &r.Created, &r.Updated)
-	})
-	if errors.Is(err, sql.ErrNoRows) {
-		return registrar.Account{}, registrar.ErrNoAccount
-	}
-	if err != nil {
-		return registrar.Account{}, fmt.Errorf("select account %s: %w", login, err)
-	}
-	return r.account(), nil
-}
 
 func (s accountStore) CreateAccount(ctx context.Context, a registrar.Account) error {
 	return s.db.inTx(ctx, "account_create", func(tx *sqlx.Tx) error {

@@ -75,14 +75,15 @@ type Options struct {
 
 // DB is an open database. It is safe for concurrent use.
 type DB struct {
-	engine  Engine
-	w       *sqlx.DB // writes; for SQLite a single connection
-	r       *sqlx.DB // reads; for PostgreSQL the same pool as w
-	observe func(op string, d time.Duration, err error)
-	sqlText sync.Map // query as written -> query for this engine
-	stmts   sync.Map // stmtKey -> *sqlx.Stmt
-	lanes   *lanes   // SQLite only
-	commits groupCommit
+	engine       Engine
+	w            *sqlx.DB // writes; for SQLite a single connection
+	r            *sqlx.DB // reads; for PostgreSQL the same pool as w
+	observe      func(op string, d time.Duration, err error)
+	sqlText      sync.Map // query as written -> query for this engine
+	stmts        sync.Map // stmtKey -> *sqlx.Stmt
+	lanes        *lanes   // SQLite only
+	commits      groupCommit
+	accountReads accountReads
 }
 
 // Open connects to the database named by dsn and applies pending migrations.

@@ -410,6 +410,48 @@ func TestAccounts(t *testing.T) {
 	})
 }
 
+// Concurrent lookups share queries (accountreads.go): each caller still
+// gets its own account, or ErrNoAccount, whatever batch it was read in,
+// the same login asked for twice in a batch included.
+func TestAccountReadsConcurrent(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.AccountStore()
+		var accounts []registrar.Account
+		for i := range 50 {
+			a := registrar.Account{Login: fmt.Sprintf("user%02d", i), Realm: "r", HA1MD5: fmt.Sprint("m", i), HA1SHA256: fmt.Sprint("s", i),
+				Created: t0, Updated: t0}
+			accounts = append(accounts, a)
+		}
+		if _, _, err := s.PutAccounts(ctx, accounts); err != nil {
+			t.Fatal(err)
+		}
+		const callers = 400
+		var wg sync.WaitGroup
+		errs := make(chan error, callers)
+		for i := range callers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := i % 70 // 50 to 69 have no account
+				login := fmt.Sprintf("user%02d", n)
+				got, err := s.Account(ctx, login)
+				switch {
+				case n >= 50 && !errors.Is(err, registrar.ErrNoAccount):
+					errs <- fmt.Errorf("%s: %+v, %v; want ErrNoAccount", login, got, err)
+				case n < 50 && (err != nil || got != accounts[n]):
+					errs <- fmt.Errorf("%s: %+v, %v; want %+v", login, got, err, accounts[n])
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+	})
+}
+
 func TestMigrations(t *testing.T) {
 	for _, e := range storagetest.Engines() {
 		t.Run(string(e), func(t *testing.T) {

@@ -1,0 +1,165 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"gchd/registrar"
+)
+
+// accountBatchSizes are the lengths of the IN lists prepared for account
+// reads: a batch is padded up to the next one, so that six statements,
+// compiled once, serve every batch.
+var accountBatchSizes = [...]int{1, 2, 4, 8, 16, 32}
+
+// accountReadTimeout bounds a PostgreSQL account read that no caller can
+// cancel (see readAccounts).
+const accountReadTimeout = 30 * time.Second
+
+// accountReads looks up concurrent Account calls with one query, as
+// groupCommit does for writes: the first caller in the queue leads, reads
+// every login queued (up to 32), then hands the lead to the next in line.
+//
+// Every REGISTER that authenticates a user the registrar has not cached
+// reads an account. A query for one row paid, each time, what a query
+// costs whatever its size: on SQLite the read transaction's file and WAL
+// locks (system calls) and database/sql's per-query work, together more
+// than the B-tree search; on PostgreSQL a round trip and the backend's
+// execution. Under load, when requests wait for the CPU anyway, batches
+// form by themselves; an idle server reads one login per query, as before.
+type accountReads struct {
+	mu    sync.Mutex
+	queue []*accountRead
+}
+
+type accountRead struct {
+	login string
+	acc   registrar.Account
+	err   error
+	done  chan struct{} // closed when a leader has read it
+	lead  chan struct{} // signalled when it is first in the queue
+}
+
+// Account returns the account of login, read in a batch with the other
+// lookups waiting meanwhile.
+func (s accountStore) Account(ctx context.Context, login string) (registrar.Account, error) {
+	r := &accountRead{login: login, done: make(chan struct{}), lead: make(chan struct{}, 1)}
+	g := &s.db.accountReads
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	first := len(g.queue) == 1
+	g.mu.Unlock()
+	if !first {
+		// Not cancelled by ctx: the wait is one query at most.
+		select {
+		case <-r.done:
+			return r.acc, r.err
+		case <-r.lead:
+		}
+	}
+	g.mu.Lock()
+	batch := append([]*accountRead(nil), g.queue[:min(len(g.queue), accountBatchSizes[len(accountBatchSizes)-1])]...)
+	g.mu.Unlock()
+
+	// Hand over even if the read panics: the queue must not stall behind
+	// a leader that is gone.
+	defer func() {
+		g.mu.Lock()
+		clear(g.queue[:len(batch)])
+		g.queue = g.queue[len(batch):]
+		if len(g.queue) > 0 {
+			g.queue[0].lead <- struct{}{}
+		}
+		g.mu.Unlock()
+		for _, o := range batch[1:] {
+			close(o.done)
+		}
+	}()
+	if err := s.readAccounts(ctx, batch); err != nil {
+		for _, o := range batch {
+			o.err = err
+		}
+	}
+	return r.acc, r.err
+}
+
+// readAccounts reads the accounts of a batch with one query and sets each
+// read's account, or ErrNoAccount.
+func (s accountStore) readAccounts(ctx context.Context, batch []*accountRead) error {
+	// The leader's caller giving up must not fail the others' reads.
+	ctx = context.WithoutCancel(ctx)
+	if s.db.engine != SQLite {
+		// A PostgreSQL read can hang on a lost connection. SQLite's is
+		// left without a deadline: a read by key takes microseconds and
+		// does not wait for the writer (WAL), and a context that can end
+		// costs modernc a goroutine per query to watch it.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, accountReadTimeout)
+		defer cancel()
+	}
+	size := accountBatchSizes[len(accountBatchSizes)-1]
+	for _, n := range accountBatchSizes {
+		if n >= len(batch) {
+			size = n
+			break
+		}
+	}
+	args := make([]any, size)
+	for i := range args {
+		args[i] = batch[min(i, len(batch)-1)].login // padded with a login already asked for
+	}
+	for _, o := range batch {
+		o.err = errAccountNotRead // until its row comes, if the query panics
+	}
+	var err error
+	s.db.lanes.do(func() { err = s.scanAccounts(ctx, accountQueries[size], args, batch) })
+	if err != nil {
+		return fmt.Errorf("select %d accounts: %w", len(batch), err)
+	}
+	for _, o := range batch {
+		if o.err == errAccountNotRead {
+			o.err = registrar.ErrNoAccount
+		}
+	}
+	return nil
+}
+
+var errAccountNotRead = errors.New("account read did not complete")
+
+func (s accountStore) scanAccounts(ctx context.Context, query string, args []any, batch []*accountRead) error {
+	st, err := s.prepared(ctx, query)
+	if err != nil {
+		return err
+	}
+	rows, err := st.QueryContext(ctx, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var r accountRow
+		if err := rows.Scan(&r.Login, &r.DisplayName, &r.Realm, &r.HA1MD5, &r.HA1SHA256, &r.Created, &r.Updated); err != nil {
+			return err
+		}
+		acc := r.account()
+		for _, o := range batch {
+			if o.login == r.Login { // the same login may be asked for twice
+				o.acc, o.err = acc, nil
+			}
+		}
+	}
+	return rows.Err()
+}
+
+// accountQueries holds the query for each batch size.
+var accountQueries = func() map[int]string {
+	m := make(map[int]string, len(accountBatchSizes))
+	for _, n := range accountBatchSizes {
+		m[n] = "SELECT " + accountColumns + " FROM accounts WHERE login IN (" + strings.TrimSuffix(strings.Repeat("?, ", n), ", ") + ")"
+	}
+	return m
+}()
