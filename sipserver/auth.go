@@ -284,7 +284,7 @@ func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
 	if req.Method == sip.REGISTER {
 		code, reason, header = 401, "Unauthorized", "WWW-Authenticate"
 	}
-	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	res := reply(req, code, reason)
 	for _, c := range s.auth.challenges(stale, req.Transport()) {
 		res.AppendHeader(sip.NewHeader(header, c))
 	}

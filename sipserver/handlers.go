@@ -85,11 +85,6 @@ func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Re
 	}
 }
 
-// reply builds a response to req.
-func reply(req *sip.Request, code int, reason string) *sip.Response {
-	return sip.NewResponseFromRequest(req, code, reason, nil)
-}
-
 // onOptions answers OPTIONS addressed to the server (keep-alives, health
 // checks by peers) and proxies those addressed to a user.
 func (s *Server) onOptions(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
