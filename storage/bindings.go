@@ -62,7 +62,6 @@ const (
 				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, nat = excluded.nat, node = excluded.node,
 				user_agent = excluded.user_agent, updated_at = excluded.updated_at`
 	bindingValues = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-	bindingUpsert = "INSERT INTO bindings (" + bindingColumns + ") VALUES " + bindingValues + bindingUpsertSet
 	bindingDelete = "DELETE FROM bindings WHERE aor = ? AND binding_key = ?"
 )
 
@@ -80,9 +79,13 @@ func (s bindingStore) SaveBindings(ctx context.Context, put []registrar.Binding,
 	return s.saveMany(ctx, put, del)
 }
 
-// saveEach runs one prepared statement per row. SQLite runs in this
-// process, so a statement costs no round trip, and one compiled statement
-// reused is far cheaper than compiling a many-row one for every batch.
+// saveEach runs prepared statements: one per deleted binding (deletes
+// are few), and new or changed bindings in chunks of 16, 4 and 1 rows.
+// SQLite runs in this process, so a statement costs no round trip, but
+// each still pays database/sql's and the driver's work around it, once
+// per row when every row had its own: a many-row statement of a fixed
+// size is compiled once and pays it once per chunk. (Compiling one for
+// each batch's exact size cost more than it saved.)
 func (s bindingStore) saveEach(ctx context.Context, put []registrar.Binding, del []registrar.BindingRef) error {
 	return s.db.inTxPrepared(ctx, "bindings_save", func(q queries) error {
 		for _, d := range del {
@@ -90,14 +93,40 @@ func (s bindingStore) saveEach(ctx context.Context, put []registrar.Binding, del
 				return fmt.Errorf("delete binding %s %s: %w", d.AOR, d.Key, err)
 			}
 		}
-		for _, bd := range put {
-			if _, err := q.exec(ctx, bindingUpsert, bindingArgs(bd)...); err != nil {
-				return fmt.Errorf("upsert binding %s: %w", bd.AOR, err)
+		args := make([]any, 0, bindingChunks[0]*15)
+		for len(put) > 0 {
+			n := bindingChunks[len(bindingChunks)-1]
+			for _, c := range bindingChunks {
+				if c <= len(put) {
+					n = c
+					break
+				}
 			}
+			args = args[:0]
+			for _, bd := range put[:n] {
+				args = append(args, bindingArgs(bd)...)
+			}
+			if _, err := q.exec(ctx, bindingUpserts[n], args...); err != nil {
+				return fmt.Errorf("upsert %d bindings from %s: %w", n, put[0].AOR, err)
+			}
+			put = put[n:]
 		}
 		return nil
 	})
 }
+
+// bindingChunks are the row counts of saveEach's upserts, largest first.
+var bindingChunks = [...]int{16, 4, 1}
+
+// bindingUpserts holds the upsert of each chunk size.
+var bindingUpserts = func() map[int]string {
+	m := make(map[int]string, len(bindingChunks))
+	for _, n := range bindingChunks {
+		m[n] = "INSERT INTO bindings (" + bindingColumns + ") VALUES " +
+			strings.TrimSuffix(strings.Repeat(bindingValues+", ", n), ", ") + bindingUpsertSet
+	}
+	return m
+}()
 
 // saveMany sends many rows per statement: with PostgreSQL each statement
 // is a round trip.

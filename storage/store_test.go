@@ -452,6 +452,59 @@ func TestAccountReadsConcurrent(t *testing.T) {
 	})
 }
 
+// A batch of bindings of any size is written whole (SQLite writes it in
+// chunks of 16, 4 and 1 rows), changed bindings are updated in place, and
+// deletes apply in the same transaction.
+func TestSaveBindingsBatches(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.BindingStore()
+		binding := func(i int, cseq uint32) registrar.Binding {
+			u := fmt.Sprintf("user%02d", i)
+			return registrar.Binding{AOR: u, URI: "sip:" + u + "@192.0.2.10", Expires: t0.Add(time.Hour), CallID: "c-" + u, CSeq: cseq,
+				Transport: "UDP", Source: "192.0.2.10:5060", Node: "gchd", UserAgent: "test", Updated: t0}
+		}
+		var put []registrar.Binding
+		for i := range 23 { // 16 + 4 + 1 + 1 + 1
+			put = append(put, binding(i, 1))
+		}
+		if err := s.SaveBindings(ctx, put, nil); err != nil {
+			t.Fatal(err)
+		}
+		// Change 5, delete 2, add 1.
+		var again []registrar.Binding
+		for i := 10; i < 15; i++ {
+			again = append(again, binding(i, 2))
+		}
+		again = append(again, binding(30, 1))
+		del := []registrar.BindingRef{{AOR: "user00", Key: put[0].Key()}, {AOR: "user22", Key: put[22].Key()}}
+		if err := s.SaveBindings(ctx, again, del); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.LoadBindings(ctx, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byAOR := map[string]registrar.Binding{}
+		for _, bd := range got {
+			byAOR[bd.AOR] = bd
+		}
+		if len(got) != 22 || len(byAOR) != 22 {
+			t.Fatalf("%d bindings stored (%d AORs), want 22", len(got), len(byAOR))
+		}
+		for i, want := range map[int]uint32{1: 1, 9: 1, 10: 2, 14: 2, 15: 1, 21: 1, 30: 1} {
+			if bd, ok := byAOR[fmt.Sprintf("user%02d", i)]; !ok || bd.CSeq != want || bd.URI != binding(i, 0).URI {
+				t.Errorf("user%02d: %+v, want CSeq %d", i, bd, want)
+			}
+		}
+		for _, gone := range []string{"user00", "user22"} {
+			if _, ok := byAOR[gone]; ok {
+				t.Errorf("%s still stored after its delete", gone)
+			}
+		}
+	})
+}
+
 func TestMigrations(t *testing.T) {
 	for _, e := range storagetest.Engines() {
 		t.Run(string(e), func(t *testing.T) {
