@@ -2,8 +2,10 @@ package app
 
 import (
 	"fmt"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -74,6 +76,49 @@ func TestRegisterChallenges(t *testing.T) {
 	reg.ReplaceHeader(&sip.ToHeader{Address: aor})
 	if r := q.send(reg); r.StatusCode != 403 {
 		t.Fatalf("bob registers alice: %s", r.StartLine())
+	}
+}
+
+// REGISTERs over a connection are framed out of the stream and answered
+// beside sipgo (sipserver/ingress_stream.go): two REGISTERs, one split
+// across writes, with an OPTIONS between them, each get their answer on
+// the connection.
+func TestRegisterPipelinedOverTCP(t *testing.T) {
+	s := startSIP(t)
+	c, err := net.Dial("tcp", s.app.SIPAddr("TCP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	request := func(method, callID string) string {
+		return method + " sip:" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/TCP " + c.LocalAddr().String() + ";branch=z9hG4bK-" + callID +
+			"\r\nFrom: <sip:alice@" + testDomain + ">;tag=1\r\nTo: <sip:alice@" + testDomain + ">\r\nCall-ID: " + callID +
+			"\r\nCSeq: 1 " + method + "\r\nContact: <sip:alice@" + c.LocalAddr().String() + ";transport=tcp>" +
+			"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	}
+	second := request("REGISTER", "r2")
+	for _, w := range []string{request("REGISTER", "r1") + request("OPTIONS", "o1") + second[:40], second[40:]} {
+		if _, err := c.Write([]byte(w)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answers := map[string]int{}
+	par := sip.NewParser().NewSIPStream()
+	buf := make([]byte, 65535)
+	for len(answers) < 3 {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("after %v: %v", answers, err)
+		}
+		par.ParseSIPStream(buf[:n], func(m sip.Message) {
+			if res, ok := m.(*sip.Response); ok {
+				answers[res.CallID().Value()] = res.StatusCode
+			}
+		})
+	}
+	if want := map[string]int{"r1": 401, "o1": 200, "r2": 401}; fmt.Sprint(answers) != fmt.Sprint(want) {
+		t.Fatalf("answers %v, want %v", answers, want)
 	}
 }
 

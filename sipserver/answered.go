@@ -226,15 +226,23 @@ func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.
 // res.String() grows a builder several times and []byte() copies it again,
 // a fifth of all the bytes a REGISTER allocated.
 func (s *Server) encode(res *sip.Response) []byte {
+	var data []byte
+	s.withEncoded(res, func(b []byte) error { data = bytes.Clone(b); return nil })
+	return data
+}
+
+// withEncoded calls fn with res as it goes on the wire, in a pooled
+// buffer that fn must not keep.
+func (s *Server) withEncoded(res *sip.Response, fn func([]byte) error) error {
 	buf, _ := s.encodeBufs.Get().(*bytes.Buffer)
 	if buf == nil {
 		buf = new(bytes.Buffer)
 	}
 	buf.Reset()
 	res.StringWrite(buf)
-	data := bytes.Clone(buf.Bytes())
+	err := fn(buf.Bytes())
 	s.encodeBufs.Put(buf)
-	return data
+	return err
 }
 
 // resend writes a kept answer again, for a retransmitted request.

@@ -3,6 +3,7 @@ package sipserver
 import (
 	"context"
 	"fmt"
+	"net"
 	"runtime/debug"
 	"time"
 
@@ -20,16 +21,17 @@ type handlerFunc func(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
 		key, _ := answerKey(req) // "" for requests whose transaction sipgo keeps
-		s.serve(req, tx, key, fn)
+		s.serve(req, tx, key, nil, fn)
 	}
 }
 
 // serve processes one request with fn: it counts the request, recovers a
 // panic into a 500 (one bad request must not take the server down) and
 // sends the response. key is the request's answer key, "" for none. tx is
-// nil for a request the UDP ingress took in: it has a key, and begin has
-// marked it in progress.
-func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, fn handlerFunc) {
+// nil for a request an ingress took in: over UDP it has a key, and begin
+// has marked it in progress; over a connection, conn is where it came
+// from.
+func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, conn net.Conn, fn handlerFunc) {
 	start := time.Now()
 	s.metrics.SIPRequestReceived(string(req.Method))
 	var res *sip.Response
@@ -41,8 +43,8 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, f
 		}
 		switch {
 		case res != nil:
-			s.respond(tx, req, res, key, start)
-		case tx == nil:
+			s.respond(tx, req, res, key, conn, start)
+		case tx == nil && key != "":
 			s.answered.forget(key)
 		}
 	}()
@@ -65,14 +67,18 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, f
 // respond sends a final (or provisional) response and counts final ones.
 // A final answer with an answer key is kept for retransmissions and its
 // transaction ended.
-func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string, start time.Time) {
+func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string, conn net.Conn, start time.Time) {
 	var err error
 	switch {
 	case key != "" && res.StatusCode >= 200:
 		err = s.answerUDP(tx, req, res, key)
-	case tx == nil:
-		// A request of the UDP ingress has no transaction to carry a
+	case tx == nil && res.StatusCode < 200:
+		// A request of an ingress has no transaction to carry a
 		// provisional answer; its final answer follows.
+		return
+	case tx == nil && conn != nil:
+		err = s.answerStream(conn, res)
+	case tx == nil:
 		return
 	default:
 		err = tx.Respond(res)

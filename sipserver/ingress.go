@@ -9,62 +9,98 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// Sizes of the UDP ingress. A REGISTER that adds or changes a binding
-// waits for its commit (a few milliseconds), so the workers are many and
-// cheap (parked goroutines); the queue absorbs a burst the size of a
-// socket buffer.
+// Sizes of the register workers. A REGISTER that adds or changes a
+// binding waits for its commit (a few milliseconds), so the workers are
+// many and cheap (parked goroutines); the queue absorbs a burst the size of
+// a socket buffer.
 const (
 	ingressWorkers = 256
 	ingressQueue   = 4096
 )
 
-// udpIngress is the UDP socket as sipgo reads it. It takes REGISTER
-// requests out of the stream before sipgo sees them and has them answered
-// by a fixed pool of workers, with the kept answers of answered standing
-// for their server transactions (RFC 3261 17.2.2: a retransmission gets
-// the answer again, or nothing while the first copy is processed).
+// registerWorkers answer the REGISTERs that the ingresses (UDP here, TCP
+// and TLS in ingress_stream.go) take out of what sipgo would read.
 //
 // Through sipgo, each request costs a new goroutine, whose small stack
 // then grows in the handler, a transaction with its own context and
 // timer, and the transaction's key: together a fifth of the CPU of a
-// REGISTER, which needs none of it (its answer is final and kept here).
-// Every other request, and a REGISTER without an RFC 3261 branch, is read
-// by sipgo as before.
-type udpIngress struct {
-	net.PacketConn // the socket itself: sipgo writes to it directly
-	s              *Server
-	parser         *sip.Parser
-	work           chan ingressJob
-	workers        sync.WaitGroup
+// REGISTER, which needs none of it (its answer is final; over UDP it is
+// kept in answered for retransmissions).
+type registerWorkers struct {
+	s      *Server
+	mu     sync.RWMutex
+	closed bool
+	work   chan ingressJob
+	wg     sync.WaitGroup
 }
 
-// ingressJob is a REGISTER taken in, with its answer key.
+// ingressJob is a REGISTER taken in, with what its answer needs.
 type ingressJob struct {
-	req *sip.Request
-	key string
+	req  *sip.Request
+	key  string   // over UDP: its answer key (answered.go)
+	conn net.Conn // over a connection: the connection to answer on
 }
 
-func newUDPIngress(s *Server, conn net.PacketConn) *udpIngress {
-	return &udpIngress{PacketConn: conn, s: s, parser: sip.NewParser(), work: make(chan ingressJob, ingressQueue)}
+func newRegisterWorkers(s *Server) *registerWorkers {
+	return &registerWorkers{s: s, work: make(chan ingressJob, ingressQueue)}
 }
 
-// start starts the workers; stop, once nothing calls ReadFrom any more,
-// lets them finish the queue and waits for them.
-func (in *udpIngress) start() {
+func (w *registerWorkers) start() {
 	for range ingressWorkers {
-		in.workers.Add(1)
+		w.wg.Add(1)
 		go func() {
-			defer in.workers.Done()
-			for j := range in.work {
-				in.s.serve(j.req, nil, j.key, in.s.onRegister)
+			defer w.wg.Done()
+			for j := range w.work {
+				w.s.serve(j.req, nil, j.key, j.conn, w.s.onRegister)
 			}
 		}()
 	}
 }
 
-func (in *udpIngress) stop() {
-	close(in.work)
-	in.workers.Wait()
+// offer queues a job; false when the queue is full or the workers stopped.
+func (w *registerWorkers) offer(j ingressJob) bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return false
+	}
+	select {
+	case w.work <- j:
+		return true
+	default:
+		return false
+	}
+}
+
+// stop lets the workers finish the queue and waits for them. An ingress
+// that offers more afterwards (a connection still open) is refused and
+// leaves the request to sipgo.
+func (w *registerWorkers) stop() {
+	w.mu.Lock()
+	if !w.closed {
+		w.closed = true
+		close(w.work)
+	}
+	w.mu.Unlock()
+	w.wg.Wait()
+}
+
+// udpIngress is the UDP socket as sipgo reads it. It takes REGISTER
+// requests out of the stream before sipgo sees them and has them answered
+// by the register workers, with the kept answers of answered standing for
+// their server transactions (RFC 3261 17.2.2: a retransmission gets the
+// answer again, or nothing while the first copy is processed). Every
+// other request, and a REGISTER without an RFC 3261 branch, is read by
+// sipgo as before.
+type udpIngress struct {
+	net.PacketConn // the socket itself: sipgo writes to it directly
+	s              *Server
+	parser         *sip.Parser
+	workers        *registerWorkers
+}
+
+func newUDPIngress(s *Server, conn net.PacketConn, workers *registerWorkers) *udpIngress {
+	return &udpIngress{PacketConn: conn, s: s, parser: sip.NewParser(), workers: workers}
 }
 
 // ReadFrom returns the next datagram that is not a REGISTER taken in.
@@ -111,9 +147,7 @@ func (in *udpIngress) take(data []byte, addr net.Addr) bool {
 	case answerPending:
 		return true
 	}
-	select {
-	case in.work <- ingressJob{req, key}:
-	default:
+	if !in.workers.offer(ingressJob{req: req, key: key}) {
 		// Overloaded: the phone retransmits (Timer E), by when the queue
 		// may have room. Answering 503 would cost what processing costs.
 		in.s.answered.forget(key)

@@ -20,8 +20,9 @@ func TestIngressTake(t *testing.T) {
 	defer udp.Close()
 	reg := prometheus.NewRegistry()
 	s := &Server{udp: udp, answered: newAnswered(time.Minute), metrics: metrics.New(reg, metrics.BuildInfo{})}
-	in := newUDPIngress(s, udp)
-	in.work = make(chan ingressJob, 1) // room for one
+	workers := newRegisterWorkers(s)
+	workers.work = make(chan ingressJob, 1) // room for one
+	in := newUDPIngress(s, udp, workers)
 	from := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5060}
 	request := func(method, branch string) []byte {
 		return []byte(method + " sip:example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=" + branch +
@@ -42,8 +43,8 @@ func TestIngressTake(t *testing.T) {
 		{"garbage is left to sipgo", []byte("REGISTER garbage"), false, 1},
 	}
 	for _, tt := range tests {
-		if got := in.take(tt.data, from); got != tt.taken || len(in.work) != tt.queued {
-			t.Errorf("%s: taken %v with %d queued, want %v with %d", tt.name, got, len(in.work), tt.taken, tt.queued)
+		if got := in.take(tt.data, from); got != tt.taken || len(workers.work) != tt.queued {
+			t.Errorf("%s: taken %v with %d queued, want %v with %d", tt.name, got, len(workers.work), tt.taken, tt.queued)
 		}
 	}
 	want := `
@@ -56,8 +57,8 @@ gchd_sip_requests_dropped_total{method="REGISTER",reason="overload"} 1
 	}
 	// The dropped request was forgotten: its retransmission is queued once
 	// there is room.
-	<-in.work
-	if !in.take(request("REGISTER", "z9hG4bK-2"), from) || len(in.work) != 1 {
+	<-workers.work
+	if !in.take(request("REGISTER", "z9hG4bK-2"), from) || len(workers.work) != 1 {
 		t.Error("the retransmission of a dropped REGISTER was not queued")
 	}
 }

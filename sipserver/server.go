@@ -304,10 +304,10 @@ func (s *Server) buildStack() error {
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.rateFilter),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
-				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second, DialerCreate: shortDialer},
-				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second, DialerCreate: shortDialer}},
-				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second},
-				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: 10 * time.Second}},
+				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: shortDialer},
+				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: shortDialer}},
+				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout},
+				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout}},
 			}),
 		),
 		sipgo.WithUserAgenTLSConfig(s.opts.TLS),
@@ -374,18 +374,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		}()
 	}
 	serve("answers", func() error { s.expireAnswers(ctx); return nil })
-	var ingress *udpIngress
+	workers := newRegisterWorkers(s)
+	workers.start()
 	if s.udp != nil {
-		ingress = newUDPIngress(s, s.udp)
-		ingress.start()
-		serve("udp", func() error { return s.srv.ServeUDP(ingress) })
+		in := newUDPIngress(s, s.udp, workers)
+		serve("udp", func() error { return s.srv.ServeUDP(in) })
 	}
 	for transport, ln := range s.listeners {
 		switch transport {
 		case "TCP":
-			serve("tcp", func() error { return s.srv.ServeTCP(ln) })
+			in := newStreamIngress(s, ln, transport, workers)
+			serve("tcp", func() error { return s.srv.ServeTCP(in) })
 		case "TLS":
-			serve("tls", func() error { return s.srv.ServeTLS(ln) })
+			in := newStreamIngress(s, ln, transport, workers)
+			serve("tls", func() error { return s.srv.ServeTLS(in) })
 		case "WS":
 			serve("ws", func() error { return s.srv.ServeWS(ln) })
 		case "WSS":
@@ -399,9 +401,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.closeListeners()
 	wg.Wait()
-	if ingress != nil {
-		ingress.stop() // after its reader, sipgo's UDP loop, returned
-	}
+	// After the UDP reader, sipgo's loop, returned. Connections still open
+	// leave what they read to sipgo from now on.
+	workers.stop()
 	return err
 }
 
