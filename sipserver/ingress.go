@@ -3,9 +3,7 @@ package sipserver
 import (
 	"bytes"
 	"net"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -94,92 +92,32 @@ func (w *registerWorkers) stop() {
 // answer again, or nothing while the first copy is processed). Every
 // other request, and a REGISTER without an RFC 3261 branch, is read by
 // sipgo as before.
-//
-// Several goroutines read the socket (udpReaders). The runtime serialises
-// the reads themselves, but what follows one (parsing a REGISTER, its
-// answer key, handing it to a worker) runs on its reader: with one reader
-// that was the server's ceiling, the socket's buffer overflowing at
-// 15,000 refreshes/s while gchd used half its CPU.
 type udpIngress struct {
 	net.PacketConn // the socket itself: sipgo writes to it directly
 	s              *Server
+	parser         *sip.Parser
 	workers        *registerWorkers
-
-	passed  chan passedDatagram // what sipgo's loop reads
-	quit    chan struct{}       // closed when sipgo's loop has returned
-	live    atomic.Int32        // readers still reading
-	errOnce sync.Once
-	err     error // the first read error, set before passed is closed
 }
-
-// passedDatagram is a datagram for sipgo, with where it came from.
-type passedDatagram struct {
-	data []byte
-	addr net.Addr
-}
-
-// udpReaders is how many goroutines read the UDP socket: one per CPU,
-// at least 2 and at most 4 (the reads themselves are serialised).
-func udpReaders() int { return min(4, max(2, runtime.GOMAXPROCS(0))) }
 
 func newUDPIngress(s *Server, conn net.PacketConn, workers *registerWorkers) *udpIngress {
-	return &udpIngress{PacketConn: conn, s: s, workers: workers,
-		passed: make(chan passedDatagram, 64), quit: make(chan struct{})}
-}
-
-// start starts n readers. They end when the socket fails (it is closed
-// at shutdown); the last one out closes passed, so that sipgo's loop
-// gets the error.
-func (in *udpIngress) start(n int) {
-	in.live.Store(int32(n))
-	for range n {
-		go in.read()
-	}
-}
-
-// stop releases readers blocked on handing sipgo a datagram after sipgo's
-// loop returned. Its caller closes the socket, which ends them.
-func (in *udpIngress) stop() { close(in.quit) }
-
-func (in *udpIngress) read() {
-	defer func() {
-		if in.live.Add(-1) == 0 {
-			close(in.passed)
-		}
-	}()
-	parser := sip.NewParser()
-	buf := make([]byte, 65535)
-	for {
-		n, addr, err := in.PacketConn.ReadFrom(buf)
-		if err != nil {
-			in.errOnce.Do(func() { in.err = err })
-			return
-		}
-		if in.take(parser, buf[:n], addr) {
-			continue
-		}
-		select {
-		case in.passed <- passedDatagram{data: bytes.Clone(buf[:n]), addr: addr}:
-		case <-in.quit:
-			return
-		}
-	}
+	return &udpIngress{PacketConn: conn, s: s, parser: sip.NewParser(), workers: workers}
 }
 
 // ReadFrom returns the next datagram that is not a REGISTER taken in.
 func (in *udpIngress) ReadFrom(b []byte) (int, net.Addr, error) {
-	d, ok := <-in.passed
-	if !ok {
-		return 0, nil, in.err
+	for {
+		n, addr, err := in.PacketConn.ReadFrom(b)
+		if err != nil || !in.take(b[:n], addr) {
+			return n, addr, err
+		}
 	}
-	return copy(b, d.data), d.addr, nil
 }
 
 var registerLine = []byte("REGISTER ")
 
 // take queues a REGISTER for the workers and reports whether it took the
 // datagram (queued, answered again, or dropped).
-func (in *udpIngress) take(parser *sip.Parser, data []byte, addr net.Addr) bool {
+func (in *udpIngress) take(data []byte, addr net.Addr) bool {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok || !bytes.HasPrefix(data, registerLine) {
 		return false
@@ -188,7 +126,7 @@ func (in *udpIngress) take(parser *sip.Parser, data []byte, addr net.Addr) bool 
 	if kept, _ := in.s.rateFilter(sip.TransportReadProps{Transport: "udp", LocalAddr: in.LocalAddr(), RemoteAddr: addr}, data); len(kept) == 0 {
 		return true
 	}
-	msg, err := parser.ParseSIP(data) // copies: the buffer is read into again
+	msg, err := in.parser.ParseSIP(data) // copies: b is read into again
 	if err != nil {
 		return false // sipgo drops it as it drops any unparsable datagram
 	}

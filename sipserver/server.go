@@ -378,8 +378,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	workers.start()
 	if s.udp != nil {
 		in := newUDPIngress(s, s.udp, workers)
-		in.start(udpReaders())
-		serve("udp", func() error { defer in.stop(); return s.srv.ServeUDP(in) })
+		serve("udp", func() error { return s.srv.ServeUDP(in) })
 	}
 	for transport, ln := range s.listeners {
 		switch transport {
