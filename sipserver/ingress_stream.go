@@ -133,8 +133,9 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 		}
 		size, ok := messageSize(data)
 		if !bytes.HasPrefix(data, registerLine) {
-			// Passed on at once, as sipgo would have read it; if its end
-			// is not known yet, so is the rest of the connection.
+			// Passed on at once, as sipgo would have read it. When its end
+			// cannot be known from what is here, framing stops: the rest
+			// of the connection passes as it is read.
 			if !ok || size == 0 {
 				c.opaque = true
 				continue
