@@ -54,7 +54,8 @@ func (s accountStore) Account(ctx context.Context, login string) (registrar.Acco
 	first := len(g.queue) == 1
 	g.mu.Unlock()
 	if !first {
-		// Not cancelled by ctx: the wait is one query at most.
+		// Not cancelled by ctx: the wait is for the queries of the
+		// logins queued ahead, 32 to a query, each bounded.
 		select {
 		case <-r.done:
 			return r.acc, r.err
