@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	"gchd/registrar"
@@ -21,8 +20,9 @@ var accountBatchSizes = [...]int{1, 2, 4, 8, 16, 32}
 const accountReadTimeout = 30 * time.Second
 
 // accountReads looks up concurrent Account calls with one query, as
-// groupCommit does for writes: the first caller in the queue leads, reads
-// every login queued (up to 32), then hands the lead to the next in line.
+// groupCommit does for writes (leaderQueue): the first caller in the queue
+// leads, reads every login queued (up to 32), then hands the lead to the
+// next in line.
 //
 // Every REGISTER that authenticates a user the registrar has not cached
 // reads an account. A query for one row paid, each time, what a query
@@ -31,60 +31,25 @@ const accountReadTimeout = 30 * time.Second
 // than the B-tree search; on PostgreSQL a round trip and the backend's
 // execution. Under load, when requests wait for the CPU anyway, batches
 // form by themselves; an idle server reads one login per query, as before.
-type accountReads struct {
-	mu    sync.Mutex
-	queue []*accountRead
-}
+type accountReads = leaderQueue[*accountRead]
 
 type accountRead struct {
 	login string
 	acc   registrar.Account
 	err   error
-	done  chan struct{} // closed when a leader has read it
-	lead  chan struct{} // signalled when it is first in the queue
 }
 
 // Account returns the account of login, read in a batch with the other
 // lookups waiting meanwhile.
 func (s accountStore) Account(ctx context.Context, login string) (registrar.Account, error) {
-	r := &accountRead{login: login, done: make(chan struct{}), lead: make(chan struct{}, 1)}
-	g := &s.db.accountReads
-	g.mu.Lock()
-	g.queue = append(g.queue, r)
-	first := len(g.queue) == 1
-	g.mu.Unlock()
-	if !first {
-		// Not cancelled by ctx: the wait is for the queries of the
-		// logins queued ahead, 32 to a query, each bounded.
-		select {
-		case <-r.done:
-			return r.acc, r.err
-		case <-r.lead:
+	r := &accountRead{login: login}
+	s.db.accountReads.do(r, accountBatchSizes[len(accountBatchSizes)-1], func(batch []*accountRead) {
+		if err := s.readAccounts(ctx, batch); err != nil {
+			for _, o := range batch {
+				o.err = err
+			}
 		}
-	}
-	g.mu.Lock()
-	batch := append([]*accountRead(nil), g.queue[:min(len(g.queue), accountBatchSizes[len(accountBatchSizes)-1])]...)
-	g.mu.Unlock()
-
-	// Hand over even if the read panics: the queue must not stall behind
-	// a leader that is gone.
-	defer func() {
-		g.mu.Lock()
-		clear(g.queue[:len(batch)])
-		g.queue = g.queue[len(batch):]
-		if len(g.queue) > 0 {
-			g.queue[0].lead <- struct{}{}
-		}
-		g.mu.Unlock()
-		for _, o := range batch[1:] {
-			close(o.done)
-		}
-	}()
-	if err := s.readAccounts(ctx, batch); err != nil {
-		for _, o := range batch {
-			o.err = err
-		}
-	}
+	})
 	return r.acc, r.err
 }
 

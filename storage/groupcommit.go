@@ -3,7 +3,6 @@ package storage
 import (
 	"context"
 	"fmt"
-	"sync"
 )
 
 // maxGroupCommit bounds how many updates share one transaction, so that
@@ -22,59 +21,27 @@ const maxGroupCommit = 64
 // there, gchd nodes sharing the database could lock two groups of one
 // batch in opposite orders and deadlock, and each savepoint would cost a
 // round trip.
-type groupCommit struct {
-	mu    sync.Mutex
-	queue []*queuedUpdate
-}
+type groupCommit = leaderQueue[*queuedUpdate]
 
 type queuedUpdate struct {
 	ctx      context.Context
 	fn       func(q queries) error
 	err      error
 	panicked any
-	done     chan struct{} // closed when a leader ran it
-	lead     chan struct{} // signalled when it is first in the queue
 }
 
 // update runs fn in a shared transaction and returns once that is
 // committed (or failed). The first caller in the queue leads: it runs the
-// queue's updates, then hands the lead to the next in line.
+// queue's updates, then hands the lead to the next in line. A batch that
+// panics outside an update (in the driver, say) still hands over.
 func (db *DB) update(ctx context.Context, op string, fn func(q queries) error) error {
 	if db.engine != SQLite {
 		return db.inTxPrepared(ctx, op, fn)
 	}
-	u := &queuedUpdate{ctx: ctx, fn: fn, done: make(chan struct{}), lead: make(chan struct{}, 1)}
-	g := &db.commits
-	g.mu.Lock()
-	g.queue = append(g.queue, u)
-	first := len(g.queue) == 1
-	g.mu.Unlock()
-	if !first {
-		select {
-		case <-u.done:
-			return u.result()
-		case <-u.lead:
-		}
-	}
-	g.mu.Lock()
-	batch := append([]*queuedUpdate(nil), g.queue[:min(len(g.queue), maxGroupCommit)]...)
-	g.mu.Unlock()
-
-	// Hand over even if the batch panics outside an update (in the driver,
-	// say): the queue must not stall behind a leader that is gone.
-	defer func() {
-		g.mu.Lock()
-		clear(g.queue[:len(batch)])
-		g.queue = g.queue[len(batch):]
-		if len(g.queue) > 0 {
-			g.queue[0].lead <- struct{}{}
-		}
-		g.mu.Unlock()
-		for _, o := range batch[1:] {
-			close(o.done)
-		}
-	}()
-	db.lanes.do(func() { db.runBatch(ctx, op, batch) })
+	u := &queuedUpdate{ctx: ctx, fn: fn}
+	db.commits.do(u, maxGroupCommit, func(batch []*queuedUpdate) {
+		db.lanes.do(func() { db.runBatch(ctx, op, batch) })
+	})
 	return u.result()
 }
 
