@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"strconv"
@@ -20,34 +21,58 @@ import (
 // 17.2.2, Timer J). The transaction itself ends as soon as it has
 // answered: sipgo would keep the whole transaction (parsed request and
 // response, state machine, timers: about 5 KB of pointers for the garbage
-// collector to trace) for those 32 s; an encoded answer is a few hundred
-// bytes the collector does not look into. INVITE transactions are left to
+// collector to trace) for those 32 s. INVITE transactions are left to
 // sipgo (their ACK and retransmitted 2xx need it).
+//
+// Nothing kept here holds a pointer the collector must follow: keys are
+// 128-bit hashes, answers are records in large byte chunks, and the map
+// and the expiry queue hold only numbers. At 9,000 refreshes/s the 32 s
+// of answers are half a million entries; kept as strings and slices they
+// made every collection trace them all, a quarter of the server's CPU.
 type answered struct {
-	ttl time.Duration
+	ttl   time.Duration
+	seeds [2]maphash.Seed
 
 	mu    sync.Mutex
-	byKey map[string]answer
+	byKey map[answerID]answerRef
 	order []answeredEntry // oldest first, from head
 	head  int
 	seq   uint64 // of the last entry
+	store answerChunks
 }
 
 // answer is a final response as sent: its bytes and where they went.
 type answer struct {
 	data []byte
 	to   netip.AddrPort
-	seq  uint64 // of the order entry that expires it
+}
+
+// answerID stands for an answer key: two independently seeded 64-bit
+// hashes. With seeds drawn per process a collision is neither likely
+// (2^-128 per pair) nor something a client can aim for.
+type answerID [2]uint64
+
+// answerRef is what byKey holds for a key: the entry that expires it and
+// its answer's record in store, n == 0 while the request is in progress.
+type answerRef struct {
+	seq   uint64
+	chunk uint64
+	off   uint32
+	n     uint32
 }
 
 type answeredEntry struct {
-	key string
-	at  time.Time
+	id  answerID
+	at  int64 // Unix nanoseconds
 	seq uint64
 }
 
 func newAnswered(ttl time.Duration) *answered {
-	return &answered{ttl: ttl, byKey: map[string]answer{}}
+	return &answered{ttl: ttl, seeds: [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}, byKey: map[answerID]answerRef{}}
+}
+
+func (a *answered) id(key string) answerID {
+	return answerID{maphash.String(a.seeds[0], key), maphash.String(a.seeds[1], key)}
 }
 
 // answerKey identifies a non-INVITE server transaction over UDP as RFC 3261
@@ -74,8 +99,11 @@ func (a *answered) get(key string, now time.Time) (answer, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.expireLocked(now)
-	b, ok := a.byKey[key]
-	return b, ok && b.data != nil
+	ref, ok := a.byKey[a.id(key)]
+	if !ok || ref.n == 0 {
+		return answer{}, false
+	}
+	return a.store.read(ref)
 }
 
 // What begin found for a request.
@@ -91,75 +119,82 @@ const (
 // copy is still being processed must not be processed a second time.
 // put ends the mark with the answer, forget without one.
 func (a *answered) begin(key string, now time.Time) (answer, int) {
+	id := a.id(key)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.expireLocked(now)
-	if b, ok := a.byKey[key]; ok {
-		if b.data == nil {
-			return b, answerPending
+	if ref, ok := a.byKey[id]; ok {
+		if ref.n == 0 {
+			return answer{}, answerPending
 		}
-		return b, answerKept
+		if ans, ok := a.store.read(ref); ok {
+			return ans, answerKept
+		}
+		return answer{}, answerPending // unreadable: never sent twice
 	}
-	a.byKey[key] = answer{seq: a.enter(key, now)}
+	a.byKey[id] = answerRef{seq: a.enter(id, now)}
 	return answer{}, answerNone
 }
 
 // forget removes the in-progress mark of a request left unanswered, so
 // that its retransmission is processed.
 func (a *answered) forget(key string) {
+	id := a.id(key)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if b, ok := a.byKey[key]; ok && b.data == nil {
-		delete(a.byKey, key)
+	if ref, ok := a.byKey[id]; ok && ref.n == 0 {
+		delete(a.byKey, id)
 	}
 }
 
-// put keeps an answer for ttl. An answer that ends a mark of begin is
-// kept for ttl from the mark, that is from the request's arrival: shorter
-// by the time the request took, milliseconds against Timer J's 32 s.
+// put keeps a copy of an answer for ttl. An answer that ends a mark of
+// begin is kept for ttl from the mark, that is from the request's
+// arrival: shorter by the time the request took, milliseconds against
+// Timer J's 32 s.
 func (a *answered) put(key string, ans answer, now time.Time) {
+	id := a.id(key)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.expireLocked(now)
-	if old, ok := a.byKey[key]; ok {
-		ans.seq = old.seq
-	} else {
-		ans.seq = a.enter(key, now)
+	ref, ok := a.byKey[id]
+	if !ok {
+		ref.seq = a.enter(id, now)
 	}
-	a.byKey[key] = ans
+	ref.chunk, ref.off, ref.n = a.store.write(ans, now.UnixNano())
+	a.byKey[id] = ref
 }
 
-// enter queues key for expiry and returns the entry's number. An entry
+// enter queues id for expiry and returns the entry's number. An entry
 // expires its key only while the key holds that number: a key forgotten
 // and entered again is not dropped early by its first entry.
-func (a *answered) enter(key string, now time.Time) uint64 {
+func (a *answered) enter(id answerID, now time.Time) uint64 {
 	a.seq++
-	a.order = append(a.order, answeredEntry{key: key, at: now, seq: a.seq})
+	a.order = append(a.order, answeredEntry{id: id, at: now.UnixNano(), seq: a.seq})
 	return a.seq
 }
 
 func (a *answered) expireLocked(now time.Time) {
-	for a.head < len(a.order) && now.Sub(a.order[a.head].at) >= a.ttl {
+	limit := now.UnixNano() - int64(a.ttl)
+	for a.head < len(a.order) && a.order[a.head].at <= limit {
 		e := a.order[a.head]
-		if b, ok := a.byKey[e.key]; ok && b.seq == e.seq {
-			delete(a.byKey, e.key)
+		if ref, ok := a.byKey[e.id]; ok && ref.seq == e.seq {
+			delete(a.byKey, e.id)
 		}
-		a.order[a.head] = answeredEntry{}
 		a.head++
 	}
+	a.store.expire(limit)
 	if a.head == len(a.order) && a.head > 1024 {
 		// All expired after a burst: give its memory back (a map does not
 		// shrink) rather than hold it while idle.
 		a.order, a.head = nil, 0
 		if len(a.byKey) == 0 {
-			a.byKey = map[string]answer{}
+			a.byKey = map[answerID]answerRef{}
 		}
 		return
 	}
 	// Reuse the array once the expired front is its larger part.
 	if a.head > 1024 && a.head > len(a.order)/2 {
 		n := copy(a.order, a.order[a.head:])
-		clear(a.order[n:])
 		a.order = a.order[:n]
 		a.head = 0
 	}
@@ -179,6 +214,91 @@ func (a *answered) len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return len(a.byKey)
+}
+
+// answerChunks holds the kept answers' records, appended to fixed-size
+// chunks in the order they are kept; a chunk is released once its newest
+// record is older than the ttl. Chunk numbers only grow, so a reference
+// into a released chunk is recognised, never read from another. A record
+// is the address's binary form, its length first, then the answer's
+// bytes.
+type answerChunks struct {
+	chunks []answerChunk // chunks[0] is number base
+	base   uint64
+	spare  [][]byte // released chunks, reused
+}
+
+type answerChunk struct {
+	buf    []byte
+	lastAt int64 // when its newest record was written
+}
+
+const (
+	answerChunkSize = 256 << 10
+	answerSpares    = 4
+)
+
+func (c *answerChunks) write(ans answer, at int64) (chunk uint64, off, n uint32) {
+	var addr [32]byte
+	rec, _ := ans.to.AppendBinary(addr[:1:32])
+	rec[0] = byte(len(rec) - 1)
+	need := len(rec) + len(ans.data)
+	last := len(c.chunks) - 1
+	if last < 0 || cap(c.chunks[last].buf)-len(c.chunks[last].buf) < need {
+		var buf []byte
+		if need <= answerChunkSize && len(c.spare) > 0 {
+			buf = c.spare[len(c.spare)-1][:0]
+			c.spare = c.spare[:len(c.spare)-1]
+		} else {
+			buf = make([]byte, 0, max(answerChunkSize, need))
+		}
+		c.chunks = append(c.chunks, answerChunk{buf: buf})
+		last++
+	}
+	ch := &c.chunks[last]
+	off = uint32(len(ch.buf))
+	ch.buf = append(append(ch.buf, rec...), ans.data...)
+	ch.lastAt = max(ch.lastAt, at)
+	return c.base + uint64(last), off, uint32(need)
+}
+
+// read returns a copy of a record's answer: the caller uses it after the
+// lock is released, when its chunk may be reused.
+func (c *answerChunks) read(ref answerRef) (answer, bool) {
+	i := ref.chunk - c.base
+	if ref.chunk < c.base || i >= uint64(len(c.chunks)) || uint64(ref.off)+uint64(ref.n) > uint64(len(c.chunks[i].buf)) {
+		return answer{}, false
+	}
+	rec := c.chunks[i].buf[ref.off : ref.off+ref.n]
+	alen := int(rec[0])
+	var ans answer
+	if 1+alen > len(rec) || ans.to.UnmarshalBinary(rec[1:1+alen]) != nil {
+		return answer{}, false
+	}
+	ans.data = bytes.Clone(rec[1+alen:])
+	return ans, true
+}
+
+// expire releases the chunks whose records all belong to entries at or
+// before limit, keeping a few for reuse.
+func (c *answerChunks) expire(limit int64) {
+	n := 0
+	for n < len(c.chunks) && c.chunks[n].lastAt <= limit {
+		if buf := c.chunks[n].buf; cap(buf) == answerChunkSize && len(c.spare) < answerSpares {
+			c.spare = append(c.spare, buf)
+		}
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	c.base += uint64(n)
+	rest := copy(c.chunks, c.chunks[n:])
+	clear(c.chunks[rest:])
+	c.chunks = c.chunks[:rest]
+	if rest == 0 {
+		c.chunks, c.spare = nil, nil // idle: hold nothing
+	}
 }
 
 // answerUDP sends the final answer to a request with an answer key,
@@ -208,31 +328,27 @@ func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.
 			return err
 		}
 		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
-			s.answered.put(key, answer{data: s.encode(res), to: src}, time.Now())
+			s.withEncoded(res, func(data []byte) error {
+				s.answered.put(key, answer{data: data, to: src}, time.Now())
+				return nil
+			})
 		}
 		return nil
 	}
-	ans := answer{data: s.encode(res), to: to}
-	s.answered.put(key, ans, time.Now())
-	if tx != nil {
-		tx.Terminate()
-	}
-	_, err = conn.WriteToUDPAddrPort(ans.data, to)
-	return err
-}
-
-// encode returns res as it goes on the wire, for sending and keeping. It
-// is written into a pooled buffer and copied once at its final size:
-// res.String() grows a builder several times and []byte() copies it again,
-// a fifth of all the bytes a REGISTER allocated.
-func (s *Server) encode(res *sip.Response) []byte {
-	var data []byte
-	s.withEncoded(res, func(b []byte) error { data = bytes.Clone(b); return nil })
-	return data
+	return s.withEncoded(res, func(data []byte) error {
+		s.answered.put(key, answer{data: data, to: to}, time.Now())
+		if tx != nil {
+			tx.Terminate()
+		}
+		_, err := conn.WriteToUDPAddrPort(data, to)
+		return err
+	})
 }
 
 // withEncoded calls fn with res as it goes on the wire, in a pooled
-// buffer that fn must not keep.
+// buffer that fn must not keep (answered keeps a copy): res.String() grows
+// a builder several times and []byte() copies it again, a fifth of all the
+// bytes a REGISTER allocated.
 func (s *Server) withEncoded(res *sip.Response, fn func([]byte) error) error {
 	buf, _ := s.encodeBufs.Get().(*bytes.Buffer)
 	if buf == nil {

@@ -1,7 +1,9 @@
 package sipserver
 
 import (
+	"bytes"
 	"fmt"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -113,5 +115,55 @@ func TestAnsweredExpireWithoutAccess(t *testing.T) {
 	a.expire(t0.Add(time.Second))
 	if n := a.len(); n != 0 {
 		t.Fatalf("%d answers kept after the ttl", n)
+	}
+}
+
+// Answers live in shared chunks: each reads back whole with its address
+// after many others were kept, an answer larger than a chunk too, and the
+// chunks go once their answers expired.
+func TestAnsweredChunks(t *testing.T) {
+	a := newAnswered(time.Second)
+	t0 := time.Unix(1000, 0)
+	addrs := []netip.AddrPort{
+		netip.MustParseAddrPort("192.0.2.1:5060"),
+		netip.MustParseAddrPort("[2001:db8::1]:5062"),
+		netip.MustParseAddrPort("[fe80::1%eth0]:5060"),
+	}
+	body := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 300+i%700) }
+	const n = 3000 // about 2 MB: several chunks
+	for i := range n {
+		a.put(fmt.Sprint(i), answer{data: body(i), to: addrs[i%len(addrs)]}, t0.Add(time.Duration(i)*time.Microsecond))
+	}
+	big := bytes.Repeat([]byte("x"), answerChunkSize+1)
+	a.put("big", answer{data: big, to: addrs[0]}, t0)
+	if len(a.store.chunks) < 4 {
+		t.Fatalf("%d chunks for %d answers", len(a.store.chunks), n)
+	}
+	for _, i := range []int{0, 1, 699, 1500, n - 1} {
+		ans, ok := a.get(fmt.Sprint(i), t0)
+		if !ok || !bytes.Equal(ans.data, body(i)) || ans.to != addrs[i%len(addrs)] {
+			t.Fatalf("answer %d: kept %v, %d bytes to %v", i, ok, len(ans.data), ans.to)
+		}
+	}
+	if ans, ok := a.get("big", t0); !ok || !bytes.Equal(ans.data, big) {
+		t.Fatalf("the answer larger than a chunk: kept %v, %d bytes", ok, len(ans.data))
+	}
+	// A kept answer is a copy: the caller may hold it past the chunk.
+	ans, _ := a.get("7", t0)
+	ans.data[0] = 0xff
+	if again, _ := a.get("7", t0); again.data[0] != 7 {
+		t.Fatal("get returned the chunk's bytes, not a copy")
+	}
+	a.expire(t0.Add(time.Second + n*time.Microsecond))
+	if a.len() != 0 || len(a.store.chunks) != 0 {
+		t.Fatalf("after the ttl: %d answers, %d chunks", a.len(), len(a.store.chunks))
+	}
+	// Chunk numbers go on: a new answer is not read through an old number.
+	a.put("new", answer{data: []byte("new"), to: addrs[0]}, t0.Add(time.Hour))
+	if ans, ok := a.get("new", t0.Add(time.Hour)); !ok || string(ans.data) != "new" {
+		t.Fatalf("after the release: %q %v", ans.data, ok)
+	}
+	if a.store.base == 0 {
+		t.Fatal("chunk numbers started again")
 	}
 }
