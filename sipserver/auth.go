@@ -238,34 +238,47 @@ func (a *digestAuth) count(stamp uint64, slot uint32, cred *credentials) bool {
 }
 
 // expected computes the digest response of RFC 2617/7616 with qop=auth or
-// without qop.
+// without qop, as lowercase hex. It runs for every authenticated request,
+// so the hashes are computed on the stack: md5.New and hex.EncodeToString
+// allocated five times a request.
 func expected(alg, ha1, method string, cred *credentials) string {
-	var h hash.Hash
-	if alg == registrar.SHA256 {
-		h = sha256.New()
-	} else {
-		h = md5.New()
-	}
-	buf := make([]byte, 0, 256)
-	digestHex := func(parts ...string) string {
-		buf = buf[:0]
-		for i, p := range parts {
-			if i > 0 {
-				buf = append(buf, ':')
-			}
-			buf = append(buf, p...)
-		}
-		h.Reset()
-		h.Write(buf)
-		return hex.EncodeToString(h.Sum(nil))
-	}
-	ha2 := digestHex(method, cred.URI)
+	var scratch [256]byte
+	var ha2 [2 * sha256.Size]byte
+	h2 := digestHex(ha2[:0], alg, joinColon(scratch[:0], method, cred.URI))
+	var in []byte
 	if cred.QOP == "" {
-		return digestHex(ha1, cred.Nonce, ha2)
+		in = append(joinColon(scratch[:0], ha1, cred.Nonce), ':')
+	} else {
+		var nc [8]byte // the nonce-count as 8 lowercase hex digits
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(cred.Nc))
+		hex.Encode(nc[:], n[:])
+		in = append(joinColon(scratch[:0], ha1, cred.Nonce), ':')
+		in = append(joinColon(append(in, nc[:]...), "", cred.Cnonce, cred.QOP), ':')
 	}
-	var nc [4]byte // as 8 lowercase hex digits
-	binary.BigEndian.PutUint32(nc[:], uint32(cred.Nc))
-	return digestHex(ha1, cred.Nonce, hex.EncodeToString(nc[:]), cred.Cnonce, cred.QOP, ha2)
+	var resp [2 * sha256.Size]byte
+	return string(digestHex(resp[:0], alg, append(in, h2...)))
+}
+
+// joinColon appends parts to buf, separated by colons.
+func joinColon(buf []byte, parts ...string) []byte {
+	for i, p := range parts {
+		if i > 0 {
+			buf = append(buf, ':')
+		}
+		buf = append(buf, p...)
+	}
+	return buf
+}
+
+// digestHex appends to dst the hex digest of in by alg.
+func digestHex(dst []byte, alg string, in []byte) []byte {
+	if alg == registrar.SHA256 {
+		sum := sha256.Sum256(in)
+		return hex.AppendEncode(dst, sum[:])
+	}
+	sum := md5.Sum(in)
+	return hex.AppendEncode(dst, sum[:])
 }
 
 func contains(list []string, s string) bool {
