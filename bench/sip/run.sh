@@ -53,10 +53,14 @@ else
 fi
 COMMON+=(--transport "$SIPP_T" --workdir "$WORK/sipp")
 
-# profile_gchd DELAY SECONDS: a CPU profile of gchd in the background.
+# profile_gchd DELAY SECONDS: a CPU profile of gchd in the background, and
+# beside it the allocations made over the same seconds.
 profile_gchd() {
 	PROF=$RESULTS/$LABEL-$STAMP-$PROFILE_RATE.pprof
-	(sleep "$1" && curl -s -o "$PROF" "http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$2") &
+	(sleep "$1" &&
+		curl -s -o "${PROF%.pprof}.allocs.pprof" "http://127.0.0.1:$PPROF_PORT/debug/pprof/allocs?seconds=$2" &
+		sleep "$1" && curl -s -o "$PROF" "http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$2"
+		wait) &
 	PROFILE_PID=$!
 }
 
@@ -64,8 +68,10 @@ profile_report() {
 	wait "$PROFILE_PID" || true
 	PROFILE_PID=
 	(cd "$SRC" && go tool pprof -top -nodecount=45 "$GCHD_BIN" "$PROF" >"${PROF%.pprof}.top.txt" 2>&1 &&
-		go tool pprof -top -cum -nodecount=70 "$GCHD_BIN" "$PROF" >"${PROF%.pprof}.topcum.txt" 2>&1) || true
-	log "profile: $PROF (listings: ${PROF%.pprof}.top.txt, .topcum.txt)"
+		go tool pprof -top -cum -nodecount=70 "$GCHD_BIN" "$PROF" >"${PROF%.pprof}.topcum.txt" 2>&1 &&
+		go tool pprof -top -sample_index=alloc_space -nodecount=45 "$GCHD_BIN" "${PROF%.pprof}.allocs.pprof" \
+			>"${PROF%.pprof}.allocs.txt" 2>&1) || true
+	log "profile: $PROF (listings: ${PROF%.pprof}.top.txt, .topcum.txt; allocations: .allocs.txt)"
 	head -n 35 "${PROF%.pprof}.top.txt"
 }
 
