@@ -13,10 +13,12 @@ import (
 // only whole REGISTERs it can delimit with certainty, and gives up framing
 // (passes everything) where it cannot.
 func TestFramedConn(t *testing.T) {
+	// With credentials: one without would be answered (challenged) at once.
+	const credentials = `Authorization: Digest username="ann", realm="example.org", nonce="n", uri="sip:example.org", response="r"` + "\r\n"
 	register := func(callID, body string) string {
 		return "REGISTER sip:example.org SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK-" + callID +
 			"\r\nFrom: <sip:ann@example.org>;tag=1\r\nTo: <sip:ann@example.org>\r\nCall-ID: " + callID +
-			"\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body
+			"\r\nCSeq: 1 REGISTER\r\nMax-Forwards: 70\r\n" + credentials + "Content-Length: " + itoa(len(body)) + "\r\n\r\n" + body
 	}
 	message := "MESSAGE sip:bob@example.org SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bK-m\r\n" +
 		"From: <sip:ann@example.org>;tag=1\r\nTo: <sip:bob@example.org>\r\nCall-ID: m1\r\nCSeq: 1 MESSAGE\r\n" +

@@ -24,10 +24,12 @@ func TestIngressTake(t *testing.T) {
 	workers.work = make(chan ingressJob, 1) // room for one
 	in := newUDPIngress(s, udp, workers)
 	from := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5060}
+	// With credentials: a REGISTER without is answered (challenged) at once.
+	const credentials = `Authorization: Digest username="ann", realm="example.org", nonce="n", uri="sip:example.org", response="r"` + "\r\n"
 	request := func(method, branch string) []byte {
 		return []byte(method + " sip:example.org SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=" + branch +
 			"\r\nFrom: <sip:ann@example.org>;tag=1\r\nTo: <sip:ann@example.org>\r\nCall-ID: c1\r\nCSeq: 1 " + method +
-			"\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+			"\r\nMax-Forwards: 70\r\n" + credentials + "Content-Length: 0\r\n\r\n")
 	}
 	tests := []struct {
 		name   string
