@@ -59,10 +59,21 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, c
 	if res = s.validate(req); res != nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(chat.WithSource(context.Background(), "sip"), s.opts.InviteTimeout+time.Minute)
-	defer cancel()
+	ctx := sipContext
+	if req.Method != sip.REGISTER {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.InviteTimeout+time.Minute)
+		defer cancel()
+	}
 	res = fn(ctx, req, tx)
 }
+
+// sipContext is what a request is handled in. A REGISTER gets it without
+// a deadline: what it waits for, the account read and the binding's
+// commit, is bounded by storage's own timeouts (30 s), shorter than any
+// deadline it would get here, and the deadline's timer cost more than
+// anything else a refresh allocates.
+var sipContext = chat.WithSource(context.Background(), "sip")
 
 // respond sends a final (or provisional) response and counts final ones.
 // A final answer with an answer key is kept for retransmissions and its
