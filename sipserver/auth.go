@@ -245,19 +245,16 @@ func expected(alg, ha1, method string, cred *credentials) string {
 	var scratch [256]byte
 	var ha2 [2 * sha256.Size]byte
 	h2 := digestHex(ha2[:0], alg, joinColon(scratch[:0], method, cred.URI))
-	var in []byte
-	if cred.QOP == "" {
-		in = append(joinColon(scratch[:0], ha1, cred.Nonce), ':')
-	} else {
-		var nc [8]byte // the nonce-count as 8 lowercase hex digits
+	in := joinColon(scratch[:0], ha1, cred.Nonce)
+	if cred.QOP != "" {
 		var n [4]byte
 		binary.BigEndian.PutUint32(n[:], uint32(cred.Nc))
+		var nc [8]byte // the nonce-count as 8 lowercase hex digits
 		hex.Encode(nc[:], n[:])
-		in = append(joinColon(scratch[:0], ha1, cred.Nonce), ':')
-		in = append(joinColon(append(in, nc[:]...), "", cred.Cnonce, cred.QOP), ':')
+		in = joinColon(append(in, ':'), string(nc[:]), cred.Cnonce, cred.QOP)
 	}
 	var resp [2 * sha256.Size]byte
-	return string(digestHex(resp[:0], alg, append(in, h2...)))
+	return string(digestHex(resp[:0], alg, append(append(in, ':'), h2...)))
 }
 
 // joinColon appends parts to buf, separated by colons.
