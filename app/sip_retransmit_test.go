@@ -158,3 +158,41 @@ func TestUDPRetransmissionBurstProcessedOnce(t *testing.T) {
 		}
 	}
 }
+
+// A MESSAGE relayed to a phone over UDP: its retransmission gets the
+// relayed 200 again, byte for byte, and is not relayed a second time. The
+// answer comes from the kept answers: the relaying transaction ended when
+// it answered.
+func TestUDPRelayedAnswerKept(t *testing.T) {
+	s := startSIP(t, func(c *configs.Config) { c.SIP.Trusted = "127.0.0.0/8" })
+	s.addAccount("ann", "pw-ann", "")
+	s.addAccount("bob", "pw-bob", "")
+	bob := newPhone(t, s, "bob", "UDP")
+	if res := bob.register(); res.StatusCode != 200 {
+		t.Fatalf("REGISTER: %s", res.StartLine())
+	}
+	c, err := net.Dial("udp", s.app.SIPAddr("UDP"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	local := c.LocalAddr().String()
+	msg := "MESSAGE sip:bob@" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-relay1\r\n" +
+		"From: <sip:ann@" + testDomain + ">;tag=a1\r\nTo: <sip:bob@" + testDomain + ">\r\nCall-ID: relay-kept\r\n" +
+		"CSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello"
+	first := udpExchange(t, c, msg)
+	if !bytes.HasPrefix(first, []byte("SIP/2.0 200")) {
+		t.Fatalf("relayed MESSAGE answered %q", first)
+	}
+	if again := udpExchange(t, c, msg); !bytes.Equal(again, first) {
+		t.Fatalf("retransmitted MESSAGE got another answer:\n%s\nfirst:\n%s", again, first)
+	}
+	bob.waitFor(1)
+	time.Sleep(200 * time.Millisecond)
+	bob.mu.Lock()
+	n := len(bob.inbox)
+	bob.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("bob received the MESSAGE %d times", n)
+	}
+}
