@@ -357,15 +357,15 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	// answer is (answered.go): through tx.Respond sipgo kept the whole
 	// transaction, request, answer and timers, for Timer J's 32 s, 1.7 GB
 	// of live heap at 7,500 relayed MESSAGEs/s.
-	answer, _ := answerKey(req)
+	keptKey, _ := answerKey(req)
 	relay := func(r *sip.Response) {
 		r = r.Clone()
 		r.RemoveHeader("Via")
 		r.SetDestination(upstream)
 		r.SetTransport(upTransport)
 		var err error
-		if answer != "" && r.StatusCode >= 200 {
-			err = s.answerUDP(tx, req, r, answer)
+		if keptKey != "" && r.StatusCode >= 200 {
+			err = s.answerUDP(tx, req, r, keptKey)
 		} else {
 			err = tx.Respond(r)
 		}
