@@ -87,8 +87,14 @@ if ours.fresh_users:
         n = int(rate * a.dur)
         lo = state["next"]
         if lo + n > len(pool):
-            raise SystemExit(f"--fresh-users: {os.path.basename(ours.fresh_users)} has {len(pool)} users, "
-                             f"a step at {rate}/s needs {lo + n}; make it larger")
+            # Not a failure of the server: say so, and let the search end
+            # with the best rate so far. (Exiting here lost that rate, and
+            # a search that ended on the pool read like one that ended on
+            # the server: two servers "both passed" the last step run.)
+            print(f"# POOL ENDED: {os.path.basename(ours.fresh_users)} has {len(pool)} users, a step at "
+                  f"{rate}/s needs {lo + n}; that step is not run and is no failure: the maximum may be "
+                  f"higher (START/FACTOR to reach it in fewer steps, or POOL_USERS)", flush=True)
+            return None
         path = os.path.join(workdir, f"fresh_{lo}_{n}.csv")
         with open(path, "w") as f:
             f.write("SEQUENTIAL\n" + "\n".join(pool[lo:lo + n]) + "\n")
