@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -97,6 +98,18 @@ func (s *server) stop() {
 	case <-time.After(30 * time.Second):
 		s.t.Errorf("gchd did not stop")
 	}
+}
+
+// dial opens a raw socket to gchd's SIP listener of transport (UDP or
+// TCP), for tests that write SIP by hand; it closes with the test.
+func (s *server) dial(transport string) net.Conn {
+	s.t.Helper()
+	c, err := net.Dial(strings.ToLower(transport), s.app.SIPAddr(transport))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { c.Close() })
+	return c
 }
 
 func (s *server) addAccount(login, password, dn string) {

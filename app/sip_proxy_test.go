@@ -157,11 +157,7 @@ func TestClosedFlowStoresAndForwards(t *testing.T) {
 // CRLF keep-alives on a connection are answered with CRLF (RFC 5626 3.5.1).
 func TestKeepAlive(t *testing.T) {
 	s := startSIP(t)
-	c, err := net.Dial("tcp", s.app.SIPAddr("TCP"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := s.dial("TCP")
 	c.Write([]byte("\r\n\r\n"))
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 2)

@@ -2,7 +2,6 @@ package app
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -85,11 +84,7 @@ func TestRegisterChallenges(t *testing.T) {
 // the connection.
 func TestRegisterPipelinedOverTCP(t *testing.T) {
 	s := startSIP(t)
-	c, err := net.Dial("tcp", s.app.SIPAddr("TCP"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := s.dial("TCP")
 	request := func(method, callID string) string {
 		return method + " sip:" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/TCP " + c.LocalAddr().String() + ";branch=z9hG4bK-" + callID +
 			"\r\nFrom: <sip:alice@" + testDomain + ">;tag=1\r\nTo: <sip:alice@" + testDomain + ">\r\nCall-ID: " + callID +

@@ -39,11 +39,7 @@ func TestUDPRetransmissionAnsweredOnce(t *testing.T) {
 		s.addAccount(l, "pw-"+l, "")
 	}
 	id := groupOf(t, s, "own", "ann")
-	c, err := net.Dial("udp", s.app.SIPAddr("UDP"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := s.dial("UDP")
 	local := c.LocalAddr().String()
 
 	register := func(branch string) string {
@@ -95,11 +91,7 @@ func TestUDPRetransmissionAnsweredOnce(t *testing.T) {
 func TestUDPRetransmissionBurstProcessedOnce(t *testing.T) {
 	s := startSIP(t)
 	s.addAccount("ann", "pw-ann", "")
-	c, err := net.Dial("udp", s.app.SIPAddr("UDP"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := s.dial("UDP")
 	local := c.LocalAddr().String()
 	register := func(branch string, cseq int, auth string) string {
 		return "REGISTER sip:" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-" + branch +
@@ -171,11 +163,7 @@ func TestUDPRelayedAnswerKept(t *testing.T) {
 	if res := bob.register(); res.StatusCode != 200 {
 		t.Fatalf("REGISTER: %s", res.StartLine())
 	}
-	c, err := net.Dial("udp", s.app.SIPAddr("UDP"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := s.dial("UDP")
 	local := c.LocalAddr().String()
 	msg := "MESSAGE sip:bob@" + testDomain + " SIP/2.0\r\nVia: SIP/2.0/UDP " + local + ";branch=z9hG4bK-relay1\r\n" +
 		"From: <sip:ann@" + testDomain + ">;tag=a1\r\nTo: <sip:bob@" + testDomain + ">\r\nCall-ID: relay-kept\r\n" +
