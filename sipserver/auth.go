@@ -145,8 +145,8 @@ func (f *authFailure) Error() string { return "digest authentication failed: " +
 
 // verify checks the Authorization (or Proxy-Authorization) header of req
 // and returns the authenticated account.
-func (a *digestAuth) verify(ctx context.Context, req *sip.Request, header string, accounts Accounts) (registrar.Account, error) {
-	h := req.GetHeader(header)
+func (a *digestAuth) verify(ctx context.Context, req *sip.Request, name string, accounts Accounts) (registrar.Account, error) {
+	h := header(req, name)
 	if h == nil {
 		return registrar.Account{}, &authFailure{reason: "missing"}
 	}
@@ -290,13 +290,13 @@ func contains(list []string, s string) bool {
 // challenge answers req with 401 (REGISTER) or 407 (anything else) and
 // fresh challenges.
 func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
-	code, reason, header := 407, "Proxy Authentication Required", "Proxy-Authenticate"
+	code, reason, field := 407, "Proxy Authentication Required", "Proxy-Authenticate"
 	if req.Method == sip.REGISTER {
-		code, reason, header = 401, "Unauthorized", "WWW-Authenticate"
+		code, reason, field = 401, "Unauthorized", "WWW-Authenticate"
 	}
 	res := reply(req, code, reason)
 	for _, c := range s.auth.challenges(stale, req.Transport()) {
-		res.AppendHeader(sip.NewHeader(header, c))
+		res.AppendHeader(sip.NewHeader(field, c))
 	}
 	return res
 }
@@ -305,9 +305,9 @@ func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
 // send instead: a challenge when credentials are missing, wrong or stale,
 // 403 when the source or the account is banned after too many failures.
 func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.Account, *sip.Response) {
-	header := "Proxy-Authorization"
+	field := "Proxy-Authorization"
 	if req.Method == sip.REGISTER {
-		header = "Authorization"
+		field = "Authorization"
 	}
 	source := sourceIP(req)
 	g := s.opts.Guards
@@ -315,7 +315,7 @@ func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.
 		s.metrics.LimitRejected("auth_source")
 		return registrar.Account{}, reply(req, 403, "Forbidden: Too Many Failed Logins")
 	}
-	acc, err := s.auth.verify(ctx, req, header, s.accounts)
+	acc, err := s.auth.verify(ctx, req, field, s.accounts)
 	if err == nil {
 		if g.AuthAccount != nil && g.AuthAccount.Banned(acc.Login) {
 			s.metrics.LimitRejected("auth_account")

@@ -100,7 +100,7 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 	}
 	// A delivery of ours that comes back (a phone forwarding what it
 	// receives) must not be posted again: that would loop.
-	if req.GetHeader("X-GC-MID") != nil || (req.From() != nil && isGroupUser(req.From().Address.User)) {
+	if header(req, "X-GC-MID") != nil || (req.From() != nil && isGroupUser(req.From().Address.User)) {
 		return reply(req, 403, "Forbidden: Group Deliveries Are Not Posted Back")
 	}
 	text, bad := textBody(req)

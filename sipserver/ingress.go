@@ -69,7 +69,7 @@ func (w *registerWorkers) offer(j ingressJob) bool {
 	if w.closed {
 		return false
 	}
-	if j.req.GetHeader("Authorization") == nil {
+	if header(j.req, "Authorization") == nil {
 		w.s.serve(j.req, nil, j.key, j.conn, w.s.onRegister)
 		return true
 	}

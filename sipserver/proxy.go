@@ -274,7 +274,7 @@ const branchMagic = "z9hG4bK-gc"
 // looped reports whether req already passed through us unchanged.
 func (s *Server) looped(req *sip.Request) bool {
 	key := branchMagic + loopKey(req) + "-"
-	for _, h := range req.GetHeaders("Via") {
+	for h := range headersNamed(req, "Via") {
 		v, ok := h.(*sip.ViaHeader)
 		if !ok {
 			continue

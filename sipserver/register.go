@@ -102,17 +102,17 @@ func registerRequest(req *sip.Request, aor string) (registrar.RegisterRequest, e
 		AOR: aor, CallID: req.CallID().Value(), CSeq: req.CSeq().SeqNo, Expires: -1,
 		Transport: strings.ToUpper(req.Transport()), Source: req.Source(),
 	}
-	if h := req.GetHeader("User-Agent"); h != nil {
+	if h := header(req, "User-Agent"); h != nil {
 		r.UserAgent = truncate(h.Value(), 200)
 	}
-	if h := req.GetHeader("Expires"); h != nil {
+	if h := header(req, "Expires"); h != nil {
 		n, err := strconv.ParseUint(strings.TrimSpace(h.Value()), 10, 32)
 		if err != nil {
 			return r, errors.New("Invalid Expires")
 		}
 		r.Expires = int(min(n, 1<<31-1))
 	}
-	for _, h := range req.GetHeaders("Contact") {
+	for h := range headersNamed(req, "Contact") {
 		c, ok := h.(*sip.ContactHeader)
 		if !ok {
 			return r, errors.New("Invalid Contact")
@@ -158,7 +158,7 @@ func registerRequest(req *sip.Request, aor string) (registrar.RegisterRequest, e
 
 // supports reports whether the request lists an option tag in Supported.
 func supports(req *sip.Request, tag string) bool {
-	for _, h := range req.GetHeaders("Supported") {
+	for h := range headersNamed(req, "Supported") {
 		for _, t := range strings.Split(h.Value(), ",") {
 			if strings.EqualFold(strings.TrimSpace(t), tag) {
 				return true

@@ -27,10 +27,12 @@ func reply(req *sip.Request, code int, reason string) *sip.Response {
 	}
 	res := sip.NewResponse(code, reason)
 	res.SipVersion = req.SipVersion
-	for i, h := range req.GetHeaders("Via") {
-		if via, ok := h.(*sip.ViaHeader); ok && i == 0 {
+	top := true
+	for h := range headersNamed(req, "Via") {
+		if via, ok := h.(*sip.ViaHeader); ok && top {
 			h = answerVia(via, req.Source())
 		}
+		top = false
 		res.AppendHeader(h)
 	}
 	if h := req.From(); h != nil {
