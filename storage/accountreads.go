@@ -11,9 +11,9 @@ import (
 )
 
 // accountBatchSizes are the lengths of the IN lists prepared for account
-// reads: a batch is padded up to the next one, so that six statements,
+// reads: a batch is padded up to the next one, so that seven statements,
 // compiled once, serve every batch.
-var accountBatchSizes = [...]int{1, 2, 4, 8, 16, 32}
+var accountBatchSizes = [...]int{1, 2, 4, 8, 16, 32, 64}
 
 // accountReadTimeout bounds a PostgreSQL account read that no caller can
 // cancel (see readAccounts).
@@ -21,8 +21,8 @@ const accountReadTimeout = 30 * time.Second
 
 // accountReads looks up concurrent Account calls with one query, as
 // groupCommit does for writes (leaderQueue): the first caller in the queue
-// leads, reads every login queued (up to 32), then hands the lead to the
-// next in line.
+// leads, takes every login queued (up to 64) and hands the lead to the
+// next in line, whose batch may run while its own does (overlap).
 //
 // Every REGISTER that authenticates a user the registrar has not cached
 // reads an account. A query for one row paid, each time, what a query

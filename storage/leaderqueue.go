@@ -11,15 +11,21 @@ import (
 // the next in line. groupCommit writes with it, accountReads reads.
 type leaderQueue[T any] struct {
 	// spacing, when set, is the least time between the starts of two
-	// batches while callers contend: a leader whose predecessor ran more
-	// than one item waits out the rest of it, so that more callers join
-	// its batch (as the registrar's writer does, see commitDelay there).
+	// batches while callers contend: a leader waits out the rest of it
+	// when the batch before ran more than one item or still runs, so that
+	// more callers join its batch (as the registrar's writer does, see
+	// commitDelay there), unless a full batch is waiting already.
 	spacing time.Duration
+	// overlap hands the lead on as soon as the leader has taken its batch,
+	// so that the next batch may run while this one does: for reads.
+	// Without it batches run one at a time, as writes must.
+	overlap bool
 
-	mu    sync.Mutex
-	queue []queuedCall[T]
-	last  time.Time // when the last batch began
-	prev  int       // the items it ran
+	mu      sync.Mutex
+	queue   []queuedCall[T]
+	last    time.Time // when the last batch began
+	prev    int       // the items it ran
+	running int       // batches taken and not yet run
 }
 
 type queuedCall[T any] struct {
@@ -45,30 +51,25 @@ func (q *leaderQueue[T]) do(item T, max int, run func(batch []T)) {
 		case <-c.lead:
 		}
 	}
-	if q.spacing > 0 {
-		q.mu.Lock()
-		wait := q.spacing - time.Since(q.last)
-		if q.prev < 2 {
-			wait = 0
-		}
-		q.mu.Unlock()
-		if wait > 0 {
-			time.Sleep(wait)
-		}
+	if wait := q.wait(max); wait > 0 {
+		time.Sleep(wait)
 	}
 	q.mu.Lock()
 	calls := append([]queuedCall[T](nil), q.queue[:min(len(q.queue), max)]...)
 	q.last, q.prev = time.Now(), len(calls)
+	q.running++
+	if q.overlap {
+		q.handOnLocked(len(calls))
+	}
 	q.mu.Unlock()
 
 	// Hand over even if run panics: the queue must not stall behind a
 	// leader that is gone.
 	defer func() {
 		q.mu.Lock()
-		clear(q.queue[:len(calls)])
-		q.queue = q.queue[len(calls):]
-		if len(q.queue) > 0 {
-			q.queue[0].lead <- struct{}{}
+		q.running--
+		if !q.overlap {
+			q.handOnLocked(len(calls))
 		}
 		q.mu.Unlock()
 		for _, o := range calls[1:] {
@@ -80,4 +81,27 @@ func (q *leaderQueue[T]) do(item T, max int, run func(batch []T)) {
 		batch[i] = o.item
 	}
 	run(batch)
+}
+
+// wait is how long a new leader waits before it takes its batch.
+func (q *leaderQueue[T]) wait(max int) time.Duration {
+	if q.spacing <= 0 {
+		return 0
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if (q.prev < 2 && q.running == 0) || len(q.queue) >= max {
+		return 0
+	}
+	return q.spacing - time.Since(q.last)
+}
+
+// handOnLocked takes the first n calls out of the queue and signals the
+// next in line that it leads.
+func (q *leaderQueue[T]) handOnLocked(n int) {
+	clear(q.queue[:n])
+	q.queue = q.queue[n:]
+	if len(q.queue) > 0 {
+		q.queue[0].lead <- struct{}{}
+	}
 }

@@ -52,3 +52,33 @@ func TestLeaderQueueSpacing(t *testing.T) {
 		t.Errorf("batch after a batch of two began %v after it, want at least %v", gap, q.spacing)
 	}
 }
+
+// With overlap a batch runs while the one before it still does; without,
+// it waits for it.
+func TestLeaderQueueOverlap(t *testing.T) {
+	for _, overlap := range []bool{true, false} {
+		q := leaderQueue[int]{overlap: overlap}
+		started, release := make(chan struct{}), make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			q.do(1, 8, func([]int) { close(started); <-release })
+		}()
+		<-started
+		second := make(chan struct{})
+		go func() { q.do(2, 8, func([]int) {}); close(second) }()
+		select {
+		case <-second:
+			if !overlap {
+				t.Error("without overlap a batch ran while the one before it did")
+			}
+		case <-time.After(200 * time.Millisecond):
+			if overlap {
+				t.Error("with overlap a batch waited for the one before it")
+			}
+		}
+		close(release)
+		<-done
+		<-second
+	}
+}
