@@ -476,7 +476,9 @@ func TestSaveBindingsBatches(t *testing.T) {
 		for i := 10; i < 15; i++ {
 			again = append(again, binding(i, 2))
 		}
-		again = append(again, binding(30, 1))
+		full := binding(30, 1) // every field set, to come back as written
+		full.Instance, full.RegID, full.Q, full.NAT = "<urn:uuid:00000000-0000-0000-0000-000000000001>", 2, "0.5", true
+		again = append(again, full)
 		del := []registrar.BindingRef{{AOR: "user00", Key: put[0].Key()}, {AOR: "user22", Key: put[22].Key()}}
 		if err := s.SaveBindings(ctx, again, del); err != nil {
 			t.Fatal(err)
@@ -501,6 +503,14 @@ func TestSaveBindingsBatches(t *testing.T) {
 			if _, ok := byAOR[gone]; ok {
 				t.Errorf("%s still stored after its delete", gone)
 			}
+		}
+		got30 := byAOR["user30"]
+		if !got30.Expires.Equal(full.Expires) || !got30.Updated.Equal(full.Updated) {
+			t.Errorf("user30 times %v, %v, want %v, %v", got30.Expires, got30.Updated, full.Expires, full.Updated)
+		}
+		got30.Expires, got30.Updated = full.Expires, full.Updated
+		if got30 != full {
+			t.Errorf("user30 stored as %+v, want %+v", got30, full)
 		}
 	})
 }
