@@ -171,7 +171,6 @@ type Bindings struct {
 	closing atomic.Bool
 	stop    chan struct{} // closed when Run's context ends
 	stopped chan struct{} // closed when the writer has written its last
-	onFlow  func(aor string)
 }
 
 type shard struct {
@@ -345,9 +344,6 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Updated.Before(out[j].Updated) })
-	if changed && b.onFlow != nil {
-		b.onFlow(r.AOR)
-	}
 	return RegisterResult{Bindings: out, Changed: changed}, nil
 }
 
@@ -682,10 +678,6 @@ func (b *Bindings) FlowClosed(transport, source string) {
 		sh.mu.Unlock()
 	}
 }
-
-// OnReachable sets a function called (outside any lock) with the AOR when
-// a REGISTER adds a binding or changes its flow.
-func (b *Bindings) OnReachable(fn func(aor string)) { b.onFlow = fn }
 
 // Reachable lists the AORs with at least one reachable live binding.
 func (b *Bindings) Reachable() []string {
