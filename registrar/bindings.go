@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -184,6 +186,8 @@ type shard struct {
 	refreshed map[BindingRef]struct{}
 }
 
+// write is one change for the store. A binding is in put or in del, not
+// both: squash and the store apply a write's removals before its puts.
 type write struct {
 	put  []Binding
 	del  []BindingRef
@@ -212,23 +216,51 @@ func (b *Bindings) shard(aor string) *shard {
 
 // Load reads the stored bindings into memory. Bindings held by this node
 // come back unreachable when their flow was a connection: that connection
-// died with the previous process.
+// died with the previous process. An AOR stored with more than
+// MaxContacts bindings (written by an older version, or the limit was
+// lowered) keeps its newest ones; the others are deleted, so that a
+// restart never brings back more than the limit. Load runs before Run.
 func (b *Bindings) Load(ctx context.Context) (int, error) {
 	list, err := b.store.LoadBindings(ctx, b.now())
 	if err != nil {
 		return 0, fmt.Errorf("load bindings: %w", err)
 	}
+	byAOR := make(map[string][]Binding)
 	for _, bd := range list {
 		if bd.Node == b.policy.Node && bd.Reliable() {
 			bd.Unreachable = true
 		}
-		sh := b.shard(bd.AOR)
-		sh.mu.Lock()
-		sh.aors[bd.AOR] = append(sh.aors[bd.AOR], bd)
-		sh.byURI[bd.URI] = BindingRef{bd.AOR, bd.Key()}
-		sh.mu.Unlock()
+		if !bd.NAT && !bd.Reliable() && !contactIsSource(bd.URI, bd.Source) {
+			// Stored by a version that also used a name or another
+			// address as written: reached through its flow until the
+			// phone registers again and the rule of the day decides.
+			bd.NAT = true
+		}
+		byAOR[bd.AOR] = append(byAOR[bd.AOR], bd)
 	}
-	return len(list), nil
+	var extra []BindingRef
+	n := 0
+	for aor, bs := range byAOR {
+		if len(bs) > b.policy.MaxContacts {
+			sort.SliceStable(bs, func(i, j int) bool { return bs[i].Updated.After(bs[j].Updated) })
+			for _, bd := range bs[b.policy.MaxContacts:] {
+				extra = append(extra, BindingRef{aor, bd.Key()})
+			}
+			bs = bs[:b.policy.MaxContacts]
+		}
+		sh := b.shard(aor)
+		sh.mu.Lock()
+		b.setLocked(sh, aor, bs)
+		sh.mu.Unlock()
+		n += len(bs)
+	}
+	if len(extra) > 0 {
+		if err := b.store.SaveBindings(ctx, nil, extra); err != nil {
+			return 0, fmt.Errorf("delete bindings over the limit: %w", err)
+		}
+		b.log.Warn("deleted stored bindings over registrar.max_contacts", "count", len(extra), "max_contacts", b.policy.MaxContacts)
+	}
+	return n, nil
 }
 
 // Register applies a REGISTER (RFC 3261 section 10.3 steps 6 to 8) and
@@ -268,9 +300,11 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 
 	sh := b.shard(r.AOR)
 	sh.mu.Lock()
-	cur := live(sh.aors[r.AOR], now)
-	var put []Binding
-	var del []BindingRef
+	before := live(sh.aors[r.AOR], now)
+	cur := append([]Binding(nil), before...)
+	// written: the keys this request adds or refreshes; they never give
+	// way to each other.
+	written := make(map[string]bool, len(want))
 	changed, sync := false, false
 	if r.Wildcard {
 		for _, old := range cur {
@@ -279,13 +313,11 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 				return RegisterResult{}, ErrOutOfOrder
 			}
 		}
-		for _, old := range cur {
-			del = append(del, BindingRef{r.AOR, old.Key()})
-		}
-		cur, sync = nil, len(del) > 0
+		cur, sync = nil, len(before) > 0
 	}
 	for _, w := range want {
-		i := indexOf(cur, w.bd.Key())
+		key := w.bd.Key()
+		i := indexOf(cur, key)
 		if i >= 0 {
 			old := cur[i]
 			if old.CallID == r.CallID && r.CSeq <= old.CSeq {
@@ -293,8 +325,8 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 				return RegisterResult{}, ErrOutOfOrder
 			}
 			if w.expiry == 0 {
-				del = append(del, BindingRef{r.AOR, old.Key()})
 				cur = append(cur[:i:i], cur[i+1:]...)
+				delete(written, key)
 				sync = true
 				continue
 			}
@@ -302,29 +334,49 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 				changed, sync = true, true
 			}
 			cur[i] = w.bd
-			put = append(put, w.bd)
+			written[key] = true
 			continue
 		}
 		if w.expiry == 0 {
 			continue // removing what is not there
 		}
-		if len(cur) >= b.policy.MaxContacts {
-			if b.policy.RejectOverflow {
-				sh.mu.Unlock()
-				return RegisterResult{}, ErrTooManyContacts
-			}
-			oldest := 0
+		cur = append(cur, w.bd)
+		written[key] = true
+		changed, sync = true, true
+	}
+	if len(cur) > b.policy.MaxContacts {
+		// As Kamailio's registrar counts: the bindings after the request
+		// against the limit. A request that alone brings more than the
+		// limit is refused whatever the policy, changing nothing: no
+		// binding of its own could be kept for another of its own.
+		if len(written) > b.policy.MaxContacts || b.policy.RejectOverflow {
+			sh.mu.Unlock()
+			return RegisterResult{}, ErrTooManyContacts
+		}
+		for len(cur) > b.policy.MaxContacts {
+			oldest := -1
 			for j := range cur {
-				if cur[j].Updated.Before(cur[oldest].Updated) {
+				if !written[cur[j].Key()] && (oldest < 0 || cur[j].Updated.Before(cur[oldest].Updated)) {
 					oldest = j
 				}
 			}
-			del = append(del, BindingRef{r.AOR, cur[oldest].Key()})
 			cur = append(cur[:oldest:oldest], cur[oldest+1:]...)
 		}
-		cur = append(cur, w.bd)
-		put = append(put, w.bd)
-		changed, sync = true, true
+	}
+	// What the store is told follows from the outcome, not from the
+	// steps: a binding is either written or removed, never both, so the
+	// order the store applies them in cannot bring an evicted one back.
+	var put []Binding
+	var del []BindingRef
+	for _, bd := range cur {
+		if written[bd.Key()] {
+			put = append(put, bd)
+		}
+	}
+	for _, old := range before {
+		if indexOf(cur, old.Key()) < 0 {
+			del = append(del, BindingRef{r.AOR, old.Key()})
+		}
 	}
 	b.setLocked(sh, r.AOR, cur)
 	if !sync && b.policy.RefreshWrite > 0 && !b.closing.Load() {
@@ -336,10 +388,20 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		put = nil
 	}
 	out := append([]Binding(nil), cur...)
-	sh.mu.Unlock()
-
+	// Queued before the lock is released: the store applies this AOR's
+	// changes in the order they were decided, so a later REGISTER's
+	// removal is never overtaken by an earlier one's write.
+	var done chan error
 	if len(put) > 0 || len(del) > 0 {
-		if err := b.persist(ctx, put, del, sync); err != nil {
+		var err error
+		if done, err = b.enqueue(ctx, put, del, sync); err != nil {
+			sh.mu.Unlock()
+			return RegisterResult{}, err
+		}
+	}
+	sh.mu.Unlock()
+	if done != nil {
+		if err := b.wait(ctx, done); err != nil {
 			return RegisterResult{}, err
 		}
 	}
@@ -367,6 +429,16 @@ func (b *Bindings) setLocked(sh *shard, aor string, cur []Binding) {
 // persist hands a change to the writer; when wait is set it returns once
 // the change is committed.
 func (b *Bindings) persist(ctx context.Context, put []Binding, del []BindingRef, wait bool) error {
+	done, err := b.enqueue(ctx, put, del, wait)
+	if err != nil || done == nil {
+		return err
+	}
+	return b.wait(ctx, done)
+}
+
+// enqueue queues a change for the writer. With wait set it returns the
+// channel that wait reads the commit's outcome from.
+func (b *Bindings) enqueue(ctx context.Context, put []Binding, del []BindingRef, wait bool) (chan error, error) {
 	w := write{put: put, del: del}
 	if wait {
 		w.done = make(chan error, 1)
@@ -375,29 +447,31 @@ func (b *Bindings) persist(ctx context.Context, put []Binding, del []BindingRef,
 	case <-b.stop:
 		// Checked first: with room in the queue the select below could
 		// take a write that the stopped writer never reads.
-		return errStopped
+		return nil, errStopped
 	default:
 	}
 	select {
 	case b.writes <- w:
+		return w.done, nil
 	case <-b.stop:
-		return errStopped
+		return nil, errStopped
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
-	if !wait {
-		return nil
-	}
+}
+
+// wait returns once the write that done belongs to is committed.
+func (b *Bindings) wait(ctx context.Context, done chan error) error {
 	select {
-	case err := <-w.done:
+	case err := <-done:
 		if err != nil {
 			return fmt.Errorf("store bindings: %w", err)
 		}
 		return nil
 	case <-b.stopped:
-		// The writer may have taken w in its last batch.
+		// The writer may have taken the write in its last batch.
 		select {
-		case err := <-w.done:
+		case err := <-done:
 			return err
 		default:
 			return errStopped
@@ -573,6 +647,37 @@ func squash(batch []write) ([]Binding, []BindingRef) {
 		}
 	}
 	return put, del
+}
+
+// contactIsSource reports whether a Contact URI's host is the IP literal
+// of the source address (ip:port). Anything it cannot read plainly (a
+// header part, a second @) is not: the answer only ever errs towards
+// the flow.
+func contactIsSource(uri, source string) bool {
+	src, err := netip.ParseAddrPort(source)
+	if err != nil || strings.Contains(uri, "?") || strings.Count(uri, "@") > 1 {
+		return false
+	}
+	_, rest, ok := strings.Cut(uri, ":") // the scheme
+	if !ok {
+		return false
+	}
+	if i := strings.IndexByte(rest, '@'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	rest, _, _ = strings.Cut(rest, ";")
+	host := rest
+	if strings.HasPrefix(rest, "[") {
+		end := strings.IndexByte(rest, ']')
+		if end < 0 {
+			return false
+		}
+		host = rest[1:end]
+	} else if h, _, ok := strings.Cut(rest, ":"); ok {
+		host = h
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap() == src.Addr().Unmap()
 }
 
 // live filters out expired bindings.
