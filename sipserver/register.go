@@ -44,7 +44,7 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 		s.log.Info("REGISTER for another user refused", "login", acc.Login, "aor", aor, "source", req.Source())
 		return reply(req, 403, "Forbidden"), "forbidden"
 	}
-	r, err := registerRequest(req, aor)
+	r, err := registerRequest(req, aor, s.trusted(req))
 	if err != nil {
 		return reply(req, 400, err.Error()), "invalid"
 	}
@@ -97,7 +97,9 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 }
 
 // registerRequest reduces a REGISTER to what the registrar needs.
-func registerRequest(req *sip.Request, aor string) (registrar.RegisterRequest, error) {
+// trusted is set when the source is in sip.trusted: its Contacts are used
+// as written.
+func registerRequest(req *sip.Request, aor string, trusted bool) (registrar.RegisterRequest, error) {
 	r := registrar.RegisterRequest{
 		AOR: aor, CallID: req.CallID().Value(), CSeq: req.CSeq().SeqNo, Expires: -1,
 		Transport: strings.ToUpper(req.Transport()), Source: req.Source(),
@@ -124,7 +126,7 @@ func registerRequest(req *sip.Request, aor string) (registrar.RegisterRequest, e
 		if c.Address.Scheme != "sip" && c.Address.Scheme != "sips" {
 			return r, errors.New("Unsupported URI Scheme")
 		}
-		cr := registrar.ContactRequest{URI: c.Address.String(), Expires: -1, NAT: behindNAT(req, c.Address)}
+		cr := registrar.ContactRequest{URI: c.Address.String(), Expires: -1, NAT: behindNAT(req, c.Address, trusted)}
 		if v, ok := c.Params.Get("expires"); ok {
 			n, err := strconv.ParseUint(v, 10, 32)
 			if err != nil {
@@ -175,15 +177,27 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// behindNAT decides where a contact is reached. Over a connection it is
-// always the connection. Over UDP the Contact is used when the phone says
-// where it sends from truthfully (its Via names the packet's source) and
-// the Contact is a public address or the source's own; otherwise, as
-// Kamailio's nat_uac_test does, the phone is taken to be behind a NAT and
-// is reached where its packets come from.
-func behindNAT(req *sip.Request, contact sip.Uri) bool {
+// behindNAT decides where a contact is reached: true sends everything to
+// the registration's flow (its source address and port, over its
+// transport), false to the Contact as written. Over a connection it is
+// always the connection. Over UDP the Contact is used as written only when
+// the source is in sip.trusted (an SBC registering for phones behind it),
+// or when it is an IP literal equal to the source's address and the Via
+// names the source truthfully: a phone, or SIPp, that receives on another
+// port than it sends from. Anything else, another address, a host name
+// (which DNS could point anywhere), a private address behind a NAT, is
+// reached through the flow, as Kamailio's nat_uac_test would have it: a
+// REGISTER must not aim gchd's requests at a host that did not send it.
+func behindNAT(req *sip.Request, contact sip.Uri, trusted bool) bool {
 	if strings.ToUpper(req.Transport()) != "UDP" {
 		return true
+	}
+	host := strings.ToLower(contact.Host)
+	if strings.HasSuffix(host, ".invalid") {
+		return true // RFC 7118: a name that reaches nothing
+	}
+	if trusted {
+		return false
 	}
 	src, err := netip.ParseAddrPort(req.Source())
 	if err != nil {
@@ -201,18 +215,9 @@ func behindNAT(req *sip.Request, contact sip.Uri) bool {
 	if err != nil || viaIP.Unmap() != src.Addr().Unmap() || uint16(viaPort) != src.Port() {
 		return true
 	}
-	host := strings.ToLower(contact.Host)
-	if strings.HasSuffix(host, ".invalid") {
-		return true
-	}
 	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
 	if err != nil {
-		return false // a name: resolved when used
+		return true // a name
 	}
-	ip = ip.Unmap()
-	if ip == src.Addr().Unmap() {
-		return false
-	}
-	return ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsLoopback() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(ip)
+	return ip.Unmap() != src.Addr().Unmap()
 }
