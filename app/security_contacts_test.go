@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -313,4 +315,47 @@ func TestTCPContactCannotAimTraffic(t *testing.T) {
 	if n := dialled.Load(); n != 0 {
 		t.Fatalf("gchd dialled the Contact %d times", n)
 	}
+}
+
+// The cost of one MESSAGE to a user whose contacts never answer (each
+// transaction retransmits for 32 s), for docs/operations.md: run with
+// GCHD_MEASURE_CONTACTS=1000 (the flood, refused) or =10 (the limit).
+func TestContactDatagramsUnanswered(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("GCHD_MEASURE_CONTACTS"))
+	if n <= 0 {
+		t.Skip("a 40 s measurement: set GCHD_MEASURE_CONTACTS to the number of Contacts")
+	}
+	cfg := testConfig(t, storage.SQLite)
+	s := start(t, cfg)
+	s.addAccount("alice", "pw-alice", "")
+	s.addAccount("bob", "pw-bob", "")
+	p := newPhone(t, s, "alice", "UDP")
+	silent, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	var got atomic.Int64
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			if _, _, err := silent.ReadFrom(buf); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	}()
+	var contacts []string
+	for i := range n {
+		contacts = append(contacts, fmt.Sprintf("sip:c%d@127.0.0.1:%d", i, silent.LocalAddr().(*net.UDPAddr).Port))
+	}
+	res := p.send(withContacts(p.registerRequest(600), contacts))
+	t.Logf("REGISTER with %d Contacts: %s, %d stored", n, res.StartLine(), storedBindings(t, s, "alice"))
+	s.stop()
+	s2 := start(t, cfg)
+	t.Logf("after a restart: %d bindings", len(s2.app.bindings.Lookup("alice")))
+	b := newPhone(t, s2, "bob", "UDP")
+	go b.sendErr(b.messageRequest("alice", "hello world"))
+	time.Sleep(40 * time.Second)
+	t.Logf("one 11-byte MESSAGE: %d datagrams to the contacts in 40 s", got.Load())
 }
