@@ -127,7 +127,11 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 			MaxMessageBytes: cfg.Chat.MaxMessageBytes,
 			MaxAvatarBytes:  cfg.Chat.MaxAvatarBytes,
 			MaxVideoBytes:   cfg.Chat.MaxVideoBytes,
+
+			MaxPendingPerSender: cfg.Chat.MaxPendingPerSender,
+			MaxGroupsPerHour:    cfg.Chat.MaxGroupsPerHour,
 		}),
+		chat.WithQuotaObserver(a.metrics.QuotaRefused),
 	)
 	a.sip.SetChat(a.chat)
 	metrics.RegisterReady(a.registry, func() bool {

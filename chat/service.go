@@ -13,6 +13,14 @@ type Limits struct {
 	MaxMessageBytes int // of one message text
 	MaxAvatarBytes  int // of the avatar image and the video thumbnail
 	MaxVideoBytes   int
+	// MaxPendingPerSender bounds the unsolicited events (Kind.Unsolicited)
+	// one account may have waiting, undelivered, for one recipient; 0: no
+	// bound. A recipient who never connects otherwise collects whatever
+	// anyone sends until it expires.
+	MaxPendingPerSender int
+	// MaxGroupsPerHour bounds the groups one account creates within any
+	// hour; 0: no bound.
+	MaxGroupsPerHour int
 }
 
 // DefaultLimits are the specification's limits (30 participants, avatars of
@@ -35,6 +43,8 @@ type Service struct {
 	limits    Limits
 	now       func() time.Time
 	log       *slog.Logger
+	// refused, when set, learns of each operation a quota refused.
+	refused func(quota string)
 }
 
 // Option configures a Service.
@@ -48,6 +58,10 @@ func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l } }
 
 // WithClock replaces time.Now, for tests.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithQuotaObserver sets who learns of each operation refused by a quota,
+// by the quota's name (QuotaPending, QuotaGroups): the metrics.
+func WithQuotaObserver(f func(quota string)) Option { return func(s *Service) { s.refused = f } }
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }

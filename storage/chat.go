@@ -311,3 +311,26 @@ func (t *chatTx) DeleteMedia(ctx context.Context, id chat.GroupID, kind chat.Med
 	n, err := res.RowsAffected()
 	return n > 0, err
 }
+
+// GroupFootprint counts what the database holds of a group: its row, member
+// rows, files, events, their deliveries and the receipts among those (cf or
+// rd set). It is for operators' checks and tests that a deleted group's
+// data is gone.
+func (db *DB) GroupFootprint(ctx context.Context, id chat.GroupID) (map[string]int, error) {
+	out := map[string]int{}
+	for name, query := range map[string]string{
+		"chat_groups": "SELECT COUNT(*) FROM chat_groups WHERE id = ?",
+		"members":     "SELECT COUNT(*) FROM members WHERE group_id = ?",
+		"media":       "SELECT COUNT(*) FROM media WHERE group_id = ?",
+		"events":      "SELECT COUNT(*) FROM events WHERE group_id = ?",
+		"deliveries":  "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.mid = d.mid WHERE e.group_id = ?",
+		"receipts":    "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.mid = d.mid WHERE e.group_id = ? AND (d.cf_at > 0 OR d.rd_at > 0)",
+	} {
+		var n int
+		if err := db.r.GetContext(ctx, &n, db.sql(query), int64(id)); err != nil {
+			return nil, fmt.Errorf("count %s of group %d: %w", name, id, err)
+		}
+		out[name] = n
+	}
+	return out, nil
+}
