@@ -256,10 +256,13 @@ func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to
 		return reply(req, 480, "Temporarily Unavailable")
 	}
 	text, bad := textBody(req)
-	if bad != nil {
+	if bad != nil && bad.StatusCode == 415 {
 		// Only text is kept; other bodies (isComposing, receipts) are
 		// meaningful only now.
 		return reply(req, 480, "Temporarily Unavailable")
+	}
+	if bad != nil {
+		return bad // empty, or not UTF-8 text: refused as a post to a group is
 	}
 	ct := "text/plain;charset=UTF-8"
 	if h := req.ContentType(); h != nil {
