@@ -111,6 +111,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		RetryMin:       cfg.Delivery.RetryMin,
 		RetryMax:       cfg.Delivery.RetryMax,
 		Retention:      cfg.Delivery.Retention,
+		PurgeInterval:  cfg.Chat.PurgeInterval,
 		Observe:        a.metrics.Delivery,
 	})
 	a.sip.OnRegistered(a.dispatch.Flush)

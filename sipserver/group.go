@@ -273,6 +273,11 @@ func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to
 		if errors.Is(err, chat.ErrInvalid) {
 			return reply(req, 400, "Bad Message")
 		}
+		if errors.Is(err, chat.ErrPendingQuota) {
+			// A phone shows "busy" and does not retry by itself; the
+			// quota frees up once the recipient takes what waits.
+			return reply(req, 486, "Busy Here: Too Many Messages Waiting")
+		}
 		s.log.Error("store message", "to", to, "call_id", callID(req), "error", err)
 		return reply(req, 500, "Server Internal Error")
 	}
