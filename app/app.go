@@ -111,6 +111,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		RetryMin:       cfg.Delivery.RetryMin,
 		RetryMax:       cfg.Delivery.RetryMax,
 		Retention:      cfg.Delivery.Retention,
+		PurgeInterval:  cfg.Chat.PurgeInterval,
 		Observe:        a.metrics.Delivery,
 	})
 	a.sip.OnRegistered(a.dispatch.Flush)
@@ -127,7 +128,11 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 			MaxMessageBytes: cfg.Chat.MaxMessageBytes,
 			MaxAvatarBytes:  cfg.Chat.MaxAvatarBytes,
 			MaxVideoBytes:   cfg.Chat.MaxVideoBytes,
+
+			MaxPendingPerSender: cfg.Chat.MaxPendingPerSender,
+			MaxGroupsPerHour:    cfg.Chat.MaxGroupsPerHour,
 		}),
+		chat.WithQuotaObserver(a.metrics.QuotaRefused),
 	)
 	a.sip.SetChat(a.chat)
 	metrics.RegisterReady(a.registry, func() bool {

@@ -93,4 +93,8 @@ type DeliveryStore interface {
 	// registration apart from those with a retry time, and finds the oldest
 	// event among them (zero when none).
 	PendingSummary(ctx context.Context) (PendingCounts, error)
+	// PurgeDeleted removes what is left of deleted groups, their DG events,
+	// once none of their deliveries is pending, and returns how many
+	// events it removed.
+	PurgeDeleted(ctx context.Context) (int, error)
 }

@@ -35,6 +35,9 @@ type DispatchOptions struct {
 	BatchDelay time.Duration
 	// ScanInterval is how often due retries are looked for.
 	ScanInterval time.Duration
+	// PurgeInterval is how often the DG events of deleted groups are
+	// removed once delivered (DeliveryStore.PurgeDeleted).
+	PurgeInterval time.Duration
 	// Observe, when set, is told each attempt's outcome (delivered, retried,
 	// stored, failed, expired) and, for delivered ones, the time since the
 	// event was committed.
@@ -52,6 +55,7 @@ func DefaultDispatchOptions() DispatchOptions {
 		BatchSize:      1000,
 		BatchDelay:     5 * time.Millisecond,
 		ScanInterval:   time.Second,
+		PurgeInterval:  time.Minute,
 	}
 }
 
@@ -159,6 +163,9 @@ func NewDispatcher(store DeliveryStore, d Deliverer, log *slog.Logger, opts Disp
 	}
 	if opts.ScanInterval <= 0 {
 		opts.ScanInterval = def.ScanInterval
+	}
+	if opts.PurgeInterval <= 0 {
+		opts.PurgeInterval = def.PurgeInterval
 	}
 	d2 := &Dispatcher{
 		store: store, deliverer: d, opts: opts, log: log, now: time.Now,
@@ -286,6 +293,8 @@ func (d *Dispatcher) loop(ctx context.Context) {
 	defer scan.Stop()
 	expire := time.NewTicker(max(time.Minute, d.opts.ScanInterval))
 	defer expire.Stop()
+	purge := time.NewTicker(d.opts.PurgeInterval)
+	defer purge.Stop()
 	d.expire(ctx)
 	for {
 		select {
@@ -304,6 +313,8 @@ func (d *Dispatcher) loop(ctx context.Context) {
 			d.loadDue(ctx)
 		case <-expire.C:
 			d.expire(ctx)
+		case <-purge.C:
+			d.purge(ctx)
 		}
 	}
 }
@@ -424,6 +435,21 @@ func (d *Dispatcher) expire(ctx context.Context) {
 	if n > 0 {
 		d.log.Warn("undelivered events expired", "deliveries", n, "retention", d.opts.Retention)
 		d.observe(OutcomeExpired, n, 0)
+	}
+}
+
+// purge removes the DG events of deleted groups that every member has
+// taken (or that expired): the last of a deleted group's data.
+func (d *Dispatcher) purge(ctx context.Context) {
+	n, err := d.store.PurgeDeleted(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("purge deleted groups", "error", err)
+		}
+		return
+	}
+	if n > 0 {
+		d.log.Debug("deleted groups purged", "events", n)
 	}
 }
 

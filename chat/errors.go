@@ -32,6 +32,26 @@ var (
 	ErrNoMedia = errors.New("no such file")
 )
 
+// Quota refusals. The specification has no code for them: they answer 429,
+// which the API already answers for its rate limits.
+var (
+	// ErrPendingQuota: the sender has too many unsolicited events waiting
+	// for a recipient (Limits.MaxPendingPerSender).
+	ErrPendingQuota = errors.New("too many events waiting for the recipient")
+	// ErrGroupQuota: the caller created too many groups within the last
+	// hour (Limits.MaxGroupsPerHour).
+	ErrGroupQuota = errors.New("too many groups created within an hour")
+)
+
+// Quota names, for WithQuotaObserver and the metrics.
+const (
+	QuotaPending = "pending"
+	QuotaGroups  = "groups"
+)
+
+// CodeQuota answers a quota refusal.
+const CodeQuota = 429
+
 // Result codes of the API specification.
 const (
 	CodeOK                  = 200
@@ -64,6 +84,8 @@ func Code(err error) int {
 		return CodeNotJPEG
 	case errors.Is(err, ErrTooLarge):
 		return CodeTooLarge
+	case errors.Is(err, ErrPendingQuota), errors.Is(err, ErrGroupQuota):
+		return CodeQuota
 	default:
 		return CodeInternal
 	}

@@ -31,6 +31,20 @@ func (s *Service) AddGroup(ctx context.Context, c Caller, subject, dn string, in
 	var id GroupID
 	err = s.update(ctx, func(ch *change) error {
 		now := s.clock()
+		if err := s.lockQuotas(ctx, ch.tx, c.Login); err != nil {
+			return err
+		}
+		if err := s.checkCreation(ctx, ch.tx, c.Login, now); err != nil {
+			return err
+		}
+		// Guests have no deliveries: counting them costs nothing.
+		logins := make([]string, len(invitees))
+		for i, inv := range invitees {
+			logins[i] = inv.Login
+		}
+		if err := s.checkPending(ctx, ch.tx, c.Login, logins); err != nil {
+			return err
+		}
 		id, err = ch.tx.CreateGroup(ctx, Group{Subject: subject, Owner: c.Login, Created: now})
 		if err != nil {
 			return fmt.Errorf("create group: %w", err)
@@ -55,7 +69,7 @@ func (s *Service) AddGroup(ctx context.Context, c Caller, subject, dn string, in
 		return err
 	})
 	if err != nil {
-		return 0, err
+		return 0, s.observeQuota(err)
 	}
 	return id, nil
 }
@@ -93,7 +107,9 @@ func (s *Service) MyGroups(ctx context.Context, c Caller) ([]Group, error) {
 	return s.store.GroupsWith(ctx, c.Login)
 }
 
-// DeleteGroup deletes a group; only its owner may. Every participant is sent DG.
+// DeleteGroup deletes a group with its history; only its owner may. Every
+// participant is sent DG, which is all that is kept of the group until it
+// has been delivered.
 func (s *Service) DeleteGroup(ctx context.Context, c Caller, id GroupID, dn string) error {
 	if err := checkDisplayName(dn); err != nil {
 		return err
@@ -215,7 +231,7 @@ func (s *Service) AddMembers(ctx context.Context, c Caller, id GroupID, dn strin
 	if len(invitees) == 0 {
 		return invalid("no members given")
 	}
-	return s.update(ctx, func(ch *change) error {
+	return s.observeQuota(s.update(ctx, func(ch *change) error {
 		st, err := s.lock(ctx, ch.tx, id, c.Login, true)
 		if err != nil {
 			return err
@@ -241,6 +257,12 @@ func (s *Service) AddMembers(ctx context.Context, c Caller, id GroupID, dn strin
 		if n := st.count(isActive); n > s.limits.MaxParticipants {
 			return fmt.Errorf("%w: %d participants, at most %d", ErrTooManyParticipants, n, s.limits.MaxParticipants)
 		}
+		if err := s.lockQuotas(ctx, ch.tx, c.Login); err != nil {
+			return err
+		}
+		if err := s.checkPending(ctx, ch.tx, c.Login, added); err != nil {
+			return err
+		}
 		// Re-read so that HasAccount is known for the new rows.
 		if st.members, err = ch.tx.Members(ctx, id); err != nil {
 			return fmt.Errorf("load members of %d: %w", id, err)
@@ -251,7 +273,7 @@ func (s *Service) AddMembers(ctx context.Context, c Caller, id GroupID, dn strin
 			return err
 		}
 		return s.emitEdit(ctx, ch, st, c, dn, "addMember", nil)
-	})
+	}))
 }
 
 // RemoveMembers takes logins out of a group. Admins only; the owner cannot be

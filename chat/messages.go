@@ -198,13 +198,19 @@ func (s *Service) StoreDirect(ctx context.Context, c Caller, d Direct) (MID, err
 	}
 	var mid MID
 	err := s.update(ctx, func(ch *change) error {
+		if err := s.lockQuotas(ctx, ch.tx, c.Login); err != nil {
+			return err
+		}
+		if err := s.checkPending(ctx, ch.tx, c.Login, []string{d.To}); err != nil {
+			return err
+		}
 		ev := Event{Kind: KindDirect, Sender: c.Login, SenderDN: displayName(checkedName(d.DisplayName), c), Body: d.Text,
 			ContentType: d.ContentType, Time: s.clock()}
 		var err error
 		mid, err = ch.emit(ctx, ev, []string{d.To})
 		return err
 	})
-	return mid, err
+	return mid, s.observeQuota(err)
 }
 
 // checkedName keeps a display name only when it is acceptable.

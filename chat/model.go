@@ -45,6 +45,15 @@ const (
 	notificationPrefix      = "~[GC M:'"
 )
 
+// Unsolicited reports whether an event of this kind reaches its recipients
+// without their having joined anything: an invitation (NG), the deletion
+// of a group they were invited to (DG), a direct message. These are what
+// Limits.MaxPendingPerSender bounds: group messages reach only members who
+// joined, and who may leave.
+func (k Kind) Unsolicited() bool {
+	return k == KindNewGroup || k == KindDeleteGroup || k == KindDirect
+}
+
 // IsNotification reports whether events of this kind travel as the spec's
 // ~[GC ...] notification text rather than as user text.
 func (k Kind) IsNotification() bool { return k != KindMessage && k != KindDirect }

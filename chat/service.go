@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,6 +14,14 @@ type Limits struct {
 	MaxMessageBytes int // of one message text
 	MaxAvatarBytes  int // of the avatar image and the video thumbnail
 	MaxVideoBytes   int
+	// MaxPendingPerSender bounds the unsolicited events (Kind.Unsolicited)
+	// one account may have waiting, undelivered, for one recipient; 0: no
+	// bound. A recipient who never connects otherwise collects whatever
+	// anyone sends until it expires.
+	MaxPendingPerSender int
+	// MaxGroupsPerHour bounds the groups one account creates within any
+	// hour; 0: no bound.
+	MaxGroupsPerHour int
 }
 
 // DefaultLimits are the specification's limits (30 participants, avatars of
@@ -35,6 +44,8 @@ type Service struct {
 	limits    Limits
 	now       func() time.Time
 	log       *slog.Logger
+	// refused, when set, learns of each operation a quota refused.
+	refused func(quota string)
 }
 
 // Option configures a Service.
@@ -48,6 +59,10 @@ func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l } }
 
 // WithClock replaces time.Now, for tests.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// WithQuotaObserver sets who learns of each operation refused by a quota,
+// by the quota's name (QuotaPending, QuotaGroups): the metrics.
+func WithQuotaObserver(f func(quota string)) Option { return func(s *Service) { s.refused = f } }
 
 // WithLogger sets the logger.
 func WithLogger(l *slog.Logger) Option { return func(s *Service) { s.log = l } }
@@ -239,4 +254,75 @@ func displayName(given string, c Caller) string {
 		return c.DisplayName
 	}
 	return c.Login
+}
+
+// lockQuotas serialises c's quota checks with its other operations in
+// flight, when any quota is on.
+func (s *Service) lockQuotas(ctx context.Context, tx Tx, login string) error {
+	if s.limits.MaxPendingPerSender <= 0 && s.limits.MaxGroupsPerHour <= 0 {
+		return nil
+	}
+	if err := tx.LockSender(ctx, login); err != nil {
+		return fmt.Errorf("lock quotas of %s: %w", login, err)
+	}
+	return nil
+}
+
+// checkPending refuses with ErrPendingQuota when sender has
+// MaxPendingPerSender unsolicited events waiting for one of recipients
+// already. The caller holds lockQuotas.
+func (s *Service) checkPending(ctx context.Context, tx Tx, sender string, recipients []string) error {
+	if s.limits.MaxPendingPerSender <= 0 {
+		return nil
+	}
+	others := make([]string, 0, len(recipients))
+	for _, l := range recipients {
+		if l != sender {
+			others = append(others, l)
+		}
+	}
+	if len(others) == 0 {
+		return nil
+	}
+	n, err := tx.PendingFrom(ctx, sender, others)
+	if err != nil {
+		return fmt.Errorf("count pending from %s: %w", sender, err)
+	}
+	for _, l := range others {
+		if n[l] >= s.limits.MaxPendingPerSender {
+			return fmt.Errorf("%w: %s has %d waiting from %s, at most %d", ErrPendingQuota, l, n[l], sender, s.limits.MaxPendingPerSender)
+		}
+	}
+	return nil
+}
+
+// checkCreation records a group creation by login and refuses with
+// ErrGroupQuota when it is over MaxGroupsPerHour within the last hour. The
+// caller holds lockQuotas; a refusal rolls the record back with the rest.
+func (s *Service) checkCreation(ctx context.Context, tx Tx, login string, now time.Time) error {
+	if s.limits.MaxGroupsPerHour <= 0 {
+		return nil
+	}
+	n, err := tx.CountCreation(ctx, login, now, now.Add(-time.Hour))
+	if err != nil {
+		return fmt.Errorf("count groups created by %s: %w", login, err)
+	}
+	if n > s.limits.MaxGroupsPerHour {
+		return fmt.Errorf("%w: %s created %d within the hour, at most %d", ErrGroupQuota, login, n-1, s.limits.MaxGroupsPerHour)
+	}
+	return nil
+}
+
+// observeQuota tells the quota observer of a refusal and returns err.
+func (s *Service) observeQuota(err error) error {
+	if s.refused == nil || err == nil {
+		return err
+	}
+	switch {
+	case errors.Is(err, ErrPendingQuota):
+		s.refused(QuotaPending)
+	case errors.Is(err, ErrGroupQuota):
+		s.refused(QuotaGroups)
+	}
+	return err
 }

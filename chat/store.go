@@ -33,8 +33,9 @@ type Tx interface {
 	LockGroup(ctx context.Context, id GroupID) (Group, error)
 	CreateGroup(ctx context.Context, g Group) (GroupID, error)
 	UpdateGroup(ctx context.Context, g Group) error
-	// DeleteGroup removes the group, its members and media. Its events stay
-	// so that the DG notification can still be delivered.
+	// DeleteGroup removes the group, its members and media, and every event
+	// of its log with their deliveries and receipts, but for its DG event:
+	// that stays until it has been delivered (DeliveryStore.PurgeDeleted).
 	DeleteGroup(ctx context.Context, id GroupID) error
 	// PutMember inserts or replaces a member row.
 	PutMember(ctx context.Context, m Member) error
@@ -49,6 +50,18 @@ type Tx interface {
 	// delivery. A login the message was not due to gets no receipt.
 	SetReceipt(ctx context.Context, mid MID, login string, cf, rd time.Time) error
 	PutMedia(ctx context.Context, m Media) error
+	// LockSender holds off the quota checks of other transactions for
+	// login until this one ends, so that two operations of one account at
+	// once cannot both take the last place of a quota.
+	LockSender(ctx context.Context, login string) error
+	// PendingFrom counts, for each of recipients, the deliveries of
+	// unsolicited events (Kind.Unsolicited) from sender still pending to
+	// it; a recipient with none is absent.
+	PendingFrom(ctx context.Context, sender string, recipients []string) (map[string]int, error)
+	// CountCreation records that login creates a group at at, forgets its
+	// creations before since, and returns how many are left, this one
+	// included. The record outlives the group.
+	CountCreation(ctx context.Context, login string, at, since time.Time) (int, error)
 	// DeleteMedia reports whether there was a file to delete.
 	DeleteMedia(ctx context.Context, id GroupID, kind MediaKind) (bool, error)
 }

@@ -99,6 +99,11 @@ type Chat struct {
 	MaxMessageBytes int `yaml:"max_message_bytes" help:"largest message text in bytes"`
 	MaxAvatarBytes  int `yaml:"max_avatar_bytes" help:"largest avatar or video thumbnail in bytes"`
 	MaxVideoBytes   int `yaml:"max_video_bytes" help:"largest group video in bytes"`
+	// Quotas bound what one account can leave for others: counted in the
+	// database, so they hold across restarts and nodes.
+	MaxPendingPerSender int           `yaml:"max_pending_per_sender" help:"invitations (NG), group deletions (DG) and stored direct messages from one account waiting undelivered for one recipient; beyond: API 429, SIP 486 (0: off)"`
+	MaxGroupsPerHour    int           `yaml:"max_groups_per_hour" help:"groups one account may create within any hour; beyond: API 429 (0: off)"`
+	PurgeInterval       time.Duration `yaml:"purge_interval" help:"how often the last traces of deleted groups (their DG notifications, once delivered or expired) are removed"`
 }
 
 // Delivery is how events reach members' devices.
@@ -166,6 +171,10 @@ func Default() Config {
 			MaxMessageBytes: 16 << 10,
 			MaxAvatarBytes:  100 << 10,
 			MaxVideoBytes:   16 << 20,
+
+			MaxPendingPerSender: 100,
+			MaxGroupsPerHour:    60,
+			PurgeInterval:       time.Minute,
 		},
 		Delivery: Delivery{
 			Workers:        256,

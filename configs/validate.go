@@ -149,6 +149,15 @@ func (c Config) Validate() error {
 	if c.Chat.MaxVideoBytes < 1 {
 		bad("chat.max_video_bytes", c.Chat.MaxVideoBytes, "must be positive")
 	}
+	if c.Chat.MaxPendingPerSender < 0 {
+		bad("chat.max_pending_per_sender", c.Chat.MaxPendingPerSender, "must not be negative (0 turns the quota off)")
+	}
+	if c.Chat.MaxGroupsPerHour < 0 {
+		bad("chat.max_groups_per_hour", c.Chat.MaxGroupsPerHour, "must not be negative (0 turns the quota off)")
+	}
+	if c.Chat.PurgeInterval < 100*time.Millisecond || c.Chat.PurgeInterval > time.Hour {
+		bad("chat.purge_interval", c.Chat.PurgeInterval, "must be between 100ms and 1h")
+	}
 	if c.Delivery.Workers < 1 || c.Delivery.Workers > 100000 {
 		bad("delivery.workers", c.Delivery.Workers, "must be between 1 and 100000")
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gchd/chat"
 )
@@ -229,6 +230,15 @@ func decodePM(pm string, v any) error {
 	if strings.TrimSpace(pm) == "" {
 		return fmt.Errorf("%w: pm is missing", chat.ErrInvalid)
 	}
+	// Go's JSON decoder turns invalid UTF-8 and lone surrogate escapes into
+	// U+FFFD without a word: the text would be stored altered. Refuse both
+	// before decoding.
+	if !utf8.ValidString(pm) {
+		return fmt.Errorf("%w: pm is not UTF-8", chat.ErrInvalid)
+	}
+	if loneSurrogate(pm) {
+		return fmt.Errorf("%w: pm escapes half of a UTF-16 surrogate pair", chat.ErrInvalid)
+	}
 	dec := json.NewDecoder(strings.NewReader(pm))
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: pm: %v", chat.ErrInvalid, err)
@@ -240,4 +250,51 @@ func decodePM(pm string, v any) error {
 		return fmt.Errorf("%w: pm is not a JSON object", chat.ErrInvalid)
 	}
 	return nil
+}
+
+// loneSurrogate reports whether a JSON text has a \uD800-\uDFFF escape
+// inside a string that is not a high surrogate followed at once by an
+// escaped low one: no character is encoded that way. It reads the text
+// only as far as strings and escapes go; the decoder checks the rest.
+func loneSurrogate(s string) bool {
+	inString := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"':
+			inString = !inString
+		case c == '\\' && inString && i+1 < len(s):
+			if s[i+1] != 'u' {
+				i++ // a one-letter escape, \\ and \" included
+				continue
+			}
+			r, ok := hex4(s, i+2)
+			if !ok {
+				return false // malformed: the decoder refuses it
+			}
+			i += 5
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return true
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+2 >= len(s) || s[i+1] != '\\' || s[i+2] != 'u' {
+					return true
+				}
+				lo, ok := hex4(s, i+3)
+				if !ok || lo < 0xDC00 || lo > 0xDFFF {
+					return true
+				}
+				i += 6
+			}
+		}
+	}
+	return false
+}
+
+// hex4 reads the four hex digits at s[i:].
+func hex4(s string, i int) (rune, bool) {
+	if i+4 > len(s) {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(s[i:i+4], 16, 16)
+	return rune(n), err == nil
 }

@@ -30,6 +30,8 @@ type Metrics struct {
 	delivery deliveryMetrics
 
 	limitRejections *prometheus.CounterVec
+
+	quotaRefusals *prometheus.CounterVec
 }
 
 // BuildInfo describes the running binary.
@@ -78,6 +80,8 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		Help: "Requests, connections and logins refused by an abuse limit, by limit.",
 	}, []string{"limit"})
 	reg.MustRegister(m.limitRejections)
+	m.quotaRefusals = newQuotaRefusals()
+	reg.MustRegister(m.quotaRefusals)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",

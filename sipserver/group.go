@@ -256,10 +256,13 @@ func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to
 		return reply(req, 480, "Temporarily Unavailable")
 	}
 	text, bad := textBody(req)
-	if bad != nil {
+	if bad != nil && bad.StatusCode == 415 {
 		// Only text is kept; other bodies (isComposing, receipts) are
 		// meaningful only now.
 		return reply(req, 480, "Temporarily Unavailable")
+	}
+	if bad != nil {
+		return bad // empty, or not UTF-8 text: refused as a post to a group is
 	}
 	ct := "text/plain;charset=UTF-8"
 	if h := req.ContentType(); h != nil {
@@ -269,6 +272,11 @@ func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to
 	if err != nil {
 		if errors.Is(err, chat.ErrInvalid) {
 			return reply(req, 400, "Bad Message")
+		}
+		if errors.Is(err, chat.ErrPendingQuota) {
+			// A phone shows "busy" and does not retry by itself; the
+			// quota frees up once the recipient takes what waits.
+			return reply(req, 486, "Busy Here: Too Many Messages Waiting")
 		}
 		s.log.Error("store message", "to", to, "call_id", callID(req), "error", err)
 		return reply(req, 500, "Server Internal Error")

@@ -220,7 +220,12 @@ func (t *chatTx) UpdateGroup(ctx context.Context, g chat.Group) error {
 }
 
 func (t *chatTx) DeleteGroup(ctx context.Context, id chat.GroupID) error {
-	// members and media go with the group (ON DELETE CASCADE).
+	// Deliveries and receipts go with their events, members and media with
+	// the group (ON DELETE CASCADE). A group has one DG, the one just
+	// appended: it stays to be delivered.
+	if _, err := t.exec(ctx, "DELETE FROM events WHERE group_id = ? AND kind <> 'DG'", int64(id)); err != nil {
+		return fmt.Errorf("delete history: %w", err)
+	}
 	_, err := t.exec(ctx, "DELETE FROM chat_groups WHERE id = ?", int64(id))
 	return err
 }
@@ -241,14 +246,22 @@ func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event, recipients []str
 		ct = "text/plain"
 	}
 	args := []any{int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, e.Body, int64(e.Ref), micros(e.Time), e.Origin, ct}
+	// Deliveries of unsolicited events name their sender, for the quota
+	// of what one account leaves waiting for another (PendingFrom).
+	quotaSender := ""
+	if e.Kind.Unsolicited() {
+		quotaSender = e.Sender
+	}
 	if t.db.engine == Postgres {
 		// One round trip for the event and its fan-out: the group is locked
 		// meanwhile, so every round trip here is time other senders wait.
 		err := t.get(ctx, &mid, `WITH e AS (
 				INSERT INTO events (group_id, kind, sender, sender_dn, body, ref, created_at, origin, content_type)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING mid),
-			d AS (INSERT INTO deliveries (mid, login) SELECT e.mid, l FROM e, unnest(CAST(? AS text[])) AS l)
-			SELECT mid FROM e`, append(args, pq.Array(recipients))...)
+			d AS (INSERT INTO deliveries (mid, login, sender)
+				SELECT e.mid, l, CASE WHEN l = CAST(? AS text) THEN '' ELSE CAST(? AS text) END
+				FROM e, unnest(CAST(? AS text[])) AS l)
+			SELECT mid FROM e`, append(args, e.Sender, quotaSender, pq.Array(recipients))...)
 		return chat.MID(mid), err
 	}
 	err := t.get(ctx, &mid, `INSERT INTO events (group_id, kind, sender, sender_dn, body, ref, created_at, origin, content_type)
@@ -266,12 +279,16 @@ func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event, recipients []str
 				break
 			}
 		}
-		args := make([]any, 0, 2*n)
+		args := make([]any, 0, 3*n)
 		for _, l := range recipients[:n] {
-			args = append(args, mid, l)
+			sender := quotaSender
+			if l == e.Sender {
+				sender = ""
+			}
+			args = append(args, mid, l, sender)
 		}
 		recipients = recipients[n:]
-		query := "INSERT INTO deliveries (mid, login) VALUES (?, ?)" + strings.Repeat(", (?, ?)", n-1)
+		query := "INSERT INTO deliveries (mid, login, sender) VALUES (?, ?, ?)" + strings.Repeat(", (?, ?, ?)", n-1)
 		if _, err := t.exec(ctx, query, args...); err != nil {
 			return 0, err
 		}
@@ -303,6 +320,60 @@ func (t *chatTx) PutMedia(ctx context.Context, m chat.Media) error {
 	return err
 }
 
+// quotaLockSpace is the first key of the advisory locks of LockSender, so
+// that they meet no other lock of gchd's ("gchd" in ASCII).
+const quotaLockSpace = 0x67636864
+
+func (t *chatTx) LockSender(ctx context.Context, login string) error {
+	// SQLite transactions are exclusive already (BEGIN IMMEDIATE).
+	if t.db.engine != Postgres {
+		return nil
+	}
+	_, err := t.exec(ctx, "SELECT pg_advisory_xact_lock(?, hashtext(?))", quotaLockSpace, login)
+	return err
+}
+
+func (t *chatTx) PendingFrom(ctx context.Context, sender string, recipients []string) (map[string]int, error) {
+	var rows []struct {
+		Login string `db:"login"`
+		N     int    `db:"n"`
+	}
+	var err error
+	// sender <> '' spelled out lets both engines use the partial index.
+	const q = "SELECT login, COUNT(*) AS n FROM deliveries WHERE sender = ? AND sender <> '' AND state = 'p' AND login "
+	if t.db.engine == Postgres {
+		err = t.selectAll(ctx, &rows, q+"= ANY(?) GROUP BY login", sender, pq.Array(recipients))
+	} else {
+		args := []any{sender}
+		for _, l := range recipients {
+			args = append(args, l)
+		}
+		err = t.selectOnce(ctx, &rows, q+"IN (?"+strings.Repeat(", ?", len(recipients)-1)+") GROUP BY login", args...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]int, len(rows))
+	for _, r := range rows {
+		out[r.Login] = r.N
+	}
+	return out, nil
+}
+
+func (t *chatTx) CountCreation(ctx context.Context, login string, at, since time.Time) (int, error) {
+	if _, err := t.exec(ctx, "DELETE FROM group_creations WHERE login = ? AND created_at < ?", login, micros(since)); err != nil {
+		return 0, fmt.Errorf("forget old creations: %w", err)
+	}
+	if _, err := t.exec(ctx, "INSERT INTO group_creations (login, created_at) VALUES (?, ?)", login, micros(at)); err != nil {
+		return 0, fmt.Errorf("record creation: %w", err)
+	}
+	var n int
+	if err := t.get(ctx, &n, "SELECT COUNT(*) FROM group_creations WHERE login = ?", login); err != nil {
+		return 0, fmt.Errorf("count creations: %w", err)
+	}
+	return n, nil
+}
+
 func (t *chatTx) DeleteMedia(ctx context.Context, id chat.GroupID, kind chat.MediaKind) (bool, error) {
 	res, err := t.exec(ctx, "DELETE FROM media WHERE group_id = ? AND kind = ?", int64(id), string(kind))
 	if err != nil {
@@ -310,4 +381,27 @@ func (t *chatTx) DeleteMedia(ctx context.Context, id chat.GroupID, kind chat.Med
 	}
 	n, err := res.RowsAffected()
 	return n > 0, err
+}
+
+// GroupFootprint counts what the database holds of a group: its row, member
+// rows, files, events, their deliveries and the receipts among those (cf or
+// rd set). It is for operators' checks and tests that a deleted group's
+// data is gone.
+func (db *DB) GroupFootprint(ctx context.Context, id chat.GroupID) (map[string]int, error) {
+	out := map[string]int{}
+	for name, query := range map[string]string{
+		"chat_groups": "SELECT COUNT(*) FROM chat_groups WHERE id = ?",
+		"members":     "SELECT COUNT(*) FROM members WHERE group_id = ?",
+		"media":       "SELECT COUNT(*) FROM media WHERE group_id = ?",
+		"events":      "SELECT COUNT(*) FROM events WHERE group_id = ?",
+		"deliveries":  "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.mid = d.mid WHERE e.group_id = ?",
+		"receipts":    "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.mid = d.mid WHERE e.group_id = ? AND (d.cf_at > 0 OR d.rd_at > 0)",
+	} {
+		var n int
+		if err := db.r.GetContext(ctx, &n, db.sql(query), int64(id)); err != nil {
+			return nil, fmt.Errorf("count %s of group %d: %w", name, id, err)
+		}
+		out[name] = n
+	}
+	return out, nil
 }

@@ -198,3 +198,20 @@ func (s deliveryStore) PendingSummary(ctx context.Context) (chat.PendingCounts, 
 	}
 	return chat.PendingCounts{Waiting: r.Waiting, Retrying: r.Retrying, Oldest: fromMicros(r.Oldest)}, nil
 }
+
+func (s deliveryStore) PurgeDeleted(ctx context.Context) (int, error) {
+	var n int64
+	err := s.db.inTx(ctx, "chat_purge", func(tx *sqlx.Tx) error {
+		// DG events exist only for deleted groups (the partial index holds
+		// just those); the group check guards against any other.
+		res, err := tx.ExecContext(ctx, s.db.sql(`DELETE FROM events WHERE kind = 'DG'
+			AND NOT EXISTS (SELECT 1 FROM chat_groups g WHERE g.id = events.group_id)
+			AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.mid = events.mid AND d.state = 'p')`))
+		if err != nil {
+			return fmt.Errorf("purge deleted groups: %w", err)
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return int(n), err
+}

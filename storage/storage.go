@@ -212,7 +212,7 @@ func (db *DB) openPostgres(dsn string, opts Options) error {
 // Options.Observe: metrics can show each from the start, at zero.
 func Operations() []string {
 	return []string{"account_create", "account_delete", "account_import", "account_update", "bindings_expire",
-		"bindings_save", "chat_update", "delivery_expire", "delivery_settle", "migrate", "secret"}
+		"bindings_save", "chat_purge", "chat_update", "delivery_expire", "delivery_settle", "migrate", "secret"}
 }
 
 // Engine returns the database engine.
