@@ -30,6 +30,8 @@ var (
 	ErrTooLarge = errors.New("file too large")
 	// ErrNoMedia: the group has no file of the asked kind.
 	ErrNoMedia = errors.New("no such file")
+	// ErrBusy: every upload slot stayed taken; the caller may try again.
+	ErrBusy = errors.New("too many uploads at once")
 )
 
 // Result codes of the API specification.
@@ -42,6 +44,7 @@ const (
 	CodeNotFound            = 444
 	CodeNotJoined           = 457
 	CodeInternal            = 500
+	CodeUnavailable         = 503
 )
 
 // Code returns the API result code for err: 200 for nil, 500 for anything
@@ -64,6 +67,8 @@ func Code(err error) int {
 		return CodeNotJPEG
 	case errors.Is(err, ErrTooLarge):
 		return CodeTooLarge
+	case errors.Is(err, ErrBusy):
+		return CodeUnavailable
 	default:
 		return CodeInternal
 	}

@@ -13,6 +13,16 @@ type Limits struct {
 	MaxMessageBytes int // of one message text
 	MaxAvatarBytes  int // of the avatar image and the video thumbnail
 	MaxVideoBytes   int
+	// MaxImagePixels bounds width×height of an image before it is decoded:
+	// a JPEG of a few hundred bytes can declare 65535×65535 pixels, and
+	// decoding it would take gigabytes.
+	MaxImagePixels int
+	// MaxUploads is how many uploads may be received, checked and stored
+	// at once; each holds up to its file limit in memory and a decode.
+	MaxUploads int
+	// UploadWait is how long an upload waits for a free slot before it is
+	// refused with ErrBusy.
+	UploadWait time.Duration
 }
 
 // DefaultLimits are the specification's limits (30 participants, avatars of
@@ -23,6 +33,9 @@ func DefaultLimits() Limits {
 		MaxMessageBytes: 16 << 10,
 		MaxAvatarBytes:  100 << 10,
 		MaxVideoBytes:   16 << 20,
+		MaxImagePixels:  4 << 20,
+		MaxUploads:      4,
+		UploadWait:      time.Second,
 	}
 }
 
@@ -35,6 +48,7 @@ type Service struct {
 	limits    Limits
 	now       func() time.Time
 	log       *slog.Logger
+	uploads   chan struct{} // one token per upload in progress
 }
 
 // Option configures a Service.
@@ -63,6 +77,7 @@ func NewService(store Store, opts ...Option) *Service {
 	for _, o := range opts {
 		o(s)
 	}
+	s.uploads = make(chan struct{}, max(s.limits.MaxUploads, 1))
 	return s
 }
 
