@@ -127,6 +127,9 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 			MaxMessageBytes: cfg.Chat.MaxMessageBytes,
 			MaxAvatarBytes:  cfg.Chat.MaxAvatarBytes,
 			MaxVideoBytes:   cfg.Chat.MaxVideoBytes,
+			MaxImagePixels:  cfg.Chat.MaxImagePixels,
+			MaxUploads:      cfg.Chat.MaxUploads,
+			UploadWait:      cfg.Chat.UploadWait,
 		}),
 	)
 	a.sip.SetChat(a.chat)

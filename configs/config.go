@@ -69,7 +69,7 @@ type Registrar struct {
 type HTTP struct {
 	Addr         string `yaml:"addr" help:"HTTP listen address of the API, health and metrics (empty: off)"`
 	TLSAddr      string `yaml:"tls_addr" help:"HTTPS listen address (empty: off; needs tls.cert and tls.key)"`
-	MaxBodyBytes int64  `yaml:"max_body_bytes" help:"largest request body of an API call other than an upload"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes" help:"largest request body of an API call, and the fields of an upload besides its file"`
 	// TrustedProxies are reverse proxies (CIDR, comma-separated) whose
 	// X-Forwarded-For names the client: the rate limit and the login
 	// bans then apply to the client, not to the proxy.
@@ -99,6 +99,11 @@ type Chat struct {
 	MaxMessageBytes int `yaml:"max_message_bytes" help:"largest message text in bytes"`
 	MaxAvatarBytes  int `yaml:"max_avatar_bytes" help:"largest avatar or video thumbnail in bytes"`
 	MaxVideoBytes   int `yaml:"max_video_bytes" help:"largest group video in bytes"`
+	MaxImagePixels  int `yaml:"max_image_pixels" help:"largest avatar or video thumbnail in pixels (width × height), checked before the image is decoded"`
+	// MaxUploads bounds the memory uploads take: each holds its file and
+	// a decode of at most max_image_pixels.
+	MaxUploads int           `yaml:"max_concurrent_uploads" help:"uploads received, checked and stored at once"`
+	UploadWait time.Duration `yaml:"upload_wait" help:"how long an upload waits for a free slot before it is answered 503 with Retry-After"`
 }
 
 // Delivery is how events reach members' devices.
@@ -158,7 +163,7 @@ func Default() Config {
 			Overflow:       "replace",
 			RefreshWrite:   5 * time.Second,
 		},
-		HTTP:    HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 1 << 20},
+		HTTP:    HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 160 << 10},
 		Storage: Storage{SQLiteSynchronous: "FULL"},
 		API:     API{CodesInStatus: true},
 		Chat: Chat{
@@ -166,6 +171,9 @@ func Default() Config {
 			MaxMessageBytes: 16 << 10,
 			MaxAvatarBytes:  100 << 10,
 			MaxVideoBytes:   16 << 20,
+			MaxImagePixels:  4 << 20,
+			MaxUploads:      4,
+			UploadWait:      time.Second,
 		},
 		Delivery: Delivery{
 			Workers:        256,
