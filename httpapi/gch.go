@@ -205,6 +205,9 @@ func (s *Server) readMultipart(ctx context.Context, w http.ResponseWriter, r *ht
 			var slot func()
 			ctx, slot, err = s.chat.ReserveUpload(ctx)
 			if err != nil {
+				if errors.Is(err, chat.ErrBusy) {
+					s.metrics.LimitRejected("upload_slots")
+				}
 				return fail(err)
 			}
 			release = slot
