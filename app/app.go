@@ -131,6 +131,9 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 
 			MaxPendingPerSender: cfg.Chat.MaxPendingPerSender,
 			MaxGroupsPerHour:    cfg.Chat.MaxGroupsPerHour,
+			MaxImagePixels:      cfg.Chat.MaxImagePixels,
+			MaxUploads:          cfg.Chat.MaxUploads,
+			UploadWait:          cfg.Chat.UploadWait,
 		}),
 		chat.WithQuotaObserver(a.metrics.QuotaRefused),
 	)

@@ -30,6 +30,8 @@ var (
 	ErrTooLarge = errors.New("file too large")
 	// ErrNoMedia: the group has no file of the asked kind.
 	ErrNoMedia = errors.New("no such file")
+	// ErrBusy: every upload slot stayed taken; the caller may try again.
+	ErrBusy = errors.New("too many uploads at once")
 )
 
 // Quota refusals. The specification has no code for them: they answer 429,
@@ -62,6 +64,7 @@ const (
 	CodeNotFound            = 444
 	CodeNotJoined           = 457
 	CodeInternal            = 500
+	CodeUnavailable         = 503
 )
 
 // Code returns the API result code for err: 200 for nil, 500 for anything
@@ -86,6 +89,8 @@ func Code(err error) int {
 		return CodeTooLarge
 	case errors.Is(err, ErrPendingQuota), errors.Is(err, ErrGroupQuota):
 		return CodeQuota
+	case errors.Is(err, ErrBusy):
+		return CodeUnavailable
 	default:
 		return CodeInternal
 	}

@@ -5,8 +5,36 @@ import (
 	"context"
 	"fmt"
 	"image/jpeg"
+	"sync"
 	"time"
 )
+
+// uploadSlot is the context key under which a context carries the Service
+// whose upload slot its holder took.
+type uploadSlot struct{}
+
+// ReserveUpload takes one of the service's upload slots, waiting up to
+// Limits.UploadWait, and returns a context that carries it and the function
+// that gives it back. A caller takes the slot before it buffers a file, so
+// that the memory held by files being received is bounded too; SetMedia
+// called with that context runs in the same slot. ErrBusy when no slot
+// came free in time.
+func (s *Service) ReserveUpload(ctx context.Context) (context.Context, func(), error) {
+	if ctx.Value(uploadSlot{}) == s {
+		return ctx, func() {}, nil
+	}
+	t := time.NewTimer(s.limits.UploadWait)
+	defer t.Stop()
+	select {
+	case s.uploads <- struct{}{}:
+	case <-t.C:
+		return ctx, func() {}, fmt.Errorf("%w: %d in progress", ErrBusy, cap(s.uploads))
+	case <-ctx.Done():
+		return ctx, func() {}, ctx.Err()
+	}
+	var once sync.Once
+	return context.WithValue(ctx, uploadSlot{}, s), func() { once.Do(func() { <-s.uploads }) }, nil
+}
 
 // ParseMediaKind maps the API's t parameter to a MediaKind; empty means the
 // avatar image.
@@ -29,7 +57,12 @@ func (s *Service) MaxBytes(kind MediaKind) int {
 }
 
 // checkMedia validates an upload and returns its content type. Images are
-// checked by decoding them, never by trusting what the client says they are.
+// checked by decoding them, never by trusting what the client says they are,
+// but only after their header shows a size worth decoding: image/jpeg
+// allocates for the declared dimensions before it reads a pixel (4 bytes
+// per pixel and component for a progressive image), so a few hundred bytes
+// declaring 16384×16384 would cost gigabytes. A refused size answers 407 like
+// any image we do not accept; 411 speaks of bytes, and the file is small.
 func (s *Service) checkMedia(kind MediaKind, data []byte) (string, error) {
 	if len(data) == 0 {
 		return "", invalid("empty file")
@@ -43,6 +76,13 @@ func (s *Service) checkMedia(kind MediaKind, data []byte) (string, error) {
 			return "", ErrUnsupportedMedia
 		}
 		return ct, nil
+	}
+	cfg, err := jpeg.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrNotJPEG, err)
+	}
+	if px := int64(cfg.Width) * int64(cfg.Height); px > int64(s.limits.MaxImagePixels) {
+		return "", fmt.Errorf("%w: %d×%d pixels, at most %d", ErrNotJPEG, cfg.Width, cfg.Height, s.limits.MaxImagePixels)
 	}
 	if _, err := jpeg.Decode(bytes.NewReader(data)); err != nil {
 		return "", fmt.Errorf("%w: %v", ErrNotJPEG, err)
@@ -72,11 +112,17 @@ func sniffVideo(b []byte) string {
 }
 
 // SetMedia stores a group's avatar, video or video thumbnail and returns the
-// time of the change. Admins only. Joined members are sent EG.
+// time of the change. Admins only. Joined members are sent EG. It runs in
+// an upload slot: the one ctx carries (see ReserveUpload) or one it waits for.
 func (s *Service) SetMedia(ctx context.Context, c Caller, id GroupID, kind MediaKind, data []byte, dn string) (time.Time, error) {
 	if err := checkDisplayName(dn); err != nil {
 		return time.Time{}, err
 	}
+	ctx, release, err := s.ReserveUpload(ctx)
+	if err != nil {
+		return time.Time{}, err
+	}
+	defer release()
 	ct, err := s.checkMedia(kind, data)
 	if err != nil {
 		return time.Time{}, err

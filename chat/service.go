@@ -22,6 +22,16 @@ type Limits struct {
 	// MaxGroupsPerHour bounds the groups one account creates within any
 	// hour; 0: no bound.
 	MaxGroupsPerHour int
+	// MaxImagePixels bounds width×height of an image before it is decoded:
+	// a JPEG of a few hundred bytes can declare 65535×65535 pixels, and
+	// decoding it would take gigabytes.
+	MaxImagePixels int
+	// MaxUploads is how many uploads may be received, checked and stored
+	// at once; each holds up to its file limit in memory and a decode.
+	MaxUploads int
+	// UploadWait is how long an upload waits for a free slot before it is
+	// refused with ErrBusy.
+	UploadWait time.Duration
 }
 
 // DefaultLimits are the specification's limits (30 participants, avatars of
@@ -32,6 +42,9 @@ func DefaultLimits() Limits {
 		MaxMessageBytes: 16 << 10,
 		MaxAvatarBytes:  100 << 10,
 		MaxVideoBytes:   16 << 20,
+		MaxImagePixels:  4 << 20,
+		MaxUploads:      4,
+		UploadWait:      time.Second,
 	}
 }
 
@@ -46,6 +59,7 @@ type Service struct {
 	log       *slog.Logger
 	// refused, when set, learns of each operation a quota refused.
 	refused func(quota string)
+	uploads chan struct{} // one token per upload in progress
 }
 
 // Option configures a Service.
@@ -78,6 +92,7 @@ func NewService(store Store, opts ...Option) *Service {
 	for _, o := range opts {
 		o(s)
 	}
+	s.uploads = make(chan struct{}, max(s.limits.MaxUploads, 1))
 	return s
 }
 

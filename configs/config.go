@@ -69,7 +69,7 @@ type Registrar struct {
 type HTTP struct {
 	Addr         string `yaml:"addr" help:"HTTP listen address of the API, health and metrics (empty: off)"`
 	TLSAddr      string `yaml:"tls_addr" help:"HTTPS listen address (empty: off; needs tls.cert and tls.key)"`
-	MaxBodyBytes int64  `yaml:"max_body_bytes" help:"largest request body of an API call other than an upload"`
+	MaxBodyBytes int64  `yaml:"max_body_bytes" help:"largest request body of an API call, and the fields of an upload besides its file"`
 	// TrustedProxies are reverse proxies (CIDR, comma-separated) whose
 	// X-Forwarded-For names the client: the rate limit and the login
 	// bans then apply to the client, not to the proxy.
@@ -104,6 +104,11 @@ type Chat struct {
 	MaxPendingPerSender int           `yaml:"max_pending_per_sender" help:"invitations (NG), group deletions (DG) and stored direct messages from one account waiting undelivered for one recipient; beyond: API 429, SIP 486 (0: off)"`
 	MaxGroupsPerHour    int           `yaml:"max_groups_per_hour" help:"groups one account may create within any hour; beyond: API 429 (0: off)"`
 	PurgeInterval       time.Duration `yaml:"purge_interval" help:"how often the last traces of deleted groups (their DG notifications, once delivered or expired) are removed"`
+	MaxImagePixels      int           `yaml:"max_image_pixels" help:"largest avatar or video thumbnail in pixels (width × height), checked before the image is decoded"`
+	// MaxUploads bounds the memory uploads take: each holds its file and
+	// a decode of at most max_image_pixels.
+	MaxUploads int           `yaml:"max_concurrent_uploads" help:"uploads received, checked and stored at once"`
+	UploadWait time.Duration `yaml:"upload_wait" help:"how long an upload waits for a free slot before it is answered 503 with Retry-After"`
 }
 
 // Delivery is how events reach members' devices.
@@ -163,7 +168,7 @@ func Default() Config {
 			Overflow:       "replace",
 			RefreshWrite:   5 * time.Second,
 		},
-		HTTP:    HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 1 << 20},
+		HTTP:    HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 160 << 10},
 		Storage: Storage{SQLiteSynchronous: "FULL"},
 		API:     API{CodesInStatus: true},
 		Chat: Chat{
@@ -175,6 +180,9 @@ func Default() Config {
 			MaxPendingPerSender: 100,
 			MaxGroupsPerHour:    60,
 			PurgeInterval:       time.Minute,
+			MaxImagePixels:      4 << 20,
+			MaxUploads:          4,
+			UploadWait:          time.Second,
 		},
 		Delivery: Delivery{
 			Workers:        256,

@@ -126,8 +126,10 @@ func (c Config) Validate() error {
 	if c.Registrar.Overflow != "replace" && c.Registrar.Overflow != "reject" {
 		bad("registrar.overflow", c.Registrar.Overflow, "want replace or reject")
 	}
-	if c.HTTP.MaxBodyBytes < 1024 {
-		bad("http.max_body_bytes", c.HTTP.MaxBodyBytes, "must be at least 1024")
+	// A message whose every byte is escaped in JSON (\u0001) and again in
+	// the form (%5Cu0001) takes 8 bytes a byte, and pm has more fields.
+	if need := 8*int64(c.Chat.MaxMessageBytes) + 4096; c.HTTP.MaxBodyBytes < need {
+		bad("http.max_body_bytes", c.HTTP.MaxBodyBytes, fmt.Sprintf("must be at least %d: 8 times chat.max_message_bytes (a message escaped in JSON and in the form) and 4096 for the rest", need))
 	}
 	if c.Storage.MaxOpenConns < 0 {
 		bad("storage.max_open_conns", c.Storage.MaxOpenConns, "must not be negative")
@@ -157,6 +159,15 @@ func (c Config) Validate() error {
 	}
 	if c.Chat.PurgeInterval < 100*time.Millisecond || c.Chat.PurgeInterval > time.Hour {
 		bad("chat.purge_interval", c.Chat.PurgeInterval, "must be between 100ms and 1h")
+	}
+	if c.Chat.MaxImagePixels < 1 || c.Chat.MaxImagePixels > 64<<20 {
+		bad("chat.max_image_pixels", c.Chat.MaxImagePixels, "must be between 1 and 67108864 (a decode takes up to about 20 bytes a pixel)")
+	}
+	if c.Chat.MaxUploads < 1 || c.Chat.MaxUploads > 1024 {
+		bad("chat.max_concurrent_uploads", c.Chat.MaxUploads, "must be between 1 and 1024")
+	}
+	if c.Chat.UploadWait < 0 || c.Chat.UploadWait > time.Minute {
+		bad("chat.upload_wait", c.Chat.UploadWait, "must lie between 0 and 1m")
 	}
 	if c.Delivery.Workers < 1 || c.Delivery.Workers > 100000 {
 		bad("delivery.workers", c.Delivery.Workers, "must be between 1 and 100000")

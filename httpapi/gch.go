@@ -65,7 +65,8 @@ func (s *Server) serveGCH(w http.ResponseWriter, r *http.Request) {
 		code = failed
 		return
 	}
-	c, err := s.readCall(w, r)
+	c, ctx, release, err := s.readCall(chat.WithSource(r.Context(), "http"), w, r)
+	defer release()
 	var m method
 	if err == nil {
 		var ok bool
@@ -78,30 +79,38 @@ func (s *Server) serveGCH(w http.ResponseWriter, r *http.Request) {
 	var res result
 	if err == nil {
 		c.caller = chat.Caller{Login: acc.Login, DisplayName: acc.DisplayName}
-		res, err = m.run(chat.WithSource(r.Context(), "http"), s, c)
+		res, err = m.run(ctx, s, c)
 	}
 	code = s.reply(w, r, rid, gm, acc.Login, res, err)
 }
 
 // readCall collects gm, pm and an uploaded file from the query string, a
-// url-encoded form or a multipart form.
-func (s *Server) readCall(w http.ResponseWriter, r *http.Request) (call, error) {
+// url-encoded form or a multipart form. A body is read only up to the limit
+// of what it may carry: http.max_body_bytes, and for uploadAvatar the file
+// limit on top. The returned context carries the upload slot the file was
+// buffered in, if any; release gives it back once the call is answered.
+func (s *Server) readCall(ctx context.Context, w http.ResponseWriter, r *http.Request) (c call, _ context.Context, release func(), _ error) {
 	q := r.URL.Query()
-	c := call{gm: q.Get("gm"), pm: q.Get("pm")}
+	c = call{gm: q.Get("gm"), pm: q.Get("pm")}
+	release = func() {}
 	if r.Method != http.MethodPost {
-		return c, nil
+		return c, ctx, release, nil
 	}
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if ct == "multipart/form-data" {
-		return s.readMultipart(w, r, c)
+		return s.readMultipart(ctx, w, r, c)
+	}
+	tooBig := fmt.Errorf("%w: body over %d bytes", chat.ErrInvalid, s.opts.MaxBodyBytes)
+	if r.ContentLength > s.opts.MaxBodyBytes {
+		return c, ctx, release, tooBig
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 	if err := r.ParseForm(); err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return c, fmt.Errorf("%w: body over %d bytes", chat.ErrInvalid, s.opts.MaxBodyBytes)
+		var over *http.MaxBytesError
+		if errors.As(err, &over) {
+			return c, ctx, release, tooBig
 		}
-		return c, fmt.Errorf("%w: form: %v", chat.ErrInvalid, err)
+		return c, ctx, release, fmt.Errorf("%w: form: %v", chat.ErrInvalid, err)
 	}
 	if v := r.PostForm.Get("gm"); v != "" {
 		c.gm = v
@@ -109,57 +118,176 @@ func (s *Server) readCall(w http.ResponseWriter, r *http.Request) (call, error) 
 	if v := r.PostForm.Get("pm"); v != "" {
 		c.pm = v
 	}
-	return c, nil
+	return c, ctx, release, nil
+}
+
+// multipartOverhead is what a multipart body may carry besides its fields
+// and its file: boundaries and part headers.
+const multipartOverhead = 16 << 10
+
+// errOverBudget ends the reading of a body past its allowance.
+var errOverBudget = errors.New("request body over its limit")
+
+// budget is a request body whose allowance readMultipart raises for the
+// file, once it knows the file is wanted and how large it may be, and lowers
+// again after it. The multipart reader reads ahead by up to 4 KiB, which
+// multipartOverhead covers.
+type budget struct {
+	r    io.Reader
+	left int64
+}
+
+func (b *budget) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, errOverBudget
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // readMultipart streams a multipart body: gm and pm fields, and the first
-// part that carries a filename, whatever its field name, as the file. The
-// file is read up to one byte over the largest upload allowed, so that an
-// oversized file is recognised without being held whole.
-func (s *Server) readMultipart(w http.ResponseWriter, r *http.Request, c call) (call, error) {
-	limit := int64(max(s.chat.MaxBytes(chat.MediaVideo), s.chat.MaxBytes(chat.MediaAvatar)))
-	r.Body = http.MaxBytesReader(w, r.Body, limit+s.opts.MaxBodyBytes+64<<10)
+// part that carries a filename, whatever its field name, as the file. Every
+// other part is read and dropped. Fields and dropped parts together may
+// take http.max_body_bytes. The file is read only for uploadAvatar (or
+// while gm is not known yet), in an upload slot of the chat service, up to
+// one byte over the limit of its kind (the largest while pm is not known
+// yet), so that an oversized file is recognised without being held whole.
+func (s *Server) readMultipart(ctx context.Context, w http.ResponseWriter, r *http.Request, c call) (call, context.Context, func(), error) {
+	release := func() {}
+	upload := func() bool { return c.gm == "" || methodKey(c.gm) == "uploadavatar" }
+	tooLarge := func() error {
+		if upload() {
+			return fmt.Errorf("%w: upload over %d bytes", chat.ErrTooLarge, s.fileLimit(c.pm))
+		}
+		return fmt.Errorf("%w: body over %d bytes", chat.ErrInvalid, s.opts.MaxBodyBytes)
+	}
+	fieldsLimit := s.opts.MaxBodyBytes + multipartOverhead
+	hardLimit := 2 * fieldsLimit // fields may come before and after the file
+	if upload() {
+		hardLimit += s.fileLimit(c.pm) + 1
+	}
+	if r.ContentLength > hardLimit {
+		return c, ctx, release, tooLarge()
+	}
+	body := &budget{r: http.MaxBytesReader(w, r.Body, hardLimit), left: fieldsLimit}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{body, r.Body}
 	mr, err := r.MultipartReader()
 	if err != nil {
-		return c, fmt.Errorf("%w: multipart: %v", chat.ErrInvalid, err)
+		return c, ctx, release, fmt.Errorf("%w: multipart: %v", chat.ErrInvalid, err)
+	}
+	fields := s.opts.MaxBodyBytes // what fields and dropped parts may still take
+	fail := func(err error) (call, context.Context, func(), error) {
+		var over *http.MaxBytesError
+		if errors.Is(err, errOverBudget) || errors.As(err, &over) {
+			return c, ctx, release, tooLarge()
+		}
+		if errors.Is(err, chat.ErrBusy) || errors.Is(err, context.Canceled) {
+			return c, ctx, release, err
+		}
+		return c, ctx, release, fmt.Errorf("%w: multipart: %v", chat.ErrInvalid, err)
 	}
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
-			return c, nil
+			return c, ctx, release, nil
 		}
 		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				return c, fmt.Errorf("%w: upload over %d bytes", chat.ErrTooLarge, limit)
-			}
-			return c, fmt.Errorf("%w: multipart: %v", chat.ErrInvalid, err)
+			return fail(err)
 		}
-		switch {
-		case part.FileName() != "" && c.file == nil:
-			c.file, err = io.ReadAll(io.LimitReader(part, limit+1))
-			if c.file == nil {
-				c.file = []byte{}
+		if part.FileName() != "" && c.file == nil && upload() {
+			limit := s.fileLimit(c.pm)
+			var slot func()
+			ctx, slot, err = s.chat.ReserveUpload(ctx)
+			if err != nil {
+				if errors.Is(err, chat.ErrBusy) {
+					s.metrics.LimitRejected("upload_slots")
+				}
+				return fail(err)
 			}
-		case part.FormName() == "gm" || part.FormName() == "pm":
-			var v []byte
-			v, err = io.ReadAll(io.LimitReader(part, s.opts.MaxBodyBytes+1))
-			if int64(len(v)) > s.opts.MaxBodyBytes {
-				return c, fmt.Errorf("%w: field %s too long", chat.ErrInvalid, part.FormName())
+			release = slot
+			body.left += limit + 1
+			c.file, err = readFile(part, limit+1, r.ContentLength)
+			if err != nil {
+				return fail(err)
 			}
-			if part.FormName() == "gm" {
+			if int64(len(c.file)) > limit {
+				return c, ctx, release, fmt.Errorf("%w: upload over %d bytes", chat.ErrTooLarge, limit)
+			}
+			body.left = min(body.left, fieldsLimit)
+			continue
+		}
+		v, err := io.ReadAll(io.LimitReader(part, fields+1))
+		if err != nil {
+			return fail(err)
+		}
+		if fields -= int64(len(v)); fields < 0 {
+			return c, ctx, release, fmt.Errorf("%w: fields of the form over %d bytes", chat.ErrInvalid, s.opts.MaxBodyBytes)
+		}
+		if part.FileName() == "" {
+			switch part.FormName() {
+			case "gm":
 				c.gm = string(v)
-			} else {
+			case "pm":
 				c.pm = string(v)
 			}
 		}
-		part.Close()
-		if err != nil {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				return c, fmt.Errorf("%w: upload over %d bytes", chat.ErrTooLarge, limit)
+	}
+}
+
+// fileLimit is the largest file uploadAvatar may take with pm: the limit of
+// pm's t, or the largest of all while pm is not known or not valid.
+func (s *Server) fileLimit(pm string) int64 {
+	largest := int64(max(s.chat.MaxBytes(chat.MediaVideo), s.chat.MaxBytes(chat.MediaAvatar)))
+	var p struct {
+		T string `json:"t"`
+	}
+	if decodePM(pm, &p) != nil {
+		return largest
+	}
+	kind, err := chat.ParseMediaKind(p.T)
+	if err != nil {
+		return largest
+	}
+	return int64(s.chat.MaxBytes(kind))
+}
+
+// readFile reads r to its end, at most limit bytes, into a buffer allocated
+// once: at the request's Content-Length (hint) when it gives one, else at
+// the limit. Growing by copies would hold the file about twice over for a
+// moment and leave a trail of garbage; a buffer at the limit costs memory
+// only where it is written, and the upload slot bounds how many there are.
+func readFile(r io.Reader, limit, hint int64) ([]byte, error) {
+	size := limit
+	if hint > 0 {
+		size = min(hint, limit)
+	}
+	b := make([]byte, 0, size)
+	r = io.LimitReader(r, limit)
+	for {
+		if len(b) == cap(b) {
+			if int64(len(b)) >= limit {
+				return b, nil
 			}
-			return c, fmt.Errorf("%w: multipart: %v", chat.ErrInvalid, err)
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			if cap(b)-len(b) > 64<<10 {
+				// Whoever keeps the file should not keep the slack too.
+				b = bytes.Clone(b)
+			}
+			return b, nil
+		}
+		if err != nil {
+			return b, err
 		}
 	}
 }
@@ -183,6 +311,9 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 			// A file that is not there and one the caller may not see look alike.
 			http.NotFound(w, r)
 			return http.StatusNotFound
+		}
+		if code == chat.CodeUnavailable {
+			w.Header().Set("Retry-After", "1")
 		}
 		s.writeCode(w, code)
 		return code

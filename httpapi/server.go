@@ -37,7 +37,8 @@ type Options struct {
 	// CodesInStatus answers result codes as the HTTP status as well as the
 	// body; false answers HTTP 200 with the code in the body.
 	CodesInStatus bool
-	// MaxBodyBytes bounds a request body other than an upload.
+	// MaxBodyBytes bounds a request body, and the fields of an upload
+	// besides its file.
 	MaxBodyBytes int64
 	// Metrics is served at /metrics when set.
 	Metrics http.Handler
@@ -70,7 +71,7 @@ type Server struct {
 // New returns the API server.
 func New(svc *chat.Service, auth Authenticator, m *metrics.Metrics, log *slog.Logger, opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
-		opts.MaxBodyBytes = 1 << 20
+		opts.MaxBodyBytes = 160 << 10
 	}
 	return &Server{chat: svc, auth: auth, metrics: m, opts: opts, log: log, methods: methodTable()}
 }
