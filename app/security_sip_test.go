@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -300,5 +302,63 @@ func TestBareLFInHeaderRefused(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := b.received(); len(got) != 0 {
 		t.Fatalf("bob received %d requests with a bare CR or LF in a header", len(got))
+	}
+}
+
+// sipgo's UDP read loop entered every source address in its connection
+// pool (and a set of its own) and never forgot one: about 1 MB per 15,000
+// source ports. gchd recycles the loop, so the pool stays bounded, and
+// every request is still answered from the listening socket (no socket
+// opened to answer one whose source the pool forgot).
+func TestUDPSourcesForgotten(t *testing.T) {
+	s := startEngine(t, "sqlite")
+	const sources, workers = 20_000, 8
+	fds0 := openFDs(t)
+	var heap0 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&heap0)
+	var answered, unanswered atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for i := w; i < sources; i += workers {
+				c, err := net.Dial("udp", s.app.SIPAddr("UDP"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				fmt.Fprintf(c, "OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-src%d;rport\r\n"+
+					"From: <sip:probe@%s>;tag=p\r\nTo: <sip:%s>\r\nCall-ID: src-%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"+
+					"Content-Length: 0\r\n\r\n", testDomain, c.LocalAddr(), i, testDomain, testDomain, i)
+				c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if n, err := c.Read(buf); err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+					answered.Add(1)
+				} else {
+					unanswered.Add(1)
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	time.Sleep(200 * time.Millisecond)
+	pool := s.app.sip.UDPPoolSize()
+	var heap1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&heap1)
+	fds1 := openFDs(t)
+	t.Logf("%d sources: %d answered, %d not; sipgo's UDP pool holds %d addresses; heap in use %.1f -> %.1f MiB; descriptors %d -> %d",
+		sources, answered.Load(), unanswered.Load(), pool, float64(heap0.HeapInuse)/(1<<20), float64(heap1.HeapInuse)/(1<<20), fds0, fds1)
+	if pool > 12_000 {
+		t.Errorf("sipgo's UDP pool holds %d addresses after %d sources", pool, sources)
+	}
+	if unanswered.Load() > sources/100 {
+		t.Errorf("%d of %d OPTIONS unanswered", unanswered.Load(), sources)
+	}
+	if fds1 > fds0+5 {
+		t.Errorf("descriptors went from %d to %d: sockets were opened to answer", fds0, fds1)
 	}
 }

@@ -380,6 +380,15 @@ func (s *Server) Addr(transport string) string {
 	return ""
 }
 
+// UDPPoolSize returns how many addresses sipgo's UDP connection pool
+// holds: bounded by the recycling of its read loop (ingress.go).
+func (s *Server) UDPPoolSize() int {
+	if p := s.ua.TransportLayer().Pool("udp"); p != nil {
+		return p.Size()
+	}
+	return 0
+}
+
 // Serve serves every listener until ctx is done, then stops the user agent.
 // In-flight transactions get until stopCtx ends to finish.
 func (s *Server) Serve(ctx context.Context) error {
@@ -399,7 +408,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	workers.start()
 	if s.udp != nil {
 		in := newUDPIngress(s, s.udp, workers)
-		serve("udp", func() error { return s.srv.ServeUDP(in) })
+		serve("udp", func() error {
+			for {
+				err := s.srv.ServeUDP(in)
+				if !in.afterRecycle() {
+					return err
+				}
+			}
+		})
 	}
 	for transport, ln := range s.listeners {
 		switch transport {
