@@ -164,19 +164,19 @@ func TestContactFloodStaysWithinLimit(t *testing.T) {
 	}
 }
 
-// canary is a UDP socket that counts what reaches it and answers every
+// contactCanary is a UDP socket that counts what reaches it and answers every
 // request with 200: an address gchd must not, or must, send to.
-type canary struct {
+type contactCanary struct {
 	conns []net.PacketConn
 	got   atomic.Int64
 }
 
-// newCanary listens on host at port (0: any) and, best effort, on the
+// newContactCanary listens on host at port (0: any) and, best effort, on the
 // other loopback family at the same port, so that a name resolved either
 // way is caught.
-func newCanary(t *testing.T, hosts ...string) (*canary, int) {
+func newContactCanary(t *testing.T, hosts ...string) (*contactCanary, int) {
 	t.Helper()
-	c := &canary{}
+	c := &contactCanary{}
 	port := 0
 	for i, h := range hosts {
 		pc, err := net.ListenPacket("udp", net.JoinHostPort(h, fmt.Sprint(port)))
@@ -194,7 +194,7 @@ func newCanary(t *testing.T, hosts ...string) (*canary, int) {
 	return c, port
 }
 
-func (c *canary) serve(pc net.PacketConn) {
+func (c *contactCanary) serve(pc net.PacketConn) {
 	buf := make([]byte, 65535)
 	for {
 		n, from, err := pc.ReadFrom(buf)
@@ -217,7 +217,7 @@ func (c *canary) serve(pc net.PacketConn) {
 func TestUDPContactCannotAimTraffic(t *testing.T) {
 	cases := []struct {
 		name    string
-		hosts   []string // where the canary listens
+		hosts   []string // where the contactCanary listens
 		contact string   // the Contact's host
 		trusted bool
 	}{
@@ -236,9 +236,9 @@ func TestUDPContactCannotAimTraffic(t *testing.T) {
 			})
 			s.addAccount("alice", "pw-alice", "")
 			s.addAccount("bob", "pw-bob", "")
-			can, port := &canary{}, 5060
+			can, port := &contactCanary{}, 5060
 			if tc.hosts != nil {
-				can, port = newCanary(t, tc.hosts...)
+				can, port = newContactCanary(t, tc.hosts...)
 			}
 			a := newPhone(t, s, "alice", "UDP", withContact(tc.contact, port))
 			a.register()

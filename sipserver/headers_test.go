@@ -47,3 +47,23 @@ func TestHeaderLookup(t *testing.T) {
 		t.Errorf("header allocates %.0f times, want 0", n)
 	}
 }
+
+func TestCredentialRealm(t *testing.T) {
+	for _, c := range []struct {
+		in    string
+		realm string
+		ok    bool
+	}{
+		{`Digest username="alice", realm="test.local", nonce="n", uri="sip:bob@test.local", response="r"`, "test.local", true},
+		{`Digest realm=other.example,username="a"`, "other.example", true},
+		{`Digest username="a\",realm=\"fake", realm="real"`, "real", true},
+		{`Digest username="alice"`, "", false},
+		{`Digest`, "", false},
+		{`Digest username="unterminated, realm="x`, "", false},
+	} {
+		realm, ok := credentialRealm(c.in)
+		if realm != c.realm || ok != c.ok {
+			t.Errorf("credentialRealm(%q) = %q, %v; want %q, %v", c.in, realm, ok, c.realm, c.ok)
+		}
+	}
+}

@@ -2,7 +2,9 @@ package sipserver
 
 import (
 	"bytes"
+	"errors"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -101,25 +103,145 @@ func (w *registerWorkers) stop() {
 // answer again, or nothing while the first copy is processed). Every
 // other request, and a REGISTER without an RFC 3261 branch, is read by
 // sipgo as before.
+//
+// It also bounds sipgo's memory of sources. sipgo's UDP read loop enters
+// every source address it reads from in its connection pool, and in a set
+// of its own, and forgets them only when the loop ends: about 1 MB per
+// 15,000 source ports, never given back, for anyone who sends from many
+// ports. So the loop is ended and started again (recycle) once sipgo has
+// seen udpSourcesPerLoop new sources.
 type udpIngress struct {
 	net.PacketConn // the socket itself: sipgo writes to it directly
 	s              *Server
 	parser         *sip.Parser
 	workers        *registerWorkers
+
+	// Only sipgo's read loop calls ReadFrom: these need no lock.
+	last    netip.AddrPort   // source of the datagram sipgo read last
+	changes int              // new sources sipgo saw in this loop
+	recent  []netip.AddrPort // the last udpRecent sources, a ring
+	next    int
+	// keeper stands for the socket in sipgo's pool across a recycle (see
+	// recycle); kept are the sources entered for it.
+	keeper *sip.UDPConnection
+	kept   []string
+	stale  []string // sources kept over the recycle before last
+	recyc  bool     // ReadFrom ended sipgo's loop to recycle it
 }
 
+// udpSourcesPerLoop is how many new sources a sipgo read loop sees
+// before it is recycled: its pool and set stay under about 0.6 MB.
+// udpRecent is how many of the latest sources are carried over into the
+// next loop (requests of theirs may still be on their way to sipgo's
+// transaction layer, which looks their source up in the pool).
+const (
+	udpSourcesPerLoop = 8192
+	udpRecent         = 1024
+)
+
+// errRecycle ends sipgo's UDP read loop; Serve starts another.
+var errRecycle = errors.New("sipgo UDP read loop recycled to forget its sources")
+
 func newUDPIngress(s *Server, conn net.PacketConn, workers *registerWorkers) *udpIngress {
-	return &udpIngress{PacketConn: conn, s: s, parser: sip.NewParser(), workers: workers}
+	return &udpIngress{PacketConn: conn, s: s, parser: sip.NewParser(), workers: workers,
+		recent: make([]netip.AddrPort, 0, udpRecent),
+		keeper: &sip.UDPConnection{PacketConn: conn, PacketAddr: conn.LocalAddr().String(), Listener: true}}
 }
 
 // ReadFrom returns the next datagram that is not a REGISTER taken in.
 func (in *udpIngress) ReadFrom(b []byte) (int, net.Addr, error) {
+	if in.changes >= udpSourcesPerLoop {
+		in.recycle()
+		return 0, nil, errRecycle
+	}
 	for {
 		n, addr, err := in.PacketConn.ReadFrom(b)
 		if err != nil || !in.take(b[:n], addr) {
+			if ua, ok := addr.(*net.UDPAddr); ok && err == nil {
+				in.saw(ua)
+			}
 			return n, addr, err
 		}
 	}
+}
+
+// saw notes the source of a datagram handed to sipgo, which enters it in
+// its pool whenever it differs from the previous one.
+func (in *udpIngress) saw(ua *net.UDPAddr) {
+	ap := ua.AddrPort()
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	if ap == in.last {
+		return
+	}
+	in.last = ap
+	in.changes++
+	if len(in.recent) < udpRecent {
+		in.recent = append(in.recent, ap)
+	} else {
+		in.recent[in.next] = ap
+		in.next = (in.next + 1) % udpRecent
+	}
+}
+
+// recycle prepares the end of sipgo's read loop, which removes from the
+// pool every source entered for the loop's connection. The latest sources
+// and the socket's own address are entered for keeper first, a connection
+// on the same socket that the loop does not remove: a request read just
+// before the end still finds its source when its transaction is made (else
+// sipgo would open a new socket to answer it), and a request sent in the
+// moment between two loops finds the socket.
+func (in *udpIngress) recycle() {
+	pool := in.s.ua.TransportLayer().Pool("udp")
+	in.recyc = true
+	in.changes = 0
+	in.last = netip.AddrPort{}
+	if pool == nil {
+		return
+	}
+	pool.Add(in.keeper.PacketAddr, in.keeper)
+	fresh := make([]string, 0, len(in.recent))
+	for _, ap := range in.recent {
+		a := ap.String()
+		pool.Add(a, in.keeper)
+		fresh = append(fresh, a)
+	}
+	in.recent, in.next = in.recent[:0], 0
+	// The sources carried over last time that sipgo has not seen since
+	// still name keeper: they go now (no read loop runs while Serve
+	// restarts it, see afterRecycle).
+	in.kept, fresh = fresh, in.kept
+	in.stale = fresh
+}
+
+// afterRecycle runs between two read loops: it forgets the sources kept
+// over the recycle before last that are still entered for keeper (sipgo
+// re-enters a source for its loop when it reads from it again).
+func (in *udpIngress) afterRecycle() bool {
+	if !in.recyc {
+		return false
+	}
+	in.recyc = false
+	pool := in.s.ua.TransportLayer().Pool("udp")
+	if pool == nil {
+		return true
+	}
+	keep := make(map[string]bool, len(in.kept))
+	for _, a := range in.kept {
+		keep[a] = true
+	}
+	for _, a := range in.stale {
+		if keep[a] {
+			continue
+		}
+		if c := pool.Get(a); c != nil {
+			c.TryClose() // Get took a reference
+			if c == sip.Connection(in.keeper) {
+				pool.Delete(a)
+			}
+		}
+	}
+	in.stale = nil
+	return true
 }
 
 var registerLine = []byte("REGISTER ")

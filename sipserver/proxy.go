@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"hash/fnv"
 	"net"
 	"strconv"
@@ -48,6 +47,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		return reply(req, 400, "Missing From")
 	}
 	sender := from.Address.User
+	identity := "" // the login the request proved, when it had to
 	if !s.trusted(req) {
 		acc, challenge := s.authenticate(ctx, req)
 		if challenge != nil {
@@ -57,6 +57,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 			s.metrics.SIPAuthFailure("user_mismatch")
 			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
+		identity = acc.Login
 	}
 	user := req.Recipient.User
 	if user == "" {
@@ -90,6 +91,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	if len(targets) == 0 {
 		return reply(req, 480, "Temporarily Unavailable")
 	}
+	s.sanitize(req, identity)
 	return s.fork(ctx, req, tx, targets, dialogCreating(req.Method), onFail)
 }
 
@@ -149,6 +151,7 @@ func (s *Server) flowAlive(transport, source string) bool {
 // not open a way around authentication.
 func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
 	t, signed, refusal := s.inDialogTarget(req)
+	identity := ""
 	if !signed && !s.trusted(req) {
 		acc, challenge := s.authenticate(ctx, req)
 		if challenge != nil {
@@ -158,6 +161,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 			s.metrics.SIPAuthFailure("user_mismatch")
 			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
+		identity = acc.Login
 	}
 	if refusal != "" {
 		code := 404
@@ -166,6 +170,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 		}
 		return reply(req, code, refusal)
 	}
+	s.sanitize(req, identity)
 	return s.fork(ctx, req, tx, []target{t}, false, nil)
 }
 
@@ -287,11 +292,13 @@ func (s *Server) looped(req *sip.Request) bool {
 }
 
 // addVia is a sipgo request option: our Via with a branch that carries the
-// loop key, and rport/received on the previous hop (RFC 3581).
-func (s *Server) addVia(key string) sipgo.ClientRequestOption {
+// loop key and the signed flow of the request's sender (branchToken), and
+// rport/received on the previous hop (RFC 3581).
+func (s *Server) addVia(key string, from *sip.Request) sipgo.ClientRequestOption {
+	upTransport, upSource := strings.ToUpper(from.Transport()), from.Source()
 	return func(c *sipgo.Client, r *sip.Request) error {
 		if via := r.Via(); via != nil && via.Params.Has("rport") {
-			host, port, err := sip.ParseAddr(r.Source())
+			host, port, err := sip.ParseAddr(upSource)
 			if err == nil {
 				via.Params.Add("rport", strconv.Itoa(port))
 				via.Params.Add("received", host)
@@ -299,10 +306,57 @@ func (s *Server) addVia(key string) sipgo.ClientRequestOption {
 		}
 		v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: r.Transport(), Host: s.opts.Advertise,
 			Params: sip.NewParams()}
-		v.Params.Add("branch", branchMagic+key+"-"+sip.GenerateBranchN(12)[len("z9hG4bK."):])
+		v.Params.Add("branch", s.branch(key, upTransport, upSource, callID(r)))
 		r.PrependHeader(v)
 		return nil
 	}
+}
+
+// branch makes the branch of a request gchd forwards from source over
+// transport: the magic cookie and loop key (looped), a random part that
+// makes it unique, and a token that signs the sender's flow for the
+// request's Call-ID. A response that arrives after its client transaction
+// ended (relayStray) is relayed only when its branch carries a valid
+// token, and only to the flow the token names: a forged response with our
+// branch prefix and a second Via naming a victim reaches nobody.
+func (s *Server) branch(key, transport, source, callID string) string {
+	payload := transport + "|" + source
+	mac := s.branchMAC(payload, callID)
+	return branchMagic + key + "-" + sip.GenerateBranchN(12)[len("z9hG4bK."):] + "." +
+		base64.RawURLEncoding.EncodeToString(append([]byte(payload), mac...))
+}
+
+// branchFlow returns the flow a branch made by branch names, when its
+// token is valid for callID.
+func (s *Server) branchFlow(branch, callID string) (transport, source string, ok bool) {
+	if !strings.HasPrefix(branch, branchMagic) {
+		return "", "", false
+	}
+	_, tok, found := strings.Cut(branch[len(branchMagic):], ".")
+	if !found {
+		return "", "", false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil || len(raw) <= 12 {
+		return "", "", false
+	}
+	payload, mac := raw[:len(raw)-12], raw[len(raw)-12:]
+	if !hmac.Equal(mac, s.branchMAC(string(payload), callID)) {
+		return "", "", false
+	}
+	return strings.Cut(string(payload), "|")
+}
+
+// branchMAC signs a branch's flow; its input starts with "branch", which
+// no Record-Route token's payload (a transport name) does, so neither
+// token passes for the other.
+func (s *Server) branchMAC(payload, callID string) []byte {
+	m := hmac.New(sha256.New, s.auth.secret)
+	m.Write([]byte("branch\x00"))
+	m.Write([]byte(payload))
+	m.Write([]byte{0})
+	m.Write([]byte(callID))
+	return m.Sum(nil)[:12]
 }
 
 // forward builds the request for one branch: a copy with the target's
@@ -386,7 +440,7 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	for i, t := range targets {
 		f := s.forward(req, t, recordRoute)
 		forks[i] = f
-		ctl, err := s.cli.TransactionRequest(sendCtx, f, s.addVia(key))
+		ctl, err := s.cli.TransactionRequest(sendCtx, f, s.addVia(key, req))
 		s.metrics.SIPRequestSent(string(req.Method))
 		if err != nil {
 			results <- branchResult{i: i, err: err}
@@ -568,39 +622,38 @@ func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
 	if !signed || refusal != "" {
 		return // an ACK cannot be challenged: without our route it goes nowhere
 	}
+	s.sanitize(req, "")
 	f := s.forward(req, t, false)
-	if err := s.cli.WriteRequest(f, s.addVia(loopKey(req))); err != nil {
+	if err := s.cli.WriteRequest(f, s.addVia(loopKey(req), req)); err != nil {
 		s.log.Debug("forward ACK", "call_id", callID(req), "error", err)
 	}
 	s.metrics.SIPRequestSent(string(sip.ACK))
 }
 
 // relayStray forwards 2xx retransmissions of an INVITE that reach us after
-// the client transaction ended (RFC 6026), statelessly along the Via path.
+// the client transaction ended (RFC 6026), statelessly, to the flow of the
+// INVITE's sender that our branch signs (branch). The Via path below ours
+// is not followed: anyone can send a response, and its Vias say anything.
 func (s *Server) relayStray(r *sip.Response) {
 	if !r.IsSuccess() || r.CSeq() == nil || r.CSeq().MethodName != sip.INVITE {
 		return
 	}
-	via := r.Via()
-	if via == nil {
+	via, cid := r.Via(), r.CallID()
+	if via == nil || cid == nil {
 		return
 	}
-	if b, _ := via.Params.Get("branch"); !strings.HasPrefix(b, branchMagic) {
+	b, _ := via.Params.Get("branch")
+	transport, source, ok := s.branchFlow(b, cid.Value())
+	if !ok {
+		s.log.Debug("drop stray 2xx without our signed branch", "call_id", r.CallID(), "branch", b)
 		return
 	}
 	r.RemoveHeader("Via")
-	if next := r.Via(); next != nil {
-		host := next.Params.GetOr("received", next.Host)
-		port := next.Port
-		if rp, err := strconv.Atoi(next.Params.GetOr("rport", "")); err == nil && rp > 0 {
-			port = rp
-		}
-		if port == 0 {
-			port = sip.DefaultPort(next.Transport)
-		}
-		r.SetDestination(fmt.Sprintf("%s:%d", host, port))
-		r.SetTransport(next.Transport)
+	if r.Via() == nil {
+		return // no hop left to relay to
 	}
+	r.SetDestination(source)
+	r.SetTransport(transport)
 	if err := s.srv.WriteResponse(r); err != nil {
 		s.log.Debug("relay stray 2xx", "call_id", r.CallID(), "error", err)
 	}

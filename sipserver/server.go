@@ -16,10 +16,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+	"github.com/gobwas/ws"
 
 	"gchd/limits"
 	"gchd/metrics"
@@ -304,9 +306,9 @@ func (s *Server) buildStack() error {
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.rateFilter),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
-				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: shortDialer},
-				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: shortDialer}},
-				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout},
+				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: noDialer},
+				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: noDialer}},
+				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: noWSDialer},
 				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout}},
 			}),
 		),
@@ -335,10 +337,29 @@ func (s *Server) buildStack() error {
 	return nil
 }
 
-// shortDialer bounds dials: a flow that closed behind NAT cannot be dialed,
-// and a delivery must not hang on it.
-func shortDialer(laddr net.Addr) net.Dialer {
-	return net.Dialer{Timeout: 3 * time.Second, LocalAddr: laddr}
+// errNoDial refuses every connection sipgo would open. gchd speaks over
+// TCP, TLS and WS only on connections the other side opened (its flows):
+// a reliable binding is reached over its connection or not at all
+// (targetOf), and an answer goes on the connection its request came on or
+// is dropped. sipgo's transaction layer, when that connection is already
+// gone as the answer is about to be sent, dials the host the request's
+// top Via names (or its received=): a client that sends a request naming
+// any host:port and hangs up at once made gchd connect there and write
+// its answer, a port scanner for anyone and a descriptor per target.
+var errNoDial = errors.New("gchd opens no connections: answers and requests go over the flows the other side opened")
+
+// noDialer is sipgo's TCP and TLS dialer: its Control refuses the socket
+// before connect, so no SYN leaves.
+func noDialer(laddr net.Addr) net.Dialer {
+	return net.Dialer{Timeout: 3 * time.Second, LocalAddr: laddr,
+		Control: func(string, string, syscall.RawConn) error { return errNoDial }}
+}
+
+// noWSDialer is sipgo's WS dialer, refusing like noDialer. sipgo's WSS
+// transport dials with a net.Dialer of its own that no option reaches
+// (docs/operations.md, Security).
+func noWSDialer(net.Addr) ws.Dialer {
+	return ws.Dialer{NetDial: func(context.Context, string, string) (net.Conn, error) { return nil, errNoDial }}
 }
 
 // OnRegistered sets a function called after a REGISTER added a binding or
@@ -357,6 +378,15 @@ func (s *Server) Addr(transport string) string {
 		return ln.Addr().String()
 	}
 	return ""
+}
+
+// UDPPoolSize returns how many addresses sipgo's UDP connection pool
+// holds: bounded by the recycling of its read loop (ingress.go).
+func (s *Server) UDPPoolSize() int {
+	if p := s.ua.TransportLayer().Pool("udp"); p != nil {
+		return p.Size()
+	}
+	return 0
 }
 
 // Serve serves every listener until ctx is done, then stops the user agent.
@@ -378,7 +408,14 @@ func (s *Server) Serve(ctx context.Context) error {
 	workers.start()
 	if s.udp != nil {
 		in := newUDPIngress(s, s.udp, workers)
-		serve("udp", func() error { return s.srv.ServeUDP(in) })
+		serve("udp", func() error {
+			for {
+				err := s.srv.ServeUDP(in)
+				if !in.afterRecycle() {
+					return err
+				}
+			}
+		})
 	}
 	for transport, ln := range s.listeners {
 		switch transport {

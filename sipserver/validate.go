@@ -22,6 +22,11 @@ import (
 //   - a CSeq method other than the request's (RFC 3261 8.1.1.5; RFC 4475
 //     mismatch01, mismatch02): 400;
 //   - Max-Forwards above 255 (RFC 3261 20.22): 400;
+//   - a CR or LF inside a header value or the Request-URI: 400. sipgo
+//     splits lines on CR LF only, so a bare LF (or CR) stays inside the
+//     value it is in and a proxy would write it to the next hop byte for
+//     byte, where a parser that ends lines on LF sees a header the sender
+//     made up (a forged identity, a second Content-Length);
 //   - headers (?name=value) in the Request-URI, which RFC 3261 19.1.1 does
 //     not allow there (RFC 4475 escruri): 400, rather than risk turning
 //     them into real header fields;
@@ -93,6 +98,14 @@ func (s *Server) validate(req *sip.Request) *sip.Response {
 	}
 	if mf != nil && *mf > 255 {
 		return reply(req, 400, "Invalid Max-Forwards")
+	}
+	if uriHasCRLF(&req.Recipient) {
+		return reply(req, 400, "Bare CR or LF in Request-URI")
+	}
+	for _, h := range req.Headers() {
+		if headerHasCRLF(h) {
+			return reply(req, 400, "Bare CR or LF in "+h.Name())
+		}
 	}
 	if len(req.Recipient.Headers) > 0 {
 		return reply(req, 400, "Headers Not Allowed in Request-URI")
@@ -199,3 +212,48 @@ func badRequest(req *sip.Request, n int, header string) *sip.Response {
 	}
 	return reply(req, 400, "Multiple "+header+" Values")
 }
+
+// headerHasCRLF reports whether a header's value holds a CR or LF. Typed
+// headers are checked field by field, for Value() would build a string.
+func headerHasCRLF(h sip.Header) bool {
+	switch h := h.(type) {
+	case *sip.FromHeader:
+		return hasCRLF(h.DisplayName) || uriHasCRLF(&h.Address) || paramsHaveCRLF(h.Params)
+	case *sip.ToHeader:
+		return hasCRLF(h.DisplayName) || uriHasCRLF(&h.Address) || paramsHaveCRLF(h.Params)
+	case *sip.ContactHeader:
+		return hasCRLF(h.DisplayName) || uriHasCRLF(&h.Address) || paramsHaveCRLF(h.Params)
+	case *sip.RouteHeader:
+		return uriHasCRLF(&h.Address)
+	case *sip.RecordRouteHeader:
+		return uriHasCRLF(&h.Address)
+	case *sip.ViaHeader:
+		return hasCRLF(h.ProtocolName) || hasCRLF(h.ProtocolVersion) || hasCRLF(h.Transport) || hasCRLF(h.Host) ||
+			paramsHaveCRLF(h.Params)
+	case *sip.CallIDHeader:
+		return hasCRLF(string(*h))
+	case *sip.ContentTypeHeader:
+		return hasCRLF(string(*h))
+	case *sip.CSeqHeader:
+		return hasCRLF(string(h.MethodName))
+	case *sip.MaxForwardsHeader, *sip.ExpiresHeader, *sip.ContentLengthHeader:
+		return false
+	}
+	return hasCRLF(h.Name()) || hasCRLF(h.Value()) // generic headers hold their value as read
+}
+
+func uriHasCRLF(u *sip.Uri) bool {
+	return hasCRLF(u.Scheme) || hasCRLF(u.User) || hasCRLF(u.Password) || hasCRLF(u.Host) || hasCRLF(u.Raw()) ||
+		paramsHaveCRLF(u.UriParams) || paramsHaveCRLF(u.Headers)
+}
+
+func paramsHaveCRLF(p sip.HeaderParams) bool {
+	for _, kv := range p {
+		if hasCRLF(kv.K) || hasCRLF(kv.V) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasCRLF(s string) bool { return strings.ContainsAny(s, "\r\n") }

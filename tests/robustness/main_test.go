@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,6 +92,7 @@ type gchd struct {
 	tcp    string
 	cancel context.CancelFunc
 	done   chan error
+	canary *canary
 }
 
 // startGCHD starts a server for domain test.local on a fresh SQLite
@@ -136,9 +138,114 @@ func startGCHD(t testing.TB, mutate func(*configs.Config), logins ...string) *gc
 		t.Fatal(err)
 	}
 	g := &gchd{t: t, app: a, udp: udp, tcp: a.SIPAddr("TCP"), cancel: cancel, done: make(chan error, 1)}
+	g.canary = newCanary(t)
 	go func() { g.done <- a.Run(runCtx) }()
-	t.Cleanup(g.stop)
+	t.Cleanup(func() {
+		g.stop()
+		g.canary.check(t)
+	})
 	return g
+}
+
+// canary is an address on 127.0.0.2 that nothing gchd is sent may make it
+// reach: a TCP listener and a UDP socket counting what arrives. Every run
+// against gchd watches it (startGCHD), and reflectionCases aim at it.
+type canary struct {
+	tcp   net.Listener
+	udp   net.PacketConn
+	conns atomic.Int64
+	grams atomic.Int64
+}
+
+func newCanary(t testing.TB) *canary {
+	t.Helper()
+	c := &canary{}
+	var err error
+	if c.tcp, err = net.Listen("tcp", "127.0.0.2:0"); err != nil {
+		t.Fatalf("canary on 127.0.0.2 (Linux routes 127.0.0.0/8 to lo): %v", err)
+	}
+	if c.udp, err = net.ListenPacket("udp", "127.0.0.2:0"); err != nil {
+		t.Fatalf("canary: %v", err)
+	}
+	go func() {
+		for {
+			conn, err := c.tcp.Accept()
+			if err != nil {
+				return
+			}
+			c.conns.Add(1)
+			conn.Close()
+		}
+	}()
+	go func() {
+		buf := make([]byte, 65535)
+		for {
+			if _, _, err := c.udp.ReadFrom(buf); err != nil {
+				return
+			}
+			c.grams.Add(1)
+		}
+	}()
+	return c
+}
+
+// check fails the test if anything reached the canary, and closes it.
+func (c *canary) check(t testing.TB) {
+	t.Helper()
+	time.Sleep(200 * time.Millisecond) // what is under way arrives
+	c.tcp.Close()
+	c.udp.Close()
+	if n, m := c.conns.Load(), c.grams.Load(); n+m > 0 {
+		t.Errorf("gchd reached the canary on 127.0.0.2: %d TCP connections, %d datagrams", n, m)
+	}
+}
+
+// reflectionCases send what once made gchd reach an address a message
+// merely named: TCP requests whose top Via (or its received= and rport=)
+// names the canary, from a client that hangs up at once (sipgo dialled the
+// Via to answer), and forged 2xx responses to an INVITE with gchd's branch
+// prefix on top and the canary in the second Via (relayed along the Via
+// path to any address gchd had heard from: the canary sends a keep-alive
+// first). It returns how many it sent.
+func (g *gchd) reflectionCases(t testing.TB) int {
+	t.Helper()
+	tcpPort := g.canary.tcp.Addr().(*net.TCPAddr).Port
+	udpPort := g.canary.udp.LocalAddr().(*net.UDPAddr).Port
+	sent := 0
+	for i := range 30 {
+		via := fmt.Sprintf("127.0.0.2:%d", tcpPort)
+		if i%2 == 1 {
+			via = fmt.Sprintf("127.0.0.1:5999;received=127.0.0.2;rport=%d", tcpPort)
+		}
+		method := [...]string{"OPTIONS", "MESSAGE", "INVITE"}[i%3]
+		c, err := net.Dial("tcp", g.tcp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "%s sip:alice@%s SIP/2.0\r\nVia: SIP/2.0/TCP %s;branch=z9hG4bK-refl%d\r\n"+
+			"From: <sip:scan@%s>;tag=s%d\r\nTo: <sip:alice@%s>\r\nCall-ID: refl-%d\r\nCSeq: 1 %s\r\nMax-Forwards: 70\r\n"+
+			"Content-Length: 0\r\n\r\n", method, domain, via, i, domain, i, domain, i, method)
+		c.Close()
+		sent++
+	}
+	if _, err := g.canary.udp.WriteTo([]byte("\r\n\r\n"), g.udp); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	c, err := net.DialUDP("udp", nil, g.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 20 {
+		fmt.Fprintf(c, "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-gcx%d-abcdef\r\n"+
+			"Via: SIP/2.0/UDP 127.0.0.2:%d;branch=z9hG4bKvictim%d;rport=%d;received=127.0.0.2\r\n"+
+			"From: <sip:a@%s>;tag=a\r\nTo: <sip:alice@%s>;tag=b\r\nCall-ID: stray-%d\r\nCSeq: 1 INVITE\r\n"+
+			"Content-Length: 0\r\n\r\n", g.udp, i, udpPort, i, udpPort, domain, domain, i)
+		sent++
+	}
+	time.Sleep(500 * time.Millisecond)
+	return sent
 }
 
 // testLogger logs to stderr when GCHD_TEST_LOG is set, else nowhere.

@@ -254,6 +254,7 @@ func TestPROTOS(t *testing.T) {
 	if count != total {
 		t.Fatalf("cases.tar.gz holds %d cases, want %d", count, total)
 	}
+	t.Logf("%d reflection and stray-response cases aimed at the canary on 127.0.0.2", g.reflectionCases(t))
 	g.alive(t)
 	p.mustPing(t, "the suite")
 	if len(serverErrors) > 0 {

@@ -310,6 +310,7 @@ func TestRFC4475(t *testing.T) {
 		}
 	})
 
+	t.Logf("%d reflection and stray-response cases aimed at the canary on 127.0.0.2", g.reflectionCases(t))
 	g.alive(t)
 	peer.mustPing(t, "every case")
 	slices.SortFunc(results, func(a, b result) int {
