@@ -30,6 +30,12 @@ var (
 	ErrTooLarge = errors.New("file too large")
 	// ErrNoMedia: the group has no file of the asked kind.
 	ErrNoMedia = errors.New("no such file")
+	// ErrUnavailable: the store cannot serve the request now (the database
+	// is down, refuses connections, or cannot be written: a full disk, a
+	// read-only database). Nothing was changed; the same request may
+	// succeed later, so callers answer "try again" rather than a failure.
+	// The store marks its errors with it; the domain never returns it itself.
+	ErrUnavailable = errors.New("storage unavailable")
 )
 
 // Result codes of the API specification.
@@ -42,10 +48,12 @@ const (
 	CodeNotFound            = 444
 	CodeNotJoined           = 457
 	CodeInternal            = 500
+	CodeUnavailable         = 503
 )
 
-// Code returns the API result code for err: 200 for nil, 500 for anything
-// the domain does not know (a database failure, say).
+// Code returns the API result code for err: 200 for nil, 503 while the
+// store is unavailable, 500 for anything else the domain does not know (a
+// failing query, say).
 func Code(err error) int {
 	switch {
 	case err == nil:
@@ -64,6 +72,8 @@ func Code(err error) int {
 		return CodeNotJPEG
 	case errors.Is(err, ErrTooLarge):
 		return CodeTooLarge
+	case errors.Is(err, ErrUnavailable):
+		return CodeUnavailable
 	default:
 		return CodeInternal
 	}
