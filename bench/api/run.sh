@@ -144,7 +144,7 @@ done
 # The abuse limits are off: every request comes from 127.0.0.1, far over
 # the per-source rate (http_rate), which would answer 429.
 SERVE_FLAGS=(-http-addr "127.0.0.1:$HTTP_PORT" -sip-addr "127.0.0.1:$SIP_PORT"
-	-limits-http-rate 0 -limits-connections-per-source 0 -limits-auth-failures 0 -limits-account-failures 0)
+	-limits-http-rate 0 -limits-sip-connections-per-source 0 -limits-http-connections-per-source 0 -limits-auth-failures 0 -limits-account-failures 0)
 if [[ $PROFILE == 1 ]]; then
 	SERVE_FLAGS+=(-debug-pprof-addr "127.0.0.1:$PPROF_PORT")
 fi
