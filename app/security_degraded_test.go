@@ -320,6 +320,9 @@ func TestConnectionCapsAreSeparate(t *testing.T) {
 		t.Fatalf("/healthz: %d", res.StatusCode)
 	}
 
+	// The /healthz connection's slot is given back once the server has
+	// closed it, which may be after the client read the answer.
+	waitOpen(t, s, 0)
 	var httpConns []net.Conn
 	for i := 0; i < httpCap; i++ {
 		c, err := net.Dial("tcp", s.app.HTTPAddr())
@@ -329,16 +332,22 @@ func TestConnectionCapsAreSeparate(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		httpConns = append(httpConns, c)
 	}
-	time.Sleep(200 * time.Millisecond) // accepted, each holding a slot
+	waitOpen(t, s, httpCap) // accepted, each holding a slot
 	if res, err := client.Get(s.base + "/healthz"); err == nil {
 		res.Body.Close()
 		t.Fatalf("HTTP connection %d was served over a cap of %d", httpCap+1, httpCap)
 	}
 	// With HTTP at its cap, a SIP slot given back is SIP's to use.
 	sipConns[0].Close()
-	time.Sleep(100 * time.Millisecond)
-	if err := keepAlive(s.dial("TCP")); err != nil {
-		t.Fatalf("a SIP slot freed while HTTP is at its cap: %v", err)
+	for i := 0; ; i++ { // the slot is free once the server has seen the close
+		err := keepAlive(s.dial("TCP"))
+		if err == nil {
+			break
+		}
+		if i == 20 {
+			t.Fatalf("a SIP slot freed while HTTP is at its cap: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	for _, c := range httpConns {
 		c.Close()
@@ -346,5 +355,16 @@ func TestConnectionCapsAreSeparate(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if !metricAtLeast(t, s, `gchd_limits_rejections_total{limit="connections"}`, 2) {
 		t.Fatal("refused connections not counted")
+	}
+}
+
+// waitOpen waits until 127.0.0.1 holds n HTTP connection slots.
+func waitOpen(t *testing.T, s *server, n int) {
+	t.Helper()
+	for i := 0; s.app.guards.httpConns.Open("127.0.0.1") != n; i++ {
+		if i == 500 {
+			t.Fatalf("127.0.0.1 holds %d HTTP connections, want %d", s.app.guards.httpConns.Open("127.0.0.1"), n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
