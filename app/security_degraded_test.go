@@ -1,7 +1,9 @@
 package app
 
 import (
+	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -253,6 +255,97 @@ func TestDegradedSQLiteFullDisk(t *testing.T) {
 	if res := f.bob.message(fmt.Sprintf("gc-%d", f.id), "room again"); res.StatusCode != 202 {
 		t.Fatalf("MESSAGE after the disk has room: %s", res.StartLine())
 	}
+}
+
+// A PostgreSQL database whose tablespace fills up answers 503, not 500:
+// the test mounts a small tmpfs for the server's user (root only, skipped
+// otherwise), moves the test's database there before gchd starts, and
+// fills the rest.
+func TestDegradedPostgresFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: filling a real file system needs a tmpfs mount, which needs root; run this test as root (CI does)")
+	}
+	cfg := testConfig(t, storage.Postgres)
+	u, err := url.Parse(cfg.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	base := os.Getenv("GCHD_TEST_POSTGRES")
+	if base == "" {
+		base = storagetest.DefaultPostgres
+	}
+	if h := u.Hostname(); h != "127.0.0.1" && h != "localhost" {
+		t.Skipf("SKIPPED: PostgreSQL at %s is not on this machine: its disk cannot be filled from here", h)
+	}
+	admin, err := sql.Open("postgres", base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	var dataDir string
+	if err := admin.QueryRow("SHOW data_directory").Scan(&dataDir); err != nil {
+		t.Skipf("SKIPPED: cannot read data_directory (%v)", err)
+	}
+	st, err := os.Stat(dataDir)
+	if err != nil {
+		t.Skipf("SKIPPED: the server's data directory %s is not visible here (%v)", dataDir, err)
+	}
+	uid, gid := st.Sys().(*syscall.Stat_t).Uid, st.Sys().(*syscall.Stat_t).Gid
+
+	dir, err := os.MkdirTemp("", "gchd-pg-full-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	os.Chmod(dir, 0o755)
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=16m,uid=%d,gid=%d,mode=0700", uid, gid)); err != nil {
+		t.Skipf("SKIPPED: cannot mount a tmpfs at %s (%v): the full-disk test needs CAP_SYS_ADMIN", dir, err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	space := "gchd_full_" + name
+	pgExec(t, admin, "CREATE TABLESPACE "+space+" LOCATION '"+dir+"'")
+	t.Cleanup(func() {
+		// The database goes first: a tablespace in use cannot be dropped.
+		admin.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+		admin.Exec("DROP TABLESPACE IF EXISTS " + space)
+	})
+	pgExec(t, admin, "ALTER DATABASE "+name+" SET TABLESPACE "+space)
+	f := newDegradedFixture(t, storage.Postgres, func(c *configs.Config) { c.Database = cfg.Database })
+
+	fill(t, filepath.Join(dir, "filler"))
+	t.Logf("filled %s", dir)
+	deadline := time.Now().Add(30 * time.Second)
+	sent := 0
+	for i := 0; ; i++ {
+		r := f.send(randomText(4000))
+		if r.status == 503 {
+			wantUnavailable(t, "sendMessage", r)
+			break
+		}
+		if r.status != 200 {
+			t.Fatalf("sendMessage %d on a full disk: %s, want 200 (room left) or 503", i, r)
+		}
+		sent = i + 1
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages of 4 KB written on a full 16 MB tablespace", sent)
+		}
+	}
+	// /readyz is not asserted: the probe's row is updated in place, in a
+	// page the table has, and may commit while new rows find no room.
+	code, body := readyz(t, f.s)
+	t.Logf("full tablespace: %d messages of 4 KB still committed, then 503; /readyz %d: %s", sent, code, body)
+
+	os.Remove(filepath.Join(dir, "filler"))
+	untilOK(t, "sendMessage", 10*time.Second, func() reply { return f.send("room again") })
+}
+
+// randomText is n characters that do not compress (PostgreSQL compresses
+// long values, which would fit a whole full disk's worth in a page).
+func randomText(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return base64.StdEncoding.EncodeToString(b)[:n]
 }
 
 // fill writes path until the file system has no room left.
