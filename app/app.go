@@ -36,6 +36,16 @@ import (
 // in memory (registrar.WithLookupCache).
 const accountCacheTTL = 5 * time.Second
 
+// The database's write probe (readiness) runs at most once per
+// writeProbeInterval and fails when its commit takes over writeProbeTimeout:
+// one tiny commit every 2 s costs nothing beside real traffic, and a full
+// disk or a read-only database takes the node out of the load balancer
+// within about 2 s.
+const (
+	writeProbeInterval = 2 * time.Second
+	writeProbeTimeout  = 2 * time.Second
+)
+
 // Version is the build's version, set with -ldflags "-X gchd/app.Version=...".
 var Version = "dev"
 
@@ -49,7 +59,9 @@ type App struct {
 	accounts *registrar.Accounts
 	bindings *registrar.Bindings
 	guards   guards
-	serving  atomic.Bool // every listener is serving
+	node     string        // this node's name (registrar.node or the host name)
+	writable httpapi.Check // the database's write probe, cached
+	serving  atomic.Bool   // every listener is serving
 	sip      *sipserver.Server
 	chat     *chat.Service
 	dispatch *chat.Dispatcher
@@ -138,10 +150,13 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		chat.WithQuotaObserver(a.metrics.QuotaRefused),
 	)
 	a.sip.SetChat(a.chat)
+	a.writable = httpapi.Cached(writeProbeInterval, writeProbeTimeout, func(ctx context.Context) error {
+		return a.db.ProbeWrite(ctx, a.node)
+	})
 	metrics.RegisterReady(a.registry, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		return a.serving.Load() && a.checkDatabase(ctx) == nil
+		return a.serving.Load() && a.checkDatabase(ctx) == nil && a.writable(ctx) == nil
 	})
 	trustedProxies, _ := cfg.HTTP.TrustedProxyNetworks() // validated with the configuration
 	a.api = httpapi.New(a.chat, a.accounts, a.metrics, log.With("part", "http"), httpapi.Options{
@@ -155,7 +170,8 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		Metrics: promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{Registry: a.registry, ErrorHandling: promhttp.ContinueOnError,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}),
 		Ready: map[string]httpapi.Check{
-			"database": a.checkDatabase,
+			"database":          a.checkDatabase,
+			"database_writable": a.writable,
 			"listeners": func(context.Context) error {
 				if !a.serving.Load() {
 					return errors.New("not serving")
@@ -178,6 +194,7 @@ func (a *App) buildSIP(ctx context.Context) error {
 	if node == "" {
 		node, _ = os.Hostname()
 	}
+	a.node = node
 	a.bindings = registrar.NewBindings(a.db.BindingStore(), registrar.Policy{
 		MinExpires:     cfg.Registrar.MinExpires,
 		MaxExpires:     cfg.Registrar.MaxExpires,
@@ -224,7 +241,7 @@ func (a *App) buildSIP(ctx context.Context) error {
 		TransactionLinger: cfg.SIP.TransactionLinger,
 		Secret:            secret,
 		Guards: sipserver.Guards{
-			Rate: a.guards.sipRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount, Conns: a.guards.conns,
+			Rate: a.guards.sipRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount, Conns: a.guards.sipConns,
 		},
 	}, a.accounts, a.bindings, a.metrics, a.log.With("part", "sip"))
 	return err
@@ -248,7 +265,7 @@ func (a *App) bindHTTP() error {
 		}
 	}
 	capped := func(ln net.Listener) net.Listener {
-		return a.guards.conns.Listener(ln, func() { a.metrics.LimitRejected("connections") })
+		return a.guards.httpConns.Listener(ln, func() { a.metrics.LimitRejected("connections") })
 	}
 	if addr := a.cfg.HTTP.Addr; addr != "" {
 		ln, err := net.Listen("tcp", addr)
@@ -415,12 +432,14 @@ func (a *App) close() {
 	}
 }
 
-// guards are the abuse limits, shared by the SIP and HTTP faces: a password
-// guesser gets no more tries by switching protocol.
+// guards are the abuse limits. Login failures are shared by the SIP and
+// HTTP faces: a password guesser gets no more tries by switching protocol.
+// Connections are counted per face: a source's idle SIP connections must
+// not lock it out of the API (nor its API clients out of SIP).
 type guards struct {
 	sipRate, httpRate       *limits.Rate
 	authSource, authAccount *limits.Failures
-	conns                   *limits.Conns
+	sipConns, httpConns     *limits.Conns
 }
 
 func newGuards(l configs.Limits) guards {
@@ -429,7 +448,8 @@ func newGuards(l configs.Limits) guards {
 		httpRate:    limits.NewRate(l.HTTPRate, l.HTTPBurst),
 		authSource:  limits.NewFailures(l.AuthFailures, l.AuthWindow, l.AuthBan),
 		authAccount: limits.NewFailures(l.AccountFailures, l.AuthWindow, l.AuthBan),
-		conns:       limits.NewConns(l.ConnectionsPerSource),
+		sipConns:    limits.NewConns(l.SIPConnectionsPerSource),
+		httpConns:   limits.NewConns(l.HTTPConnectionsPerSource),
 	}
 }
 
@@ -442,7 +462,8 @@ func (a *App) Reload(cfg configs.Config) {
 	a.guards.httpRate.Set(l.HTTPRate, l.HTTPBurst)
 	a.guards.authSource.Set(l.AuthFailures, l.AuthWindow, l.AuthBan)
 	a.guards.authAccount.Set(l.AccountFailures, l.AuthWindow, l.AuthBan)
-	a.guards.conns.Set(l.ConnectionsPerSource)
+	a.guards.sipConns.Set(l.SIPConnectionsPerSource)
+	a.guards.httpConns.Set(l.HTTPConnectionsPerSource)
 	restart := cfg
 	restart.Limits, restart.Log.Level = a.cfg.Limits, a.cfg.Log.Level
 	if restart != a.cfg {

@@ -98,7 +98,7 @@ func TestSIPRateLimit(t *testing.T) {
 }
 
 func TestConnectionCap(t *testing.T) {
-	s := startSIP(t, func(c *configs.Config) { c.Limits.ConnectionsPerSource = 2 })
+	s := startSIP(t, func(c *configs.Config) { c.Limits.SIPConnectionsPerSource = 2 })
 	var conns []net.Conn
 	for i := 0; i < 2; i++ {
 		c, err := net.Dial("tcp", s.app.SIPAddr("TCP"))

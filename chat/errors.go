@@ -32,6 +32,12 @@ var (
 	ErrNoMedia = errors.New("no such file")
 	// ErrBusy: every upload slot stayed taken; the caller may try again.
 	ErrBusy = errors.New("too many uploads at once")
+	// ErrUnavailable: the store cannot serve the request now (the database
+	// is down, refuses connections, or cannot be written: a full disk, a
+	// read-only database). Nothing was changed; the same request may
+	// succeed later, so callers answer "try again" rather than a failure.
+	// The store marks its errors with it; the domain never returns it itself.
+	ErrUnavailable = errors.New("storage unavailable")
 )
 
 // Quota refusals. The specification has no code for them: they answer 429,
@@ -67,8 +73,9 @@ const (
 	CodeUnavailable         = 503
 )
 
-// Code returns the API result code for err: 200 for nil, 500 for anything
-// the domain does not know (a database failure, say).
+// Code returns the API result code for err: 200 for nil, 503 while the
+// store is unavailable, 500 for anything else the domain does not know (a
+// failing query, say).
 func Code(err error) int {
 	switch {
 	case err == nil:
@@ -89,7 +96,7 @@ func Code(err error) int {
 		return CodeTooLarge
 	case errors.Is(err, ErrPendingQuota), errors.Is(err, ErrGroupQuota):
 		return CodeQuota
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrUnavailable):
 		return CodeUnavailable
 	default:
 		return CodeInternal

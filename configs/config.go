@@ -125,15 +125,19 @@ type Delivery struct {
 // counted in gchd_limits_rejections_total; 0 turns a limit off. Sources in
 // sip.trusted are not limited. SIGHUP applies new values.
 type Limits struct {
-	SIPRate              float64       `yaml:"sip_rate" help:"SIP messages per second per source address (0: off)"`
-	SIPBurst             int           `yaml:"sip_burst" help:"SIP messages a source may send at once above sip_rate"`
-	HTTPRate             float64       `yaml:"http_rate" help:"API requests per second per source address (0: off)"`
-	HTTPBurst            int           `yaml:"http_burst" help:"API requests a source may send at once above http_rate"`
-	AuthFailures         int           `yaml:"auth_failures" help:"failed logins (SIP digest or HTTP basic) from one address within auth_window that ban it (0: off)"`
-	AuthWindow           time.Duration `yaml:"auth_window" help:"window in which failed logins are counted"`
-	AuthBan              time.Duration `yaml:"auth_ban" help:"how long an address (or account) is refused after too many failed logins"`
-	AccountFailures      int           `yaml:"account_failures" help:"failed logins to one account, from anywhere, within auth_window that lock it for auth_ban (0: off)"`
-	ConnectionsPerSource int           `yaml:"connections_per_source" help:"concurrent TCP, TLS, WebSocket and HTTP connections per source address (0: off)"`
+	SIPRate         float64       `yaml:"sip_rate" help:"SIP messages per second per source address (0: off)"`
+	SIPBurst        int           `yaml:"sip_burst" help:"SIP messages a source may send at once above sip_rate"`
+	HTTPRate        float64       `yaml:"http_rate" help:"API requests per second per source address (0: off)"`
+	HTTPBurst       int           `yaml:"http_burst" help:"API requests a source may send at once above http_rate"`
+	AuthFailures    int           `yaml:"auth_failures" help:"failed logins (SIP digest or HTTP basic) from one address within auth_window that ban it (0: off)"`
+	AuthWindow      time.Duration `yaml:"auth_window" help:"window in which failed logins are counted"`
+	AuthBan         time.Duration `yaml:"auth_ban" help:"how long an address (or account) is refused after too many failed logins"`
+	AccountFailures int           `yaml:"account_failures" help:"failed logins to one account, from anywhere, within auth_window that lock it for auth_ban (0: off)"`
+	// Separate caps, so that idle SIP connections do not lock a source
+	// out of the API nor API clients out of SIP (connections_per_source,
+	// which counted both together, is refused with a pointer to these).
+	SIPConnectionsPerSource  int `yaml:"sip_connections_per_source" help:"concurrent SIP TCP, TLS and WebSocket connections per source address (0: off)"`
+	HTTPConnectionsPerSource int `yaml:"http_connections_per_source" help:"concurrent HTTP and HTTPS connections per source address (0: off)"`
 }
 
 // Log is the logging.
@@ -193,15 +197,16 @@ func Default() Config {
 			Retention:      7 * 24 * time.Hour,
 		},
 		Limits: Limits{
-			SIPRate:              200,
-			SIPBurst:             400,
-			HTTPRate:             100,
-			HTTPBurst:            200,
-			AuthFailures:         20,
-			AuthWindow:           time.Minute,
-			AuthBan:              5 * time.Minute,
-			AccountFailures:      50,
-			ConnectionsPerSource: 100,
+			SIPRate:                  200,
+			SIPBurst:                 400,
+			HTTPRate:                 100,
+			HTTPBurst:                200,
+			AuthFailures:             20,
+			AuthWindow:               time.Minute,
+			AuthBan:                  5 * time.Minute,
+			AccountFailures:          50,
+			SIPConnectionsPerSource:  100,
+			HTTPConnectionsPerSource: 100,
 		},
 		Log:      Log{Level: "info", Format: "text"},
 		Shutdown: Shutdown{Grace: 10 * time.Second},

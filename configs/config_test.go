@@ -175,3 +175,28 @@ func TestExampleFile(t *testing.T) {
 		}
 	}
 }
+
+// connections_per_source counted SIP and HTTP connections together; it was
+// split, and a configuration that still sets it is refused by name
+// wherever it is set, rather than failing as an unknown key or, in the
+// environment, being ignored.
+func TestRemovedConnectionsPerSourceIsRefused(t *testing.T) {
+	want := "limits.connections_per_source is no longer a setting: set limits.sip_connections_per_source and limits.http_connections_per_source"
+	file := writeFile(t, "limits:\n  connections_per_source: 10\n")
+	if _, err := load(t, []string{"-config", file}, nil); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("file: %v", err)
+	}
+	if _, err := load(t, nil, map[string]string{"GCHD_LIMITS_CONNECTIONS_PER_SOURCE": "10"}); err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("environment: %v", err)
+	}
+	fs := flag.NewFlagSet("test", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	Register(fs)
+	if err := fs.Parse([]string{"-limits-connections-per-source", "10"}); err == nil || !strings.Contains(err.Error(), "limits.connections_per_source is no longer a setting") {
+		t.Fatalf("flag: %v", err)
+	}
+	cfg, err := load(t, []string{"-config", writeFile(t, "limits:\n  sip_connections_per_source: 7\n  http_connections_per_source: 9\n")}, nil)
+	if err != nil || cfg.Limits.SIPConnectionsPerSource != 7 || cfg.Limits.HTTPConnectionsPerSource != 9 {
+		t.Fatalf("split keys: %+v, %v", cfg.Limits, err)
+	}
+}

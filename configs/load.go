@@ -41,8 +41,8 @@ func Settings() []Setting {
 			}
 			out = append(out, Setting{
 				Path:  path,
-				Env:   "GCHD_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(path)),
-				Flag:  strings.NewReplacer(".", "-", "_", "-").Replace(path),
+				Env:   envName(path),
+				Flag:  flagName(path),
 				Help:  f.Tag.Get("help"),
 				index: idx,
 			})
@@ -50,6 +50,32 @@ func Settings() []Setting {
 	}
 	walk(reflect.TypeOf(Config{}), "", nil)
 	return out
+}
+
+// removed lists settings that are no more, each with what replaced it. A
+// configuration that sets one is refused with that: left alone, the file
+// would fail as an unknown key and an environment variable be ignored.
+var removed = map[string]string{
+	"limits.connections_per_source": "limits.sip_connections_per_source and limits.http_connections_per_source (SIP and HTTP connections are capped separately)",
+}
+
+// removedSetting is the error for the removed setting path set at where.
+func removedSetting(where, path string) error {
+	return fmt.Errorf("%s: %s is no longer a setting: set %s instead", where, path, removed[path])
+}
+
+func envName(path string) string {
+	return "GCHD_" + strings.ToUpper(strings.NewReplacer(".", "_").Replace(path))
+}
+
+func flagName(path string) string { return strings.NewReplacer(".", "-", "_", "-").Replace(path) }
+
+// removedFlag refuses a flag of a removed setting.
+type removedFlag struct{ path string }
+
+func (f removedFlag) String() string { return "" }
+func (f removedFlag) Set(string) error {
+	return fmt.Errorf("%s is no longer a setting: set %s instead", f.path, removed[f.path])
 }
 
 // Flags holds the configuration flags of a FlagSet until Load applies them.
@@ -80,6 +106,9 @@ func Register(fs *flag.FlagSet) *Flags {
 		f.values[s.Flag] = v
 		fs.Var(v, s.Flag, fmt.Sprintf("%s (env %s, default %q)", s.Help, s.Env, fieldString(reflect.ValueOf(def).FieldByIndex(s.index))))
 	}
+	for path, instead := range removed {
+		fs.Var(removedFlag{path}, flagName(path), "removed: use "+instead)
+	}
 	return f
 }
 
@@ -95,6 +124,11 @@ func Load(f *Flags, getenv func(string) string) (Config, error) {
 	if path != "" {
 		if err := loadFile(&cfg, path); err != nil {
 			return Config{}, err
+		}
+	}
+	for path := range removed {
+		if getenv(envName(path)) != "" {
+			return Config{}, removedSetting("environment "+envName(path), path)
 		}
 	}
 	v := reflect.ValueOf(&cfg).Elem()
@@ -127,12 +161,47 @@ func loadFile(cfg *Config, path string) error {
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
+	if key := removedIn(data); key != "" {
+		return removedSetting("config file "+path, key)
+	}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config file %s: %w%s", path, err, settingsAtLines(data, err.Error()))
 	}
 	return nil
+}
+
+// removedIn returns the first removed setting the YAML document sets, ""
+// for none (or when it does not parse: the decoder reports that).
+func removedIn(data []byte) string {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return ""
+	}
+	var walk func(n *yaml.Node, prefix string) string
+	walk = func(n *yaml.Node, prefix string) string {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				if k := walk(c, prefix); k != "" {
+					return k
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				key := prefix + n.Content[i].Value
+				if _, ok := removed[key]; ok {
+					return key
+				}
+				if k := walk(n.Content[i+1], key+"."); k != "" {
+					return k
+				}
+			}
+		}
+		return ""
+	}
+	return walk(&root, "")
 }
 
 var lineRef = regexp.MustCompile(`line (\d+)`)

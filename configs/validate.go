@@ -197,7 +197,8 @@ func (c Config) Validate() error {
 		path  string
 		value int
 	}{{"limits.sip_burst", l.SIPBurst}, {"limits.http_burst", l.HTTPBurst}, {"limits.auth_failures", l.AuthFailures},
-		{"limits.account_failures", l.AccountFailures}, {"limits.connections_per_source", l.ConnectionsPerSource}} {
+		{"limits.account_failures", l.AccountFailures}, {"limits.sip_connections_per_source", l.SIPConnectionsPerSource},
+		{"limits.http_connections_per_source", l.HTTPConnectionsPerSource}} {
 		if v.value < 0 {
 			bad(v.path, v.value, "must not be negative")
 		}

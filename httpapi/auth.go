@@ -5,11 +5,13 @@ import (
 	"net/http"
 	"strconv"
 
+	"gchd/chat"
 	"gchd/registrar"
 )
 
 // authenticate checks HTTP basic auth. On failure it has answered 401 with
-// a challenge (or 500 when the account store failed) and returns that code.
+// a challenge (or 500 when the account store failed, 503 while it is
+// unavailable) and returns that code.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar.Account, int) {
 	login, password, ok := r.BasicAuth()
 	g := s.opts.Guards
@@ -36,8 +38,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar
 		}
 		if !errors.Is(err, registrar.ErrBadCredentials) {
 			s.log.Error("authenticate", "login", login, "error", err)
-			s.writeCode(w, http.StatusInternalServerError)
-			return registrar.Account{}, http.StatusInternalServerError
+			code := chat.CodeInternal
+			if errors.Is(err, registrar.ErrUnavailable) {
+				code = chat.CodeUnavailable
+			}
+			s.writeCode(w, code)
+			return registrar.Account{}, code
 		}
 		s.log.Info("http basic auth failed", "login", login, "source", source, "remote", r.RemoteAddr)
 		if g.AuthSource != nil && g.AuthSource.Fail(source) {

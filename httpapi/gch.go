@@ -47,6 +47,11 @@ func methodKey(gm string) string {
 
 var errNoMethod = fmt.Errorf("%w: unknown gm", chat.ErrInvalid)
 
+// retryAfterUnavailable is the Retry-After of a 503, in seconds: long
+// enough for a PostgreSQL restart or a failover to be half done, short
+// enough that clients do not give up on a blip.
+const retryAfterUnavailable = "5"
+
 func (s *Server) serveGCH(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rid := requestID(r)
@@ -302,7 +307,7 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 			return 499
 		}
 		code := chat.Code(err)
-		if code == chat.CodeInternal {
+		if code == chat.CodeInternal || code == chat.CodeUnavailable {
 			s.log.Error("api call failed", "request_id", rid, "gm", gm, "login", login, "error", err)
 		} else {
 			s.log.Debug("api call refused", "request_id", rid, "gm", gm, "login", login, "code", code, "reason", err)
@@ -312,7 +317,8 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 			http.NotFound(w, r)
 			return http.StatusNotFound
 		}
-		if code == chat.CodeUnavailable {
+		if errors.Is(err, chat.ErrBusy) {
+			// An upload slot frees within seconds; the database may take longer.
 			w.Header().Set("Retry-After", "1")
 		}
 		s.writeCode(w, code)
@@ -343,11 +349,15 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 }
 
 // writeCode answers a 3-digit result code in the body, and as the status
-// unless the codes_in_status switch is off.
+// unless the codes_in_status switch is off. 503 (the database is down or
+// cannot be written) says when to try again, like a 429.
 func (s *Server) writeCode(w http.ResponseWriter, code int) {
 	status := code
 	if !s.opts.CodesInStatus {
 		status = http.StatusOK
+	}
+	if code == chat.CodeUnavailable && w.Header().Get("Retry-After") == "" {
+		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")

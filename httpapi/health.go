@@ -5,8 +5,33 @@ import (
 	"encoding/json"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 )
+
+// Cached returns a check that runs check at most once per interval and
+// answers its last outcome in between, so that a check that writes (the
+// database's write probe) costs one write per interval however many load
+// balancers poll /readyz. The check runs under its own timeout, not the
+// caller's: its outcome is shared by every caller until the next run.
+func Cached(interval, timeout time.Duration, check Check) Check {
+	var (
+		mu  sync.Mutex
+		at  time.Time
+		err error
+	)
+	return func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if !at.IsZero() && time.Since(at) < interval {
+			return err
+		}
+		runCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		defer cancel()
+		err, at = check(runCtx), time.Now()
+		return err
+	}
+}
 
 // serveHealth answers that the process is alive. It touches nothing else,
 // so that a slow database does not get a healthy process restarted.

@@ -50,8 +50,11 @@ func (s *Server) serveGroupFile(kind chat.MediaKind) http.HandlerFunc {
 			http.NotFound(w, r)
 		case err != nil:
 			s.log.Error("serve group file", "request_id", rid, "group", id, "kind", kind, "error", err)
-			code = http.StatusInternalServerError
-			http.Error(w, "500", code)
+			code = chat.Code(err) // 500, or 503 with Retry-After while the database is unavailable
+			if code == chat.CodeUnavailable {
+				w.Header().Set("Retry-After", retryAfterUnavailable)
+			}
+			http.Error(w, strconv.Itoa(code), code)
 		default:
 			serveMedia(w, r, m)
 		}

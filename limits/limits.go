@@ -253,6 +253,13 @@ func (c *Conns) Acquire(key string) bool {
 	return true
 }
 
+// Open returns how many slots key holds.
+func (c *Conns) Open(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.open[key]
+}
+
 // Release gives a slot back.
 func (c *Conns) Release(key string) {
 	c.mu.Lock()

@@ -24,6 +24,10 @@ var (
 	ErrAccountExists  = errors.New("account already exists")
 	ErrBadCredentials = errors.New("wrong login or password")
 	ErrBadPassword    = errors.New("unacceptable password")
+	// ErrUnavailable: the store cannot serve the request now (the database
+	// is down or cannot be written); the request may succeed later. The
+	// store marks its errors with it.
+	ErrUnavailable = errors.New("storage unavailable")
 )
 
 // Digest algorithms for which an HA1 is kept (RFC 8760).

@@ -329,7 +329,7 @@ func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.
 	var f *authFailure
 	if !errors.As(err, &f) {
 		s.log.Error("digest authentication", "call_id", callID(req), "error", err)
-		return registrar.Account{}, sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
+		return registrar.Account{}, failed(req, err)
 	}
 	if f.reason != "missing" {
 		s.metrics.SIPAuthFailure(f.reason)

@@ -131,7 +131,7 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 		return reply(req, 400, "Bad Message")
 	default:
 		s.log.Error("post to group", "group", id, "login", sender, "call_id", callID(req), "error", err)
-		return reply(req, 500, "Server Internal Error")
+		return failed(req, err)
 	}
 }
 
@@ -279,7 +279,7 @@ func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to
 			return reply(req, 486, "Busy Here: Too Many Messages Waiting")
 		}
 		s.log.Error("store message", "to", to, "call_id", callID(req), "error", err)
-		return reply(req, 500, "Server Internal Error")
+		return failed(req, err)
 	}
 	res := reply(req, 202, "Accepted")
 	res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))

@@ -71,7 +71,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 			return reply(req, 404, "Not Found")
 		}
 		s.log.Error("look up account", "user", user, "error", err)
-		return reply(req, 500, "Server Internal Error")
+		return failed(req, err)
 	}
 	targets := s.targetsOf(user)
 	var onFail func(best *sip.Response) *sip.Response

@@ -62,7 +62,7 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 		return reply(req, 403, "Too Many Registered Contacts"), "forbidden"
 	case err != nil:
 		s.log.Error("register", "aor", aor, "call_id", callID(req), "error", err)
-		return reply(req, 500, "Server Internal Error"), "error"
+		return failed(req, err), "error"
 	}
 	res := reply(req, 200, "OK")
 	now := time.Now()

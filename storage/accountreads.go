@@ -84,7 +84,7 @@ func (s accountStore) readAccounts(ctx context.Context, batch []*accountRead) er
 	var err error
 	s.db.lanes.do(func() { err = s.scanAccounts(ctx, accountQueries[size], args, batch) })
 	if err != nil {
-		return fmt.Errorf("select %d accounts: %w", len(batch), err)
+		return classify(fmt.Errorf("select %d accounts: %w", len(batch), err))
 	}
 	for _, o := range batch {
 		if o.err == errAccountNotRead {

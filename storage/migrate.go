@@ -79,7 +79,7 @@ func (db *DB) AppliedVersion(ctx context.Context) (current, known int, err error
 		return 0, 0, err
 	}
 	if err := db.r.GetContext(ctx, &current, "SELECT COALESCE(MAX(version), 0) FROM schema_migrations"); err != nil {
-		return 0, 0, fmt.Errorf("read schema version: %w", err)
+		return 0, 0, classify(fmt.Errorf("read schema version: %w", err))
 	}
 	return current, len(ms), nil
 }

@@ -8,7 +8,8 @@ import (
 	"github.com/jmoiron/sqlx"
 )
 
-// queries runs SQL over a pool or inside a transaction. Fixed statements
+// queries runs SQL over a pool or inside a transaction; its errors are
+// classified (classify), so that a database that is down reads as such. Fixed statements
 // are prepared once per pool and reused: SQLite otherwise compiles every
 // statement on every call, and PostgreSQL parses and plans it again.
 type queries struct {
@@ -87,7 +88,7 @@ func (q queries) prepared(ctx context.Context, query string) (*sqlx.Stmt, error)
 	if !ok {
 		st, err := q.pool.PreparexContext(ctx, q.db.sql(query))
 		if err != nil {
-			return nil, fmt.Errorf("prepare: %w", err)
+			return nil, classify(fmt.Errorf("prepare: %w", err))
 		}
 		var loaded bool
 		if v, loaded = q.db.stmts.LoadOrStore(key, st); loaded {
@@ -108,9 +109,9 @@ func (q queries) get(ctx context.Context, dest any, query string, args ...any) e
 		return err
 	}
 	if st == nil {
-		return sqlx.GetContext(ctx, q.ext(), dest, q.db.sql(query), args...)
+		return classify(sqlx.GetContext(ctx, q.ext(), dest, q.db.sql(query), args...))
 	}
-	return st.GetContext(ctx, dest, args...)
+	return classify(st.GetContext(ctx, dest, args...))
 }
 
 // scan reads one row into dest in column order. It skips sqlx's
@@ -122,9 +123,9 @@ func (q queries) scan(ctx context.Context, query string, args []any, dest ...any
 		return err
 	}
 	if st == nil {
-		return q.ext().QueryRowxContext(ctx, q.db.sql(query), args...).Scan(dest...)
+		return classify(q.ext().QueryRowxContext(ctx, q.db.sql(query), args...).Scan(dest...))
 	}
-	return st.QueryRowContext(ctx, args...).Scan(dest...)
+	return classify(st.QueryRowContext(ctx, args...).Scan(dest...))
 }
 
 func (q queries) selectAll(ctx context.Context, dest any, query string, args ...any) error {
@@ -136,7 +137,7 @@ func (q queries) selectAll(ctx context.Context, dest any, query string, args ...
 	if st == nil {
 		return q.selectOnce(ctx, dest, query, args...)
 	}
-	return st.SelectContext(ctx, dest, args...)
+	return classify(st.SelectContext(ctx, dest, args...))
 }
 
 func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -148,7 +149,8 @@ func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Resul
 	if st == nil {
 		return q.execOnce(ctx, query, args...)
 	}
-	return st.ExecContext(ctx, args...)
+	res, err := st.ExecContext(ctx, args...)
+	return res, classify(err)
 }
 
 // ext runs statements whose text varies (IN lists, multi-row VALUES):
@@ -162,10 +164,11 @@ func (q queries) ext() sqlx.ExtContext {
 
 func (q queries) selectOnce(ctx context.Context, dest any, query string, args ...any) error {
 	ctx = q.ctx(ctx)
-	return sqlx.SelectContext(ctx, q.ext(), dest, q.db.sql(query), args...)
+	return classify(sqlx.SelectContext(ctx, q.ext(), dest, q.db.sql(query), args...))
 }
 
 func (q queries) execOnce(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	ctx = q.ctx(ctx)
-	return q.ext().ExecContext(ctx, q.db.sql(query), args...)
+	res, err := q.ext().ExecContext(ctx, q.db.sql(query), args...)
+	return res, classify(err)
 }

@@ -8,18 +8,27 @@ package storage
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	_ "github.com/lib/pq"  // registers the "postgres" driver
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"github.com/lib/pq"  // registers the "postgres" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"gchd/chat"
+	"gchd/registrar"
 )
 
 // Engine names a database engine.
@@ -212,7 +221,7 @@ func (db *DB) openPostgres(dsn string, opts Options) error {
 // Options.Observe: metrics can show each from the start, at zero.
 func Operations() []string {
 	return []string{"account_create", "account_delete", "account_import", "account_update", "bindings_expire",
-		"bindings_save", "chat_purge", "chat_update", "delivery_expire", "delivery_settle", "migrate", "secret"}
+		"bindings_save", "chat_purge", "chat_update", "delivery_expire", "delivery_settle", "migrate", "secret", "write_probe"}
 }
 
 // Engine returns the database engine.
@@ -230,7 +239,21 @@ func (db *DB) Close() error {
 
 // Ping checks that the database answers.
 func (db *DB) Ping(ctx context.Context) error {
-	return db.r.PingContext(ctx)
+	return classify(db.r.PingContext(ctx))
+}
+
+// ProbeWrite commits an upsert of one row, this node's in settings
+// ("write-probe:NODE"), for readiness: a database that answers reads may
+// still refuse every write (a full disk, a PostgreSQL server or database
+// set read-only), and a node in that state must leave the load balancer.
+// The row is the node's own, so nodes sharing a database do not contend
+// for it.
+func (db *DB) ProbeWrite(ctx context.Context, node string) error {
+	return db.inTx(ctx, "write_probe", func(tx *sqlx.Tx) error {
+		_, err := tx.ExecContext(ctx, db.sql("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value"),
+			"write-probe:"+node, strconv.FormatInt(time.Now().UnixMicro(), 10))
+		return err
+	})
 }
 
 // Stats returns the connection pool statistics of the writer pool (SQLite)
@@ -267,7 +290,7 @@ func (db *DB) inTx(ctx context.Context, op string, fn func(*sqlx.Tx) error) (err
 	defer func() { db.timed(op, start, err) }()
 	tx, err := db.w.BeginTxx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("begin: %w", err)
+		return classify(fmt.Errorf("begin: %w", err))
 	}
 	committed := false
 	defer func() {
@@ -276,13 +299,72 @@ func (db *DB) inTx(ctx context.Context, op string, fn func(*sqlx.Tx) error) (err
 		}
 	}()
 	if err := fn(tx); err != nil {
-		return err
+		return classify(err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return classify(fmt.Errorf("commit: %w", err))
 	}
 	committed = true
 	return nil
+}
+
+// unavailable marks an error that says the database cannot serve now, as
+// opposed to one that says a statement is wrong: chat and registrar (and so
+// the API and SIP) tell it by their ErrUnavailable and answer 503 with
+// Retry-After instead of 500.
+type unavailable struct{ err error }
+
+func (e unavailable) Error() string { return "database unavailable: " + e.err.Error() }
+func (e unavailable) Unwrap() error { return e.err }
+func (e unavailable) Is(target error) bool {
+	return target == chat.ErrUnavailable || target == registrar.ErrUnavailable
+}
+
+// classify marks err as unavailable when the driver reports that the
+// database is down, unreachable, out of space or read-only; other errors
+// are returned as they are.
+func classify(err error) error {
+	if err == nil || errors.Is(err, sql.ErrNoRows) || errors.Is(err, chat.ErrUnavailable) || !unavailableCause(err) {
+		return err
+	}
+	return unavailable{err}
+}
+
+func unavailableCause(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		switch se.Code() & 0xff { // the primary result code of an extended one
+		case sqlite3.SQLITE_FULL, // the disk (or a quota) is full
+			sqlite3.SQLITE_IOERR,    // the file cannot be written or read
+			sqlite3.SQLITE_READONLY, // the file or its directory is read-only
+			sqlite3.SQLITE_CANTOPEN, // the file, its WAL or -shm cannot be opened
+			sqlite3.SQLITE_BUSY:     // another process held the lock past busy_timeout
+			return true
+		}
+		return false
+	}
+	var pe *pq.Error
+	if errors.As(err, &pe) {
+		code := string(pe.Code)
+		switch {
+		case pe.Severity == pq.Efatal || pe.Severity == pq.Epanic:
+			// The session could not start or was ended: the database
+			// refuses connections, was stopped, or does not exist.
+			return true
+		case strings.HasPrefix(code, "08"), // connection exception
+			strings.HasPrefix(code, "53"),  // insufficient resources: disk full, out of memory, too many connections
+			strings.HasPrefix(code, "57P"), // the server is shutting down, restarting or starting
+			strings.HasPrefix(code, "58"),  // system error: I/O
+			code == "25006":                // read_only_sql_transaction: the database or server is read-only
+			return true
+		}
+		return false
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 // micros converts a time to the stored form: microseconds since the epoch,

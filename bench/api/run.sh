@@ -146,7 +146,7 @@ done
 # account quotas: u1 creates every group and invites members who never
 # register a phone.
 SERVE_FLAGS=(-http-addr "127.0.0.1:$HTTP_PORT" -sip-addr "127.0.0.1:$SIP_PORT"
-	-limits-http-rate 0 -limits-connections-per-source 0 -limits-auth-failures 0 -limits-account-failures 0
+	-limits-http-rate 0 -limits-sip-connections-per-source 0 -limits-http-connections-per-source 0 -limits-auth-failures 0 -limits-account-failures 0
 	-chat-max-groups-per-hour 0 -chat-max-pending-per-sender 0)
 if [[ $PROFILE == 1 ]]; then
 	SERVE_FLAGS+=(-debug-pprof-addr "127.0.0.1:$PPROF_PORT")

@@ -137,7 +137,7 @@ start_gchd() {
 	# the per-source defaults, and Kamailio runs without pike.
 	GCHD_ARGS=(serve -database "$dsn" -domain "$DOMAIN" -sip-addr "127.0.0.1:$SIP_PORT"
 		-http-addr "127.0.0.1:$HTTP_PORT" -debug-pprof-addr "127.0.0.1:$PPROF_PORT" -log-level warn
-		-limits-sip-rate 0 -limits-http-rate 0 -limits-connections-per-source 0 -limits-auth-failures 0
+		-limits-sip-rate 0 -limits-http-rate 0 -limits-sip-connections-per-source 0 -limits-http-connections-per-source 0 -limits-auth-failures 0
 		-limits-account-failures 0 "${flags[@]}" "$@")
 	log "gchd ${GCHD_ARGS[*]}"
 	"$GCHD_BIN" "${GCHD_ARGS[@]}" >"$RUN_DIR/gchd.log" 2>&1 &
