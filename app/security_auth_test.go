@@ -327,6 +327,11 @@ func TestSecurityUnknownLoginTiming(t *testing.T) {
 			if diff > 60*time.Microsecond && diff > k/5 {
 				t.Fatalf("unknown login %v, wrong password %v: timing tells them apart", u, k)
 			}
+			// A login remembered as unknown can log in once created.
+			s.addAccount("nobody0", "pw-nobody0", "")
+			if code := s.callFrom(client, "nobody0", "pw-nobody0"); code != 200 {
+				t.Fatalf("a new account, looked up before it existed: %d", code)
+			}
 		})
 	}
 }
