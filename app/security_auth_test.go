@@ -147,7 +147,7 @@ func TestSecurityRateCountsPipelinedMessages(t *testing.T) {
 	for _, transport := range []string{"TCP", "TLS"} {
 		t.Run(transport, func(t *testing.T) {
 			s := startSIP(t, func(c *configs.Config) { c.Limits.SIPRate, c.Limits.SIPBurst = 200, 400 })
-			pipeline := func(sent int) int {
+			pipeline := func(sent int, split bool) int {
 				var c net.Conn
 				var err error
 				if transport == "TLS" {
@@ -165,7 +165,18 @@ func TestSecurityRateCountsPipelinedMessages(t *testing.T) {
 						"From: <sip:x@%s>;tag=p\r\nTo: <sip:%s>\r\nCall-ID: pipe%d-%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
 						testDomain, transport, c.LocalAddr(), i, testDomain, testDomain, sent, i)
 				}
-				go c.Write(b.Bytes())
+				go func() {
+					if split {
+						// A header in pieces stops the framing: the rest of
+						// the connection is counted by the blank lines
+						// ending its headers.
+						c.Write(b.Bytes()[:20])
+						time.Sleep(50 * time.Millisecond)
+						c.Write(b.Bytes()[20:])
+						return
+					}
+					c.Write(b.Bytes())
+				}()
 				want := []byte("SIP/2.0 200 ")
 				var got []byte
 				buf := make([]byte, 1<<16)
@@ -179,14 +190,18 @@ func TestSecurityRateCountsPipelinedMessages(t *testing.T) {
 				}
 				return bytes.Count(got, want)
 			}
-			if n := pipeline(300); n != 300 {
-				t.Fatalf("%d of 300 pipelined OPTIONS answered within a burst of 400", n)
-			}
-			const sent = 3000
-			answered := pipeline(sent)
-			t.Logf("%d of %d pipelined OPTIONS answered", answered, sent)
-			if answered > 600 {
-				t.Fatalf("%d of %d pipelined OPTIONS answered with a rate of 200/s and a burst of 400", answered, sent)
+			for _, split := range []bool{false, true} {
+				if n := pipeline(300, split); n != 300 {
+					t.Fatalf("%d of 300 pipelined OPTIONS answered within a burst of 400 (first header split: %v)", n, split)
+				}
+				const sent = 3000
+				answered := pipeline(sent, split)
+				t.Logf("%d of %d pipelined OPTIONS answered (first header split: %v)", answered, sent, split)
+				if answered > 600 {
+					t.Fatalf("%d of %d pipelined OPTIONS answered with a rate of 200/s and a burst of 400 (first header split: %v)",
+						answered, sent, split)
+				}
+				time.Sleep(2 * time.Second) // the bucket fills again
 			}
 			if !metricAtLeast(t, s, `gchd_limits_rejections_total{limit="sip_rate"}`, 1) {
 				t.Fatal("rejection not counted")
