@@ -35,15 +35,23 @@ ensure_postgres() {
 }
 
 # SIPp (Debian package sip-tester) takes part in the end-to-end tests as a
-# third-party user agent; the tests that need it skip without it.
+# third-party user agent, and SIPVicious (Debian package sipvicious: svwar,
+# svcrack) attacks the real server as scanners on the internet do; the
+# tests that need them skip, loudly, without them.
 ensure_tools() {
-	command -v sipp >/dev/null 2>&1 && return 0
+	missing=""
+	command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
+	{ command -v svwar >/dev/null 2>&1 && command -v svcrack >/dev/null 2>&1; } || missing="$missing sipvicious"
+	[ -z "$missing" ] && return 0
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		echo "test.sh: installing sip-tester (SIPp)" >&2
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sip-tester >/dev/null) ||
-			echo "test.sh: could not install sip-tester; SIPp tests will be skipped" >&2
+		echo "test.sh: installing$missing" >&2
+		apt-get update -qq || true
+		for pkg in $missing; do
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null ||
+				echo "test.sh: WARNING: could not install $pkg; its tests will be skipped" >&2
+		done
 	else
-		echo "test.sh: sipp not found; SIPp tests will be skipped" >&2
+		echo "test.sh: WARNING: not root or no apt-get; not installed:$missing; their tests will be skipped" >&2
 	fi
 }
 

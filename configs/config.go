@@ -132,7 +132,7 @@ type Limits struct {
 	AuthFailures    int           `yaml:"auth_failures" help:"failed logins (SIP digest or HTTP basic) from one address within auth_window that ban it (0: off)"`
 	AuthWindow      time.Duration `yaml:"auth_window" help:"window in which failed logins are counted"`
 	AuthBan         time.Duration `yaml:"auth_ban" help:"how long an address (or account) is refused after too many failed logins"`
-	AccountFailures int           `yaml:"account_failures" help:"failed logins to one account, from anywhere, within auth_window that lock it for auth_ban (0: off)"`
+	AccountFailures int           `yaml:"account_failures" help:"failed logins to one account, from anywhere, within auth_window that lock it for auth_ban for the addresses that failed recently (0: off)"`
 	// Separate caps, so that idle SIP connections do not lock a source
 	// out of the API nor API clients out of SIP (connections_per_source,
 	// which counted both together, is refused with a pointer to these).

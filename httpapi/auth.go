@@ -6,34 +6,32 @@ import (
 	"strconv"
 
 	"gchd/chat"
+	"gchd/limits"
 	"gchd/registrar"
 )
 
 // authenticate checks HTTP basic auth. On failure it has answered 401 with
-// a challenge (or 500 when the account store failed, 503 while it is
-// unavailable) and returns that code.
+// a challenge, 429 when the source is banned or the login locked for it
+// (limits.Logins: decided before any password is checked, so the same
+// whatever the password), 500 when the account store failed or 503 while
+// it is unavailable, and returns that code.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar.Account, int) {
 	login, password, ok := r.BasicAuth()
-	g := s.opts.Guards
+	logins := limits.Logins{Source: s.opts.Guards.AuthSource, Account: s.opts.Guards.AuthAccount}
 	source := s.clientIP(r)
-	banned := ""
-	switch {
-	case g.AuthSource != nil && g.AuthSource.Banned(source):
-		banned = "auth_source"
-	case ok && g.AuthAccount != nil && g.AuthAccount.Banned(login):
-		banned = "auth_account"
+	named := ""
+	if ok {
+		named = login
 	}
-	if banned != "" {
-		s.metrics.LimitRejected(banned)
+	if refused := logins.Admit(source, named); refused != "" {
+		s.metrics.LimitRejected(refused)
 		tooMany(w)
 		return registrar.Account{}, http.StatusTooManyRequests
 	}
 	if ok {
 		acc, err := s.auth.Authenticate(r.Context(), login, password)
 		if err == nil {
-			if g.AuthSource != nil {
-				g.AuthSource.Succeed(source)
-			}
+			logins.Succeeded(source, acc.Login)
 			return acc, 0
 		}
 		if !errors.Is(err, registrar.ErrBadCredentials) {
@@ -46,11 +44,12 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar
 			return registrar.Account{}, code
 		}
 		s.log.Info("http basic auth failed", "login", login, "source", source, "remote", r.RemoteAddr)
-		if g.AuthSource != nil && g.AuthSource.Fail(source) {
+		banned, locked := logins.Failed(source, login)
+		if banned {
 			s.log.Warn("source banned after failed logins", "source", source)
 		}
-		if g.AuthAccount != nil && g.AuthAccount.Fail(login) {
-			s.log.Warn("account locked after failed logins", "login", login)
+		if locked {
+			s.log.Warn("login locked for failing sources after failed logins", "login", login)
 		}
 	}
 	w.Header().Set("WWW-Authenticate", "Basic realm="+strconv.Quote(s.opts.Realm)+`, charset="UTF-8"`)

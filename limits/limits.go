@@ -115,6 +115,8 @@ func (l *Rate) sweep(now time.Time) {
 
 // Failures throttles after repeated failures, as fail2ban does: a key
 // with Max failures within Window is refused for Ban. Max <= 0 turns it off.
+// A failure may be attributed to an account (a source's failed login names
+// one), so that a success later clears only the failures it disproves.
 type Failures struct {
 	seed   maphash.Seed
 	now    func() time.Time
@@ -138,7 +140,20 @@ type failEntry struct {
 	count       int
 	windowStart time.Time
 	bannedUntil time.Time
+	// accounts are the failures by the account they were against: their
+	// count in the current window and when the last one was.
+	accounts map[string]*attributed
 }
+
+type attributed struct {
+	count int
+	last  time.Time
+}
+
+// maxAttributed bounds the accounts remembered per key. A key reaches it
+// only by failing against that many accounts while staying under max per
+// window; the oldest are forgotten.
+const maxAttributed = 256
 
 // NewFailures returns a Failures: max failures within window ban for ban.
 func NewFailures(max int, window, ban time.Duration) *Failures {
@@ -171,27 +186,61 @@ func (f *Failures) Banned(key string) bool {
 	return e != nil && f.now().Before(e.bannedUntil)
 }
 
-// Fail records a failure for key and reports whether it is now banned.
-func (f *Failures) Fail(key string) bool {
+// Suspect reports whether key is banned or has failed within the last Ban
+// (against any account) without a success clearing that failure.
+func (f *Failures) Suspect(key string) bool {
 	s := f.set.Load().(failureSetting)
-	if s.max <= 0 {
+	now := f.now()
+	sh := f.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.keys[key]
+	if e == nil {
 		return false
 	}
+	if now.Before(e.bannedUntil) {
+		return true
+	}
+	for _, a := range e.accounts {
+		if now.Sub(a.last) < max(s.ban, s.window) {
+			return true
+		}
+	}
+	return false
+}
+
+// Fail records a failure for key and reports whether it is now banned.
+func (f *Failures) Fail(key string) bool { return f.FailAs(key, "") }
+
+// FailAs records a failure of key against account and reports whether key
+// is now banned. With max <= 0 nothing is banned, but failures are still
+// recorded for Suspect.
+func (f *Failures) FailAs(key, account string) bool {
+	s := f.set.Load().(failureSetting)
 	now := f.now()
 	sh := f.shard(key)
 	sh.mu.Lock()
 	e := sh.keys[key]
 	if e == nil {
-		e = &failEntry{windowStart: now}
+		e = &failEntry{windowStart: now, accounts: map[string]*attributed{}}
 		sh.keys[key] = e
 	}
 	if now.Sub(e.windowStart) > s.window {
-		e.count, e.windowStart = 0, now
+		e.newWindow(now)
 	}
 	e.count++
+	a := e.accounts[account]
+	if a == nil {
+		e.forgetOld(now, max(s.ban, s.window))
+		a = &attributed{}
+		e.accounts[account] = a
+	}
+	a.count++
+	a.last = now
 	banned := false
-	if e.count >= s.max {
-		e.bannedUntil, e.count, e.windowStart = now.Add(s.ban), 0, now
+	if s.max > 0 && e.count >= s.max {
+		e.bannedUntil = now.Add(s.ban)
+		e.newWindow(now)
 		banned = true
 	}
 	sh.mu.Unlock()
@@ -201,22 +250,65 @@ func (f *Failures) Fail(key string) bool {
 	return banned
 }
 
-// Succeed forgets the failures of key (not an active ban).
-func (f *Failures) Succeed(key string) {
+// newWindow starts counting afresh; when each account last failed is kept.
+func (e *failEntry) newWindow(now time.Time) {
+	e.count, e.windowStart = 0, now
+	for _, a := range e.accounts {
+		a.count = 0
+	}
+}
+
+// forgetOld drops the accounts whose last failure is older than keep, and
+// the oldest when the entry holds maxAttributed.
+func (e *failEntry) forgetOld(now time.Time, keep time.Duration) {
+	for k, a := range e.accounts {
+		if now.Sub(a.last) >= keep {
+			delete(e.accounts, k)
+		}
+	}
+	for len(e.accounts) >= maxAttributed {
+		oldest := ""
+		var t time.Time
+		for k, a := range e.accounts {
+			if oldest == "" || a.last.Before(t) {
+				oldest, t = k, a.last
+			}
+		}
+		delete(e.accounts, oldest)
+	}
+}
+
+// SucceedAs records that key proved to own account: the failures of key
+// against that account are forgotten (they were the owner's typing), and
+// no others. An active ban stays.
+func (f *Failures) SucceedAs(key, account string) {
 	sh := f.shard(key)
 	sh.mu.Lock()
-	if e := sh.keys[key]; e != nil && !f.now().Before(e.bannedUntil) {
+	defer sh.mu.Unlock()
+	e := sh.keys[key]
+	if e == nil {
+		return
+	}
+	if a := e.accounts[account]; a != nil {
+		e.count = max(0, e.count-a.count)
+		delete(e.accounts, account)
+	}
+	if len(e.accounts) == 0 && !f.now().Before(e.bannedUntil) {
 		delete(sh.keys, key)
 	}
-	sh.mu.Unlock()
 }
 
 func (f *Failures) sweep(now time.Time, s failureSetting) {
+	keep := max(s.ban, s.window)
 	for i := range f.shards {
 		sh := &f.shards[i]
 		sh.mu.Lock()
 		for k, e := range sh.keys {
-			if now.After(e.bannedUntil) && now.Sub(e.windowStart) > s.window {
+			if !now.After(e.bannedUntil) {
+				continue
+			}
+			e.forgetOld(now, keep)
+			if len(e.accounts) == 0 && now.Sub(e.windowStart) > s.window {
 				delete(sh.keys, k)
 			}
 		}

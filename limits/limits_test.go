@@ -67,7 +67,7 @@ func TestFailures(t *testing.T) {
 	if !f.Fail("ip") || !f.Banned("ip") {
 		t.Fatal("not banned after three failures")
 	}
-	f.Succeed("ip") // a success does not lift a ban
+	f.SucceedAs("ip", "") // a success does not lift a ban
 	if !f.Banned("ip") {
 		t.Fatal("ban lifted by a success")
 	}
@@ -106,5 +106,66 @@ func TestConns(t *testing.T) {
 	c.Release("a")
 	if len(c.open) != 1 {
 		t.Fatalf("open = %v", c.open)
+	}
+}
+
+func TestFailuresSuccessClearsOnlyItsAccount(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	f := NewFailures(5, time.Minute, 5*time.Minute)
+	f.now = c.now
+	// The owner mistypes twice, then gets in: those failures go.
+	f.FailAs("ip", "alice")
+	f.FailAs("ip", "alice")
+	f.SucceedAs("ip", "alice")
+	if f.Suspect("ip") {
+		t.Fatal("suspect after the owner's success")
+	}
+	// A guesser with a good account of its own: its successes clear
+	// nothing of its guesses at others.
+	for i := 0; i < 4; i++ {
+		if f.FailAs("ip", "victim") {
+			t.Fatalf("banned at guess %d", i+1)
+		}
+		f.SucceedAs("ip", "mine")
+	}
+	if !f.Suspect("ip") {
+		t.Fatal("not suspect after guesses")
+	}
+	if !f.FailAs("ip", "other") || !f.Banned("ip") {
+		t.Fatal("interleaved successes kept the guesser under the limit")
+	}
+	c.t = c.t.Add(6 * time.Minute)
+	if f.Banned("ip") || f.Suspect("ip") {
+		t.Fatal("still banned or suspect after the ban")
+	}
+}
+
+func TestLoginsLockOnlySuspectSources(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	l := Logins{Source: NewFailures(100, time.Minute, 5*time.Minute), Account: NewFailures(3, time.Minute, 5*time.Minute)}
+	l.Source.now, l.Account.now = c.now, c.now
+	for i := 0; i < 3; i++ {
+		if got := l.Admit("bad", "alice"); got != "" {
+			t.Fatalf("attempt %d refused by %s", i+1, got)
+		}
+		l.Failed("bad", "alice")
+	}
+	if got := l.Admit("bad", "alice"); got != "auth_account" {
+		t.Fatalf("locked account from the failing source: %q", got)
+	}
+	if got := l.Admit("clean", "alice"); got != "" {
+		t.Fatalf("locked account from a clean source: refused by %s", got)
+	}
+	l.Failed("clean", "alice")
+	if got := l.Admit("clean", "alice"); got != "auth_account" {
+		t.Fatalf("a source that failed once on a locked account: %q", got)
+	}
+	// With the source limit off, failures still mark sources.
+	l.Source.Set(0, time.Minute, 5*time.Minute)
+	if got := l.Admit("bad", "alice"); got != "auth_account" {
+		t.Fatalf("source limit off: %q", got)
+	}
+	if got := l.Admit("new", "alice"); got != "" {
+		t.Fatalf("source limit off, clean source: %q", got)
 	}
 }

@@ -99,8 +99,11 @@ type AccountsOption func(*Accounts)
 
 // WithLookupCache keeps accounts read for authentication in memory for
 // ttl. Every REGISTER, proxied request and API call looks its account up;
-// the cache spares the database those reads. Changes made through this
-// Accounts take effect at once; changes made by another process (the
+// the cache spares the database those reads. Logins found not to exist
+// are kept too (at most maxNegative of them), so that an unknown login
+// costs what a known one does: one database read per ttl, then none; a
+// guesser cannot tell by timing which logins exist. Changes made through
+// this Accounts take effect at once; changes made by another process (the
 // accounts CLI, another node) within ttl.
 func WithLookupCache(ttl time.Duration) AccountsOption {
 	return func(a *Accounts) {
@@ -158,6 +161,7 @@ func (a *Accounts) Add(ctx context.Context, login, password, displayName string)
 	if err != nil {
 		return err
 	}
+	defer a.cache.forget(login) // it may be cached as unknown
 	return a.store.CreateAccount(ctx, acc)
 }
 
@@ -193,9 +197,15 @@ func (a *Accounts) Lookup(ctx context.Context, login string) (Account, error) {
 	if acc, ok := a.cache.get(login, now); ok {
 		return acc, nil
 	}
+	if a.cache.unknown(login, now) {
+		return Account{}, ErrNoAccount
+	}
 	acc, err := a.store.Account(ctx, login)
+	if errors.Is(err, ErrNoAccount) {
+		a.cache.putUnknown(login, now)
+	}
 	if err != nil {
-		return Account{}, err // unknown logins are not cached: nothing to fill it with
+		return Account{}, err
 	}
 	a.cache.put(acc, now)
 	return acc, nil
@@ -230,15 +240,20 @@ func (a *Accounts) Authenticate(ctx context.Context, login, password string) (Ac
 	return acc, nil
 }
 
-// accountCache holds looked-up accounts for a short time. A nil cache
-// holds nothing.
+// accountCache holds looked-up accounts, and logins that do not exist,
+// for a short time. A nil cache holds nothing.
 type accountCache struct {
 	ttl time.Duration
 
 	mu        sync.Mutex
 	entries   map[string]cachedAccount
+	negative  map[string]time.Time // unknown login: until when it is known unknown
 	nextSweep time.Time
 }
+
+// maxNegative bounds the unknown logins remembered: a scanner trying new
+// names replaces old ones rather than growing the map.
+const maxNegative = 16384
 
 type cachedAccount struct {
 	acc   Account
@@ -264,17 +279,58 @@ func (c *accountCache) put(acc Account, now time.Time) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	// Expired entries go once per ttl, so the map holds about the
-	// accounts used in the last two ttl periods.
-	if now.After(c.nextSweep) {
-		for k, e := range c.entries {
-			if !now.Before(e.until) {
-				delete(c.entries, k)
-			}
-		}
-		c.nextSweep = now.Add(c.ttl)
-	}
+	c.sweep(now)
+	delete(c.negative, acc.Login)
 	c.entries[acc.Login] = cachedAccount{acc: acc, until: now.Add(c.ttl)}
+}
+
+// unknown reports whether login is cached as not existing.
+func (c *accountCache) unknown(login string, now time.Time) bool {
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	until, ok := c.negative[login]
+	return ok && now.Before(until)
+}
+
+func (c *accountCache) putUnknown(login string, now time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sweep(now)
+	if c.negative == nil {
+		c.negative = map[string]time.Time{}
+	}
+	if len(c.negative) >= maxNegative {
+		for k := range c.negative { // any one: map order is random
+			delete(c.negative, k)
+			break
+		}
+	}
+	c.negative[login] = now.Add(c.ttl)
+}
+
+// sweep drops expired entries once per ttl, so the maps hold about the
+// logins used in the last two ttl periods. The caller holds mu.
+func (c *accountCache) sweep(now time.Time) {
+	if !now.After(c.nextSweep) {
+		return
+	}
+	for k, e := range c.entries {
+		if !now.Before(e.until) {
+			delete(c.entries, k)
+		}
+	}
+	for k, until := range c.negative {
+		if !now.Before(until) {
+			delete(c.negative, k)
+		}
+	}
+	c.nextSweep = now.Add(c.ttl)
 }
 
 func (c *accountCache) forget(login string) {
@@ -283,6 +339,7 @@ func (c *accountCache) forget(login string) {
 	}
 	c.mu.Lock()
 	delete(c.entries, login)
+	delete(c.negative, login)
 	c.mu.Unlock()
 }
 
@@ -292,5 +349,6 @@ func (c *accountCache) clear() {
 	}
 	c.mu.Lock()
 	clear(c.entries)
+	clear(c.negative)
 	c.mu.Unlock()
 }

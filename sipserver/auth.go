@@ -21,6 +21,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"gchd/limits"
 	"gchd/registrar"
 )
 
@@ -146,14 +147,29 @@ func (f *authFailure) Error() string { return "digest authentication failed: " +
 // verify checks the Authorization (or Proxy-Authorization) header of req
 // and returns the authenticated account.
 func (a *digestAuth) verify(ctx context.Context, req *sip.Request, name string, accounts Accounts) (registrar.Account, error) {
+	cred, err := a.credentials(req, name)
+	if err != nil {
+		return registrar.Account{}, err
+	}
+	return a.check(ctx, req, &cred, accounts)
+}
+
+// credentials parses the Authorization (or Proxy-Authorization) header of
+// req: the login it names is known before anything is checked.
+func (a *digestAuth) credentials(req *sip.Request, name string) (credentials, error) {
 	h := header(req, name)
 	if h == nil {
-		return registrar.Account{}, &authFailure{reason: "missing"}
+		return credentials{}, &authFailure{reason: "missing"}
 	}
 	cred, err := parseCredentials(h.Value())
 	if err != nil || cred.Username == "" || cred.Response == "" {
-		return registrar.Account{}, &authFailure{reason: "malformed"}
+		return credentials{}, &authFailure{reason: "malformed"}
 	}
+	return cred, nil
+}
+
+// check verifies parsed credentials of req and returns the account.
+func (a *digestAuth) check(ctx context.Context, req *sip.Request, cred *credentials, accounts Accounts) (registrar.Account, error) {
 	if cred.Realm != a.realm {
 		return registrar.Account{}, &authFailure{reason: "realm"}
 	}
@@ -177,7 +193,7 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, name string, 
 	case errors.Is(err, registrar.ErrNoAccount) || (err == nil && acc.Realm != a.realm):
 		// Compute anyway: an unknown user takes as long as a wrong password.
 		ha1 = strings.Repeat("0", 64)
-		expected(alg, ha1, string(req.Method), &cred)
+		expected(alg, ha1, string(req.Method), cred)
 		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
 	case err != nil:
 		return registrar.Account{}, fmt.Errorf("look up %s: %w", cred.Username, err)
@@ -185,14 +201,14 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, name string, 
 	// The response is computed over the uri as the client sent it (SIPp,
 	// for one, puts the server's address there rather than the
 	// Request-URI), as Kamailio does.
-	want := expected(alg, ha1, string(req.Method), &cred)
+	want := expected(alg, ha1, string(req.Method), cred)
 	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) != 1 {
 		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
 	}
 	if a.now().Sub(time.UnixMicro(int64(stamp))) > a.lifetime {
 		return registrar.Account{}, &authFailure{reason: "stale", stale: true}
 	}
-	if !a.count(stamp, slot, &cred) {
+	if !a.count(stamp, slot, cred) {
 		return registrar.Account{}, &authFailure{reason: "replay", stale: true}
 	}
 	return acc, nil
@@ -303,27 +319,31 @@ func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
 
 // authenticate returns the account that signed req, or the response to
 // send instead: a challenge when credentials are missing, wrong or stale,
-// 403 when the source or the account is banned after too many failures.
+// 403 when the source is banned or the login locked for it (limits.Logins):
+// that answer is given before any password is checked, so it is the same
+// whatever the password.
 func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.Account, *sip.Response) {
 	field := "Proxy-Authorization"
 	if req.Method == sip.REGISTER {
 		field = "Authorization"
 	}
 	source := sourceIP(req)
-	g := s.opts.Guards
-	if g.AuthSource != nil && g.AuthSource.Banned(source) {
-		s.metrics.LimitRejected("auth_source")
+	logins := limits.Logins{Source: s.opts.Guards.AuthSource, Account: s.opts.Guards.AuthAccount}
+	if refused := logins.Admit(source, ""); refused != "" {
+		s.metrics.LimitRejected(refused)
 		return registrar.Account{}, reply(req, 403, "Forbidden: Too Many Failed Logins")
 	}
-	acc, err := s.auth.verify(ctx, req, field, s.accounts)
+	cred, err := s.auth.credentials(req, field)
+	var acc registrar.Account
 	if err == nil {
-		if g.AuthAccount != nil && g.AuthAccount.Banned(acc.Login) {
-			s.metrics.LimitRejected("auth_account")
+		if refused := logins.Admit(source, cred.Username); refused != "" {
+			s.metrics.LimitRejected(refused)
 			return registrar.Account{}, reply(req, 403, "Forbidden: Too Many Failed Logins")
 		}
-		if g.AuthSource != nil {
-			g.AuthSource.Succeed(source)
-		}
+		acc, err = s.auth.check(ctx, req, &cred, s.accounts)
+	}
+	if err == nil {
+		logins.Succeeded(source, acc.Login)
 		return acc, nil
 	}
 	var f *authFailure
@@ -338,11 +358,12 @@ func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.
 	}
 	if f.reason == "credentials" {
 		// Wrong passwords (not stale nonces) count towards a ban.
-		if g.AuthSource != nil && g.AuthSource.Fail(source) {
+		banned, locked := logins.Failed(source, f.user)
+		if banned {
 			s.log.Warn("source banned after failed logins", "source", source)
 		}
-		if g.AuthAccount != nil && f.user != "" && g.AuthAccount.Fail(f.user) {
-			s.log.Warn("account locked after failed logins", "login", f.user)
+		if locked {
+			s.log.Warn("login locked for failing sources after failed logins", "login", f.user)
 		}
 	}
 	return registrar.Account{}, s.challenge(req, f.stale)

@@ -3,10 +3,13 @@ package sipserver
 import (
 	"bytes"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"gchd/limits"
 )
 
 // streamWriteTimeout bounds a write on a connection, for sipgo's writes
@@ -47,7 +50,31 @@ func (l *streamIngress) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &framedConn{Conn: c, in: l, src: c.RemoteAddr().String()}, nil
+	fc := &framedConn{Conn: c, in: l, src: c.RemoteAddr().String()}
+	if r := l.s.opts.Guards.Rate; r != nil {
+		if key, limited := l.s.rateKey(c.RemoteAddr()); limited {
+			fc.rate, fc.rateKey = r, key
+		}
+	}
+	return fc, nil
+}
+
+// rateKey is the key of a source for the SIP rate, and false when the
+// source is not limited (trusted, or no IP address to key on).
+func (s *Server) rateKey(a net.Addr) (string, bool) {
+	var ip netip.Addr
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip = a.AddrPort().Addr()
+	case *net.TCPAddr:
+		ip = a.AddrPort().Addr()
+	default:
+		return "", false
+	}
+	if s.trustedIP(ip) {
+		return "", false
+	}
+	return ip.Unmap().String(), true
 }
 
 // framedConn is a connection as sipgo reads it, REGISTERs taken out.
@@ -63,6 +90,51 @@ type framedConn struct {
 	skip    int      // bytes of the current message still to pass
 	opaque  bool     // framing gave up: everything passes
 	pending error    // a read error to return once out is empty
+
+	// The SIP rate counts each message framed here, not each read: one
+	// read can carry thousands of pipelined requests. Nil rate: not limited.
+	rate    *limits.Rate
+	rateKey string
+	atLF    bool // opaque counting: the last line ended, a blank line would end a header
+}
+
+// admit counts n messages against the source's rate: over it, the
+// connection is closed, as a stream cannot go on with a message missing.
+func (c *framedConn) admit(n int) error {
+	if c.rate == nil {
+		return nil
+	}
+	for ; n > 0; n-- {
+		if !c.rate.Allow(c.rateKey) {
+			c.in.s.metrics.LimitRejected("sip_rate")
+			return errRateLimited
+		}
+	}
+	return nil
+}
+
+// admitOpaque counts the messages of bytes that cannot be framed by the
+// blank lines ending their headers (one per message; a body holding blank
+// lines counts more, which only a client that cannot frame its messages
+// pays).
+func (c *framedConn) admitOpaque(p []byte) error {
+	if c.rate == nil {
+		return nil
+	}
+	n := 0
+	for _, b := range p {
+		switch {
+		case b == '\n' && c.atLF:
+			n++
+			c.atLF = false
+		case b == '\n':
+			c.atLF = true
+		case b == '\r' && c.atLF:
+		default:
+			c.atLF = false
+		}
+	}
+	return c.admit(n)
 }
 
 // Read returns the next bytes for sipgo. After taking requests in, with
@@ -84,6 +156,9 @@ func (c *framedConn) Read(b []byte) (int, error) {
 		}
 		n, err := c.Conn.Read(b)
 		if c.opaque && len(c.pend) == 0 {
+			if rerr := c.admitOpaque(b[:n]); rerr != nil {
+				return 0, rerr
+			}
 			return n, err
 		}
 		took, ferr := c.frame(b[:n])
@@ -110,6 +185,9 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 	}
 	for len(data) > 0 {
 		if c.opaque {
+			if err := c.admitOpaque(data); err != nil {
+				return took, err
+			}
 			c.pass(data)
 			data = nil
 			break
@@ -124,6 +202,11 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 		// At a message boundary: keep-alive CRLFs (RFC 5626 3.5.1) go on
 		// their own, as sipgo recognises them by a read of only CRLFs.
 		if n := crlfRun(data); n > 0 {
+			if n >= 4 { // a ping, which sipgo answers
+				if err := c.admit(1); err != nil {
+					return took, err
+				}
+			}
 			c.out = append(c.out, bytes.Clone(data[:n]))
 			data = data[n:]
 			continue
@@ -140,6 +223,9 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 				c.opaque = true
 				continue
 			}
+			if err := c.admit(1); err != nil {
+				return took, err
+			}
 			n := min(size, len(data))
 			c.pass(data[:n])
 			c.skip = size - n
@@ -153,11 +239,17 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 		case size == 0 || len(data) < size && size <= maxFramedMessage:
 			// Wait for the rest: sipgo's parser would wait for it too.
 		case size > maxFramedMessage:
+			if err := c.admit(1); err != nil {
+				return took, err
+			}
 			c.pass(data[:min(size, len(data))])
 			c.skip = size - min(size, len(data))
 			data = data[min(size, len(data)):]
 			continue
 		default:
+			if err := c.admit(1); err != nil {
+				return took, err
+			}
 			taken, err := c.in.take(data[:size], c)
 			if err != nil {
 				return took, err
@@ -276,13 +368,8 @@ func headerEnd(data []byte) (end, sep int) {
 
 // take queues a REGISTER for the workers and reports whether it did; a
 // REGISTER it cannot parse, or with the workers busy, is left to sipgo.
-// The rate guard, which sipgo applies to what it reads, applies here to
-// each REGISTER; over its rate the connection is closed.
+// The frame it came in was counted against the rate already.
 func (l *streamIngress) take(msg []byte, c *framedConn) (bool, error) {
-	props := sip.TransportReadProps{Transport: l.transport, LocalAddr: c.LocalAddr(), RemoteAddr: c.RemoteAddr()}
-	if _, err := l.s.rateFilter(props, msg); err != nil {
-		return false, err
-	}
 	m, err := l.parser.ParseSIP(msg) // copies: msg is the caller's buffer
 	if err != nil {
 		return false, nil

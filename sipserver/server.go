@@ -537,21 +537,21 @@ var errRateLimited = errors.New("source over its SIP rate limit")
 // rateFilter drops what a source sends over its rate, before parsing: like
 // Kamailio's pike, a flood costs little. A datagram is dropped; a
 // connection is closed (its stream cannot go on with a piece missing).
+// sipgo calls it per read: a datagram or a WebSocket message is one SIP
+// message, but a TCP or TLS read may hold many, so the connections the
+// stream ingress accepted are counted there, per message framed.
 func (s *Server) rateFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
 	r := s.opts.Guards.Rate
 	if r == nil || p.RemoteAddr == nil {
 		return data, nil
 	}
-	var ip netip.Addr
-	switch a := p.RemoteAddr.(type) {
-	case *net.UDPAddr:
-		ip = a.AddrPort().Addr()
-	case *net.TCPAddr:
-		ip = a.AddrPort().Addr()
-	default:
-		return data, nil
+	if t := strings.ToUpper(p.Transport); t == "TCP" || t == "TLS" {
+		if la, ok := p.LocalAddr.(*net.TCPAddr); ok && la.Port == s.ports[t] {
+			return data, nil
+		}
 	}
-	if s.trustedIP(ip) || r.Allow(ip.Unmap().String()) {
+	key, limited := s.rateKey(p.RemoteAddr)
+	if !limited || r.Allow(key) {
 		return data, nil
 	}
 	s.metrics.LimitRejected("sip_rate")
