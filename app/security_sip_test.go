@@ -1,6 +1,8 @@
 package app
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/gobwas/ws"
+	"github.com/gobwas/ws/wsutil"
 
 	"gchd/configs"
 )
@@ -382,5 +386,47 @@ func TestUDPSourcesForgotten(t *testing.T) {
 	}
 	if fds1 > fds0+5 {
 		t.Errorf("descriptors went from %d to %d: sockets were opened to answer", fds0, fds1)
+	}
+}
+
+// The same over WebSocket and secure WebSocket: a client that upgrades,
+// sends one request naming another host in its Via and hangs up gets no
+// connection opened on its behalf.
+func TestAnswerNeverDialsTheViaOverWebSocket(t *testing.T) {
+	const tries = 20
+	for _, transport := range []string{"WS", "WSS"} {
+		t.Run(transport, func(t *testing.T) {
+			s := startSIP(t)
+			can := newCanary(t, tries)
+			before := openFDs(t)
+			scheme := "ws"
+			dialer := ws.Dialer{Protocols: []string{"sip"}}
+			if transport == "WSS" {
+				scheme = "wss"
+				dialer.TLSConfig = &tls.Config{InsecureSkipVerify: true}
+			}
+			for i := range tries {
+				c, _, _, err := dialer.Dial(context.Background(), scheme+"://"+s.app.SIPAddr(transport))
+				if err != nil {
+					t.Fatal(err)
+				}
+				msg := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\nVia: SIP/2.0/%s 127.0.0.2:%d;branch=z9hG4bK-wscan%d\r\n"+
+					"From: <sip:scan@%s>;tag=s%d\r\nTo: <sip:%s>\r\nCall-ID: wscan-%d\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"+
+					"Content-Length: 0\r\n\r\n", testDomain, transport, can.tcpPort(i), i, testDomain, i, testDomain, i)
+				if err := wsutil.WriteClientText(c, []byte(msg)); err != nil {
+					t.Fatal(err)
+				}
+				c.Close()
+			}
+			time.Sleep(time.Second)
+			after := openFDs(t)
+			t.Logf("connections to the canary: %d of %d; descriptors %d before, %d after", can.conns.Load(), tries, before, after)
+			if n := can.conns.Load(); n != 0 {
+				t.Errorf("gchd connected %d times to the address %d requests named in their Via", n, tries)
+			}
+			if after > before+5 {
+				t.Errorf("descriptors went from %d to %d after %d hung-up requests", before, after, tries)
+			}
+		})
 	}
 }

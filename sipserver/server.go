@@ -248,7 +248,11 @@ func (s *Server) addListener(transport string, ln net.Listener) {
 	if s.opts.Guards.Conns != nil {
 		ln = s.opts.Guards.Conns.Listener(ln, func() { s.metrics.LimitRejected("connections") })
 	}
-	var wrapped net.Listener = &flowListener{Listener: ln, onClose: func(raddr string) { s.reg.FlowClosed(transport, raddr) }}
+	flow := transport
+	if transport == "WSS" {
+		flow = "WS" // see Serve: sipgo's WS transport carries these connections
+	}
+	var wrapped net.Listener = &flowListener{Listener: ln, onClose: func(raddr string) { s.reg.FlowClosed(flow, raddr) }}
 	if transport == "TLS" || transport == "WSS" {
 		s.listeners[transport] = tls.NewListener(wrapped, s.opts.TLS)
 		return
@@ -428,7 +432,14 @@ func (s *Server) Serve(ctx context.Context) error {
 		case "WS":
 			serve("ws", func() error { return s.srv.ServeWS(ln) })
 		case "WSS":
-			serve("wss", func() error { return s.srv.ServeWSS(ln) })
+			// The listener terminates TLS itself and sipgo's WS transport
+			// carries the WebSocket inside it. sipgo's WSS transport would
+			// dial a request's Via host with a dialer of its own whenever
+			// the client hung up before its answer, and no option reaches
+			// that dialer; its WS transport dials only through noWSDialer,
+			// which refuses. Flows on this port are thus WS to the
+			// registrar and the proxy: the same connection either way.
+			serve("wss", func() error { return s.srv.ServeWS(ln) })
 		}
 	}
 	var err error
