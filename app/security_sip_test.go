@@ -83,6 +83,21 @@ func newCanary(t *testing.T, ports int) *canary {
 	return c
 }
 
+// expectNoDials waits for late dials, then fails the test if gchd
+// connected to the canary or holds more descriptors than before the tries.
+func (c *canary) expectNoDials(t *testing.T, tries, before int) {
+	t.Helper()
+	time.Sleep(time.Second)
+	after := openFDs(t)
+	t.Logf("connections to the canary: %d of %d; descriptors %d before, %d after", c.conns.Load(), tries, before, after)
+	if n := c.conns.Load(); n != 0 {
+		t.Errorf("gchd connected %d times to the address %d requests named in their Via", n, tries)
+	}
+	if after > before+5 {
+		t.Errorf("descriptors went from %d to %d after %d hung-up requests", before, after, tries)
+	}
+}
+
 func (c *canary) tcpPort(i int) int { return c.tcp[i%len(c.tcp)].Addr().(*net.TCPAddr).Port }
 func (c *canary) udpPort() int      { return c.udp.LocalAddr().(*net.UDPAddr).Port }
 
@@ -121,15 +136,7 @@ func TestAnswerNeverDialsTheVia(t *testing.T) {
 			"Content-Length: 0\r\n\r\n", testDomain, via, i, testDomain, i, testDomain, i)
 		c.Close()
 	}
-	time.Sleep(time.Second)
-	after := openFDs(t)
-	t.Logf("connections to the canary: %d of %d; descriptors %d before, %d after", can.conns.Load(), tries, before, after)
-	if n := can.conns.Load(); n != 0 {
-		t.Errorf("gchd connected %d times to the address %d requests named in their Via", n, tries)
-	}
-	if after > before+5 {
-		t.Errorf("descriptors went from %d to %d after %d hung-up requests", before, after, tries)
-	}
+	can.expectNoDials(t, tries, before)
 }
 
 // A forged response (a 200 to an INVITE with a top Via carrying gchd's
@@ -418,15 +425,7 @@ func TestAnswerNeverDialsTheViaOverWebSocket(t *testing.T) {
 				}
 				c.Close()
 			}
-			time.Sleep(time.Second)
-			after := openFDs(t)
-			t.Logf("connections to the canary: %d of %d; descriptors %d before, %d after", can.conns.Load(), tries, before, after)
-			if n := can.conns.Load(); n != 0 {
-				t.Errorf("gchd connected %d times to the address %d requests named in their Via", n, tries)
-			}
-			if after > before+5 {
-				t.Errorf("descriptors went from %d to %d after %d hung-up requests", before, after, tries)
-			}
+			can.expectNoDials(t, tries, before)
 		})
 	}
 }
