@@ -130,6 +130,8 @@ func TestLenientPM(t *testing.T) {
 		{`{"id": "84278"}`, true, params{ID: u32(84278)}},
 		{`{"id": " 84278 "}`, true, params{ID: u32(84278)}},
 		{`{"id": "+84278"}`, true, params{ID: u32(84278)}},
+		{`{"id": " +84278 "}`, true, params{ID: u32(84278)}},
+		{`{"id": "\u000b\f\t\r\n84278"}`, true, params{ID: u32(84278)}},
 		{`{"id": "084278"}`, true, params{ID: u32(84278)}},
 		{`{"id": "\u0038"}`, true, params{ID: u32(8)}},
 		{`{"id": "4294967295"}`, true, params{ID: u32(4294967295)}},
@@ -159,6 +161,8 @@ func TestLenientPM(t *testing.T) {
 		{`{"id": -1}`, false, params{}},
 		{`{"id": +1}`, false, params{}},
 		{`{"id": 01}`, false, params{}},
+		{`{"id": 010}`, false, params{}},
+		{`{"id": 0x10}`, false, params{}},
 		{`{"id": 4294967296}`, false, params{}},
 		{`{"id": true}`, false, params{}},
 		{`{"id": [1]}`, false, params{}},
@@ -166,6 +170,7 @@ func TestLenientPM(t *testing.T) {
 		// Strings stay strings: a login or a text given as a number is refused.
 		{`{"id": 1, "mb": 5}`, false, params{}},
 		{`{"id": 1, "dn": 48500100200}`, false, params{}},
+		{`{"id": 1, "t": 1}`, false, params{}},
 		// What Json.NET also reads but no client of the specification writes.
 		{`{'id': 1}`, false, params{}},
 		{`{id: 1}`, false, params{}},
@@ -197,6 +202,16 @@ func TestLenientPM(t *testing.T) {
 				deref(p.ID), deref(p.MID), p.DN, p.After, p.Limit,
 				deref(tt.want.ID), deref(tt.want.MID), tt.want.DN, tt.want.After, tt.want.Limit)
 		}
+	}
+}
+
+func TestInviteeLoginIsAString(t *testing.T) {
+	p, err := parse(call{pm: `{"id": 1, "gm": [{"l": 1000005},]}`}, "gm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := invitees(p.GM); !errors.Is(err, chat.ErrInvalid) {
+		t.Errorf("a login as a number: %v, want 400", err)
 	}
 }
 
