@@ -27,30 +27,25 @@ import (
 // `{"id":,}` stay as they are, and the decoder refuses them.
 func lenientJSON(s string) string {
 	var (
-		out   = make([]byte, 0, len(s)+8)
+		edits []int  // where a comma goes (>= 0) or is dropped (^index)
 		stack []byte // the open '{' and '[' around the current position
 		// last is the kind of the last token outside whitespace: 0 at the
 		// start, '{' '[' ',' ':' as themselves, 'k' the end of an object
 		// key, 'v' the end of a value.
 		last byte
-		// comma is where in out the last comma went, and whether it came
-		// after a value (only such a comma may be dropped).
+		// comma is the index of the last comma, and commaAfter whether it
+		// came after a value (only such a comma may be dropped).
 		comma      int
 		commaAfter bool
 	)
-	emit := func(b ...byte) { out = append(out, b...) }
 	inObject := func() bool { return len(stack) > 0 && stack[len(stack)-1] == '{' }
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch c {
+		switch c := s[i]; c {
 		case ' ', '\t', '\n', '\r':
-			emit(c)
 		case '"':
 			end := stringEnd(s, i)
 			if end < 0 {
-				// Unterminated: the decoder says so.
-				out = append(out, s[i:]...)
-				i = len(s)
+				i = len(s) // unterminated: the decoder says so
 				continue
 			}
 			kind := byte('v')
@@ -58,54 +53,69 @@ func lenientJSON(s string) string {
 			case inObject() && (last == '{' || last == ','):
 				kind = 'k'
 			case inObject() && last == 'v' && colonAt(s, end):
-				emit(',')
+				edits = append(edits, i)
 				kind = 'k'
 			}
-			out = append(out, s[i:end]...)
 			i = end - 1
 			last = kind
 		case ',':
-			comma, commaAfter = len(out), last == 'v'
-			emit(c)
+			comma, commaAfter = i, last == 'v'
 			last = ','
 		case '}', ']':
 			if last == ',' && commaAfter {
-				out = append(out[:comma], out[comma+1:]...)
+				edits = append(edits, ^comma)
 			}
 			if len(stack) > 0 {
 				stack = stack[:len(stack)-1]
 			}
-			emit(c)
 			last = 'v'
 		case '{', '[':
 			stack = append(stack, c)
-			emit(c)
 			last = c
 		case ':':
-			emit(c)
 			last = ':'
 		default:
 			// Numbers, true, false, null, and anything invalid, which the
 			// decoder refuses.
-			emit(c)
 			last = 'v'
 		}
 	}
-	return string(out)
+	if len(edits) == 0 {
+		return s
+	}
+	out := make([]byte, 0, len(s)+len(edits))
+	from := 0
+	for _, e := range edits {
+		if e >= 0 {
+			out = append(append(out, s[from:e]...), ',')
+			from = e
+		} else {
+			out = append(out, s[from:^e]...)
+			from = ^e + 1
+		}
+	}
+	return string(append(out, s[from:]...))
 }
 
 // stringEnd returns the index just after the JSON string that starts with the
-// quote at s[i], or -1 if it does not end.
+// quote at s[i], or -1 if it does not end. A quote ends it unless an odd run
+// of backslashes escapes it.
 func stringEnd(s string, i int) int {
-	for j := i + 1; j < len(s); j++ {
-		switch s[j] {
-		case '\\':
-			j++ // whatever is escaped, \" and \\ included
-		case '"':
-			return j + 1
+	for j := i + 1; ; {
+		k := strings.IndexByte(s[j:], '"')
+		if k < 0 {
+			return -1
 		}
+		q := j + k
+		n := 0
+		for n < q-j && s[q-1-n] == '\\' {
+			n++
+		}
+		if n%2 == 0 {
+			return q + 1
+		}
+		j = q + 1
 	}
-	return -1
 }
 
 // colonAt reports whether a colon follows s[i:] after whitespace: the string
