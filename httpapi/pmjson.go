@@ -7,11 +7,11 @@ import (
 	"strings"
 )
 
-// The reference server read pm with a lenient .NET JSON reader, and the
-// specification's examples rely on it: a trailing comma in downloadAvatar's
-// example, a comma missing after "id" in most of the others, and clients of
-// the reference send numbers as strings. Everything here reads pm the way
-// such a reader does where a client could mean only one thing, and leaves
+// The reference server read pm with a lenient .NET JSON reader (Json.NET
+// reads a trailing comma, and numbers and booleans given as strings), and
+// clients copied the specification, whose downloadAvatar example has a
+// trailing comma and most others lack the comma after "id". This file takes
+// those forms, each only where a client can mean one thing, and leaves
 // everything else to encoding/json, which refuses it (400). docs/api.md,
 // "How pm is read", lists the rules.
 
