@@ -53,7 +53,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 			{"malformed JSON", "sendMessage", `{"id": 1, "mb": "x"`, 400},
 			{"not an object", "sendMessage", `[1, 2]`, 400},
 			{"trailing data", "sendMessage", fmt.Sprintf(`{"id": %d, "mb": "x"} {}`, id), 400},
-			{"id as string", "sendMessage", `{"id": "1", "mb": "x"}`, 400},
+			{"id as a string that is no number", "sendMessage", `{"id": "1x", "mb": "x"}`, 400},
 			{"mb as number", "sendMessage", fmt.Sprintf(`{"id": %d, "mb": 5}`, id), 400},
 			{"id missing", "sendMessage", `{"mb": "x"}`, 400},
 			{"mb missing", "sendMessage", fmt.Sprintf(`{"id": %d}`, id), 400},

@@ -365,8 +365,9 @@ func (s *Server) writeCode(w http.ResponseWriter, code int) {
 	fmt.Fprintf(w, "%d", code)
 }
 
-// decodePM decodes the pm JSON object into v. A missing pm, malformed JSON,
-// a value of the wrong type or out of range, or trailing data all give 400.
+// decodePM decodes the pm JSON object into v, read as leniently as the
+// reference's reader (lenientJSON). A missing pm, malformed JSON, a value of
+// the wrong type or out of range, or trailing data all give 400.
 func decodePM(pm string, v any) error {
 	if strings.TrimSpace(pm) == "" {
 		return fmt.Errorf("%w: pm is missing", chat.ErrInvalid)
@@ -380,6 +381,7 @@ func decodePM(pm string, v any) error {
 	if loneSurrogate(pm) {
 		return fmt.Errorf("%w: pm escapes half of a UTF-16 surrogate pair", chat.ErrInvalid)
 	}
+	pm = lenientJSON(pm)
 	dec := json.NewDecoder(strings.NewReader(pm))
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: pm: %v", chat.ErrInvalid, err)

@@ -42,18 +42,19 @@ func methodTable() map[string]method {
 }
 
 // params are the pm fields of every method; pointers tell a missing field
-// from a zero value.
+// from a zero value. Numbers and booleans are of the flex types (pmjson.go),
+// which also take them as strings, as the reference did.
 type params struct {
-	ID    *uint32         `json:"id"`
+	ID    *flexUint32     `json:"id"`
 	DN    string          `json:"dn"`
 	GS    *string         `json:"gs"`
 	GM    json.RawMessage `json:"gm"`
 	L     *string         `json:"l"`
 	MB    *string         `json:"mb"`
-	MID   *uint64         `json:"mid"`
+	MID   *flexUint64     `json:"mid"`
 	T     string          `json:"t"`
-	After uint64          `json:"after"`
-	Limit int             `json:"limit"`
+	After flexUint64      `json:"after"`
+	Limit flexInt         `json:"limit"`
 }
 
 func missing(name string) error { return fmt.Errorf("%w: %s is missing", chat.ErrInvalid, name) }
@@ -337,7 +338,7 @@ func getMessages(ctx context.Context, s *Server, c call) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	evs, more, err := s.chat.Messages(ctx, c.caller, chat.GroupID(*p.ID), chat.MID(p.After), p.Limit)
+	evs, more, err := s.chat.Messages(ctx, c.caller, chat.GroupID(*p.ID), chat.MID(p.After), int(p.Limit))
 	if err != nil {
 		return result{}, err
 	}
