@@ -321,6 +321,9 @@ func TestUploadFloodBoundedMemory(t *testing.T) {
 					r, err := s.streamUpload("own", pm, head, size, chunked)
 					code := r.code()
 					if err != nil {
+						// Refused before the client finished writing: the
+						// server closed on it. Nothing may be stored (checked
+						// below), and most must still read the code.
 						code = -1
 						t.Logf("%s: %v", what, err)
 					}
@@ -335,8 +338,8 @@ func TestUploadFloodBoundedMemory(t *testing.T) {
 			wg.Wait()
 			m.end(t, what, limit)
 			t.Logf("%s: answers %v", what, codes)
-			if codes[411]+codes[503] != 50 {
-				t.Errorf("%s: answers %v, want 411 (or 503) to all 50", what, codes)
+			if codes[411]+codes[503]+codes[-1] != 50 || codes[-1] > 5 {
+				t.Errorf("%s: answers %v, want 411 (or 503, or a reset mid-write: at most 5) to all 50", what, codes)
 			}
 		}
 		avatar := fmt.Sprintf(`{"id":%d}`, id)
