@@ -207,17 +207,22 @@ func (q queries) GroupsOf(ctx context.Context, login string) ([]chat.MemberGroup
 		LastAt  int64 `db:"last_at"`
 		Unread  int   `db:"unread"`
 	}
-	// One statement for every group: the end of each log is one step down
-	// events_by_group, and the unread count walks only the log above the
-	// marker, probing the member's delivery of each message by its key.
-	err := q.selectAll(ctx, &rows, `SELECT g.id, g.subject, g.owner, g.created_at, g.avatar_at, g.video_at, m.read_mid,
-			COALESCE((SELECT MAX(e.mid) FROM events e WHERE e.group_id = g.id), 0) AS last_mid,
-			COALESCE((SELECT e.created_at FROM events e WHERE e.group_id = g.id ORDER BY e.mid DESC LIMIT 1), 0) AS last_at,
+	// One statement for every group. The end of a log is the first entry
+	// of events_by_group walked back from the group: asked as MAX(mid) or
+	// ORDER BY mid DESC, PostgreSQL may walk the primary key back instead
+	// and pass every later event of the server for a group that has been
+	// quiet. The unread count walks only the log above the marker, probing
+	// the member's delivery of each message by its key.
+	err := q.selectAll(ctx, &rows, `SELECT q.*, COALESCE((SELECT x.created_at FROM events x WHERE x.mid = q.last_mid), 0) AS last_at
+		FROM (SELECT g.id, g.subject, g.owner, g.created_at, g.avatar_at, g.video_at, m.read_mid,
+			COALESCE((SELECT CASE WHEN e.group_id = g.id THEN e.mid ELSE 0 END FROM events e
+				WHERE e.group_id <= g.id ORDER BY e.group_id DESC, e.mid DESC LIMIT 1), 0) AS last_mid,
 			(SELECT COUNT(*) FROM events e JOIN deliveries d ON d.mid = e.mid AND d.login = m.login
 				WHERE e.group_id = g.id AND e.mid > m.read_mid AND e.kind = 'MSG' AND NOT e.deleted
 				AND e.sender <> m.login AND d.rd_at = 0) AS unread
-		FROM members m JOIN chat_groups g ON g.id = m.group_id
-		WHERE m.login = ? AND m.status IN ('w', 'j') ORDER BY g.id`, login)
+			FROM members m JOIN chat_groups g ON g.id = m.group_id
+			WHERE m.login = ? AND m.status IN ('w', 'j')) AS q
+		ORDER BY q.id`, login)
 	if err != nil {
 		return nil, fmt.Errorf("select groups of %s: %w", login, err)
 	}
@@ -389,10 +394,13 @@ func (t *chatTx) SettleNotice(ctx context.Context, id chat.GroupID, mid chat.MID
 func (t *chatTx) ReadUpTo(ctx context.Context, id chat.GroupID, login string, mid chat.MID, at time.Time) error {
 	// One statement per table however many messages: the log of the group
 	// above the marker (events_by_group), each delivery found by its key.
-	// Rows read already were settled by that read.
+	// Rows read already were settled by that read. The upper bound is
+	// written so that no index serves it: with the marker unknown when
+	// the statement is planned, PostgreSQL would otherwise walk the
+	// primary key between the two MIDs, through every group's events.
 	_, err := t.exec(ctx, `UPDATE deliveries SET `+settleSet+`
 		WHERE login = ? AND rd_at = 0 AND mid IN (
-			SELECT e.mid FROM events e WHERE e.group_id = ? AND e.kind = 'MSG' AND NOT e.deleted AND e.mid <= ?
+			SELECT e.mid FROM events e WHERE e.group_id = ? AND e.kind = 'MSG' AND NOT e.deleted AND e.mid + 0 <= ?
 				AND e.mid > (SELECT m.read_mid FROM members m WHERE m.group_id = ? AND m.login = ?))`,
 		micros(at), micros(at), login, int64(id), maxMID(mid), int64(id), login)
 	if err != nil {
