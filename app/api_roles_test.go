@@ -100,6 +100,7 @@ func TestEveryMethodAgainstEveryRole(t *testing.T) {
 		{"sendMessage", func(f fixture) any { return map[string]any{"id": f.id, "mb": "hi"} }, true, []int{200, 200, 200, 457, 457, 444, 401}},
 		{"confMessage", idMid, true, []int{200, 200, 200, 457, 457, 444, 401}},
 		{"readMessage", idMid, true, []int{200, 200, 200, 457, 457, 444, 401}},
+		{"readUpTo", idMid, true, []int{200, 200, 200, 457, 457, 444, 401}},
 		{"delMessage", idMid, true, []int{200, 200, 444, 444, 444, 444, 401}},
 		{"getMessageInfo", idMid, false, []int{200, 200, 200, 444, 444, 444, 401}},
 		{"getMessages", id, false, []int{200, 200, 200, 444, 444, 444, 401}},

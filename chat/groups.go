@@ -102,9 +102,10 @@ func (s *Service) CommonGroups(ctx context.Context, c Caller, other string) ([]G
 	return s.store.GroupsWith(ctx, c.Login, other)
 }
 
-// MyGroups lists the groups in which the caller takes part.
-func (s *Service) MyGroups(ctx context.Context, c Caller) ([]Group, error) {
-	return s.store.GroupsWith(ctx, c.Login)
+// MyGroups lists the groups in which the caller takes part, with where
+// each log ends and how many of its messages the caller has not read.
+func (s *Service) MyGroups(ctx context.Context, c Caller) ([]MemberGroup, error) {
+	return s.store.GroupsOf(ctx, c.Login)
 }
 
 // DeleteGroup deletes a group with its history; only its owner may. Every

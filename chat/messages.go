@@ -2,7 +2,9 @@ package chat
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -42,17 +44,69 @@ func (s *Service) SendMessage(ctx context.Context, c Caller, p Post) (MID, error
 	return mid, err
 }
 
-// ConfirmMessage records that the caller received a message (cf).
+// ConfirmMessage records that the caller received a message (cf), or
+// settles the caller's delivery of a notification.
 func (s *Service) ConfirmMessage(ctx context.Context, c Caller, id GroupID, mid MID) error {
 	return s.receipt(ctx, c, id, mid, false)
 }
 
-// ReadMessage records that the caller read a message (rd, and cf if unset).
+// ReadMessage records that the caller read a message (rd, and cf if unset),
+// or settles the caller's delivery of a notification. Reading the newest
+// message moves the caller's read marker to it.
 func (s *Service) ReadMessage(ctx context.Context, c Caller, id GroupID, mid MID) error {
 	return s.receipt(ctx, c, id, mid, true)
 }
 
 func (s *Service) receipt(ctx context.Context, c Caller, id GroupID, mid MID, read bool) error {
+	return s.update(ctx, func(ch *change) error {
+		now := s.clock()
+		var rd time.Time
+		if read {
+			rd = now
+		}
+		ev, evErr := ch.tx.Event(ctx, mid)
+		if evErr != nil && !errors.Is(evErr, ErrNoMessage) {
+			return fmt.Errorf("load event %d: %w", mid, evErr)
+		}
+		if evErr == nil && ev.Group == id && (ev.Kind.IsNotification() || ev.Deleted) {
+			// A client may confirm every ~[GC ...] it receives; a DM
+			// carries the deleted message's MID. The delivery shows the
+			// notification was the caller's, whatever her status now: NG
+			// reaches the invited, DG outlives the group.
+			settled, err := ch.tx.SettleNotice(ctx, id, mid, c.Login, now, rd)
+			if err != nil {
+				return fmt.Errorf("settle notification %d for %s: %w", mid, c.Login, err)
+			}
+			if settled {
+				return nil
+			}
+		}
+		st, err := s.lock(ctx, ch.tx, id, c.Login, false)
+		if err != nil {
+			return err
+		}
+		if err := requireJoined(st); err != nil {
+			return err
+		}
+		if evErr != nil || ev.Group != id || ev.Kind != KindMessage || ev.Deleted {
+			return ErrNoMessage
+		}
+		if err := ch.tx.SetReceipt(ctx, mid, c.Login, now, rd); err != nil {
+			return fmt.Errorf("set receipt of %d for %s: %w", mid, c.Login, err)
+		}
+		if read {
+			if err := ch.tx.ReadNewest(ctx, id, c.Login, mid); err != nil {
+				return fmt.Errorf("move read marker of %s to %d: %w", c.Login, mid, err)
+			}
+		}
+		return nil
+	})
+}
+
+// ReadUpTo marks every message of the group up to mid read for the caller,
+// as ReadMessage would one by one, and moves her read marker to mid. mid is
+// any event of the group's log (a client passes getMyGroups' lm).
+func (s *Service) ReadUpTo(ctx context.Context, c Caller, id GroupID, mid MID) error {
 	return s.update(ctx, func(ch *change) error {
 		st, err := s.lock(ctx, ch.tx, id, c.Login, false)
 		if err != nil {
@@ -61,16 +115,15 @@ func (s *Service) receipt(ctx context.Context, c Caller, id GroupID, mid MID, re
 		if err := requireJoined(st); err != nil {
 			return err
 		}
-		if _, err := messageOf(ctx, ch.tx, id, mid); err != nil {
-			return err
+		ev, err := ch.tx.Event(ctx, mid)
+		if errors.Is(err, ErrNoMessage) || (err == nil && ev.Group != id) {
+			return ErrNoMessage
 		}
-		now := s.clock()
-		var rd time.Time
-		if read {
-			rd = now
+		if err != nil {
+			return fmt.Errorf("load event %d: %w", mid, err)
 		}
-		if err := ch.tx.SetReceipt(ctx, mid, c.Login, now, rd); err != nil {
-			return fmt.Errorf("set receipt of %d for %s: %w", mid, c.Login, err)
+		if err := ch.tx.ReadUpTo(ctx, id, c.Login, mid, s.clock()); err != nil {
+			return fmt.Errorf("read %d up to %d for %s: %w", id, mid, c.Login, err)
 		}
 		return nil
 	})
@@ -139,6 +192,32 @@ func (s *Service) Messages(ctx context.Context, c Caller, id GroupID, after MID,
 	}
 	if len(evs) > limit {
 		return evs[:limit], true, nil
+	}
+	return evs, false, nil
+}
+
+// MessagesBefore returns the newest limit events of a group's log below
+// the given MID (before 0: the newest of all) in MID order, for joined
+// members, and whether older ones exist.
+func (s *Service) MessagesBefore(ctx context.Context, c Caller, id GroupID, before MID, limit int) ([]Event, bool, error) {
+	switch {
+	case limit == 0:
+		limit = DefaultHistoryLimit
+	case limit < 0 || limit > MaxHistoryLimit:
+		return nil, false, invalid("limit %d is out of 1..%d", limit, MaxHistoryLimit)
+	}
+	if err := s.requireJoinedReader(ctx, c, id); err != nil {
+		return nil, false, err
+	}
+	if before == 0 {
+		before = math.MaxUint64
+	}
+	evs, err := s.store.EventsBefore(ctx, id, before, limit+1)
+	if err != nil {
+		return nil, false, fmt.Errorf("load events of %d before %d: %w", id, before, err)
+	}
+	if len(evs) > limit {
+		return evs[1:], true, nil
 	}
 	return evs, false, nil
 }

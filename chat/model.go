@@ -129,6 +129,20 @@ func (e Event) NotificationText() string {
 	return fmt.Sprintf("%s%s' GID:%d MID:%d]", notificationPrefix, e.Kind, e.Group, mid)
 }
 
+// MemberGroup is a group as one of its participants lists it: where the
+// group's log ends and what the participant has not read yet.
+type MemberGroup struct {
+	Group
+	LastMID MID       // the newest event of the group's log, message or notification
+	LastAt  time.Time // when it happened
+	// ReadMID is the participant's read marker: the messages up to it
+	// count as read (readUpTo, or readMessage of the newest message).
+	ReadMID MID
+	// Unread counts the live messages of others that were due to the
+	// participant, above the marker and not marked read one by one.
+	Unread int
+}
+
 // Receipt is one recipient's state for one message.
 type Receipt struct {
 	Login     string

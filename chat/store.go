@@ -16,11 +16,18 @@ type Reader interface {
 	Event(ctx context.Context, mid MID) (Event, error)
 	// Events lists a group's log after the given MID in MID order.
 	Events(ctx context.Context, id GroupID, after MID, limit int) ([]Event, error)
+	// EventsBefore lists the newest limit events of a group's log below
+	// the given MID, in MID order.
+	EventsBefore(ctx context.Context, id GroupID, before MID, limit int) ([]Event, error)
 	// Receipts lists the recipients of a message with their cf and rd.
 	Receipts(ctx context.Context, mid MID) ([]Receipt, error)
 	// GroupsWith lists the groups in which every one of logins is an
 	// active (waiting or joined) member, ordered by ID.
 	GroupsWith(ctx context.Context, logins ...string) ([]Group, error)
+	// GroupsOf lists the groups in which login is an active member, with
+	// the end of each group's log and login's read marker and unread
+	// count, ordered by ID.
+	GroupsOf(ctx context.Context, login string) ([]MemberGroup, error)
 	Media(ctx context.Context, id GroupID, kind MediaKind) (Media, error)
 }
 
@@ -37,7 +44,9 @@ type Tx interface {
 	// of its log with their deliveries and receipts, but for its DG event:
 	// that stays until it has been delivered (DeliveryStore.PurgeDeleted).
 	DeleteGroup(ctx context.Context, id GroupID) error
-	// PutMember inserts or replaces a member row.
+	// PutMember inserts or replaces a member row. A new row's read marker
+	// starts at the group's newest event: nothing before it was due to the
+	// member. A replaced row keeps its marker.
 	PutMember(ctx context.Context, m Member) error
 	// AppendEvent adds e to the log, records that it is due to each of
 	// recipients, and returns its MID.
@@ -49,6 +58,19 @@ type Tx interface {
 	// field as it is; an earlier value is kept) and ends its pending
 	// delivery. A login the message was not due to gets no receipt.
 	SetReceipt(ctx context.Context, mid MID, login string, cf, rd time.Time) error
+	// SettleNotice records cf and rd as SetReceipt does for login's
+	// delivery of the notification mid of group id, or of the DM that
+	// announced the deletion of message mid (a DM notification carries
+	// the deleted message's MID), and reports whether one was due to login.
+	SettleNotice(ctx context.Context, id GroupID, mid MID, login string, cf, rd time.Time) (bool, error)
+	// ReadUpTo records rd at, and cf where unset, for every live message
+	// of group id above login's read marker and up to mid that was due to
+	// login, ending their pending deliveries, and moves the marker up to
+	// mid; it never moves back.
+	ReadUpTo(ctx context.Context, id GroupID, login string, mid MID, at time.Time) error
+	// ReadNewest moves login's read marker in group id up to mid when no
+	// live message of another member follows mid; it never moves back.
+	ReadNewest(ctx context.Context, id GroupID, login string, mid MID) error
 	PutMedia(ctx context.Context, m Media) error
 	// LockSender holds off the quota checks of other transactions for
 	// login until this one ends, so that two operations of one account at

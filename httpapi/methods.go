@@ -23,6 +23,7 @@ func methodTable() map[string]method {
 		{"sendMessage", sendMessage},
 		{"confMessage", receipt(false)},
 		{"readMessage", receipt(true)},
+		{"readUpTo", readUpTo},
 		{"delMessage", delMessage},
 		{"getMessageInfo", getMessageInfo},
 		{"getMessages", getMessages},
@@ -53,8 +54,12 @@ type params struct {
 	MB    *string         `json:"mb"`
 	MID   *flexUint64     `json:"mid"`
 	T     string          `json:"t"`
-	After flexUint64      `json:"after"`
-	Limit flexInt         `json:"limit"`
+	After *flexUint64     `json:"after"`
+	// Before and Latest page getMessages backward from a MID or from the
+	// end of the log.
+	Before *flexUint64 `json:"before"`
+	Latest flexBool    `json:"latest"`
+	Limit  flexInt     `json:"limit"`
 }
 
 func missing(name string) error { return fmt.Errorf("%w: %s is missing", chat.ErrInvalid, name) }
@@ -224,12 +229,27 @@ func getCommonGroups(ctx context.Context, s *Server, c call) (result, error) {
 	return result{json: summaries(gs)}, nil
 }
 
+// myGroupJSON is a group in getMyGroups: its summary, where its log ends
+// and what the caller has not read.
+type myGroupJSON struct {
+	groupSummary
+	LM uint64 `json:"lm"`
+	LT string `json:"lt"`
+	UN int    `json:"un"`
+	RM uint64 `json:"rm"`
+}
+
 func getMyGroups(ctx context.Context, s *Server, c call) (result, error) {
 	gs, err := s.chat.MyGroups(ctx, c.caller)
 	if err != nil {
 		return result{}, err
 	}
-	return result{json: summaries(gs)}, nil
+	out := make([]myGroupJSON, len(gs))
+	for i, g := range gs {
+		out[i] = myGroupJSON{groupSummary: summaries([]chat.Group{g.Group})[0],
+			LM: uint64(g.LastMID), LT: timestamp(g.LastAt), UN: g.Unread, RM: uint64(g.ReadMID)}
+	}
+	return result{json: out}, nil
 }
 
 func delGroup(ctx context.Context, s *Server, c call) (result, error) {
@@ -291,6 +311,14 @@ func receipt(read bool) func(context.Context, *Server, call) (result, error) {
 	}
 }
 
+func readUpTo(ctx context.Context, s *Server, c call) (result, error) {
+	p, err := parse(c, "id", "mid")
+	if err != nil {
+		return result{}, err
+	}
+	return result{}, s.chat.ReadUpTo(ctx, c.caller, chat.GroupID(*p.ID), chat.MID(*p.MID))
+}
+
 func delMessage(ctx context.Context, s *Server, c call) (result, error) {
 	p, err := parse(c, "id", "mid")
 	if err != nil {
@@ -338,7 +366,30 @@ func getMessages(ctx context.Context, s *Server, c call) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	evs, more, err := s.chat.Messages(ctx, c.caller, chat.GroupID(*p.ID), chat.MID(p.After), int(p.Limit))
+	var (
+		evs  []chat.Event
+		more bool
+	)
+	// Each names where the page is: from the start forward (after), from
+	// a MID backward (before) or from the end backward (latest).
+	switch {
+	case bool(p.Latest) && (p.Before != nil || p.After != nil):
+		return result{}, fmt.Errorf("%w: latest goes with neither before nor after", chat.ErrInvalid)
+	case p.Before != nil && p.After != nil:
+		return result{}, fmt.Errorf("%w: before and after together", chat.ErrInvalid)
+	case p.Before != nil && *p.Before == 0:
+		return result{}, fmt.Errorf("%w: before 0 names no page", chat.ErrInvalid)
+	case bool(p.Latest):
+		evs, more, err = s.chat.MessagesBefore(ctx, c.caller, chat.GroupID(*p.ID), 0, int(p.Limit))
+	case p.Before != nil:
+		evs, more, err = s.chat.MessagesBefore(ctx, c.caller, chat.GroupID(*p.ID), chat.MID(*p.Before), int(p.Limit))
+	default:
+		var after flexUint64
+		if p.After != nil {
+			after = *p.After
+		}
+		evs, more, err = s.chat.Messages(ctx, c.caller, chat.GroupID(*p.ID), chat.MID(after), int(p.Limit))
+	}
 	if err != nil {
 		return result{}, err
 	}

@@ -137,7 +137,7 @@ func TestLenientPM(t *testing.T) {
 		{`{"id": "4294967295"}`, true, params{ID: u32(4294967295)}},
 		{`{"id": 1, "mid": "124"}`, true, params{ID: u32(1), MID: u64(124)}},
 		{`{"id": 1, "mid": "18446744073709551615"}`, true, params{ID: u32(1), MID: u64(18446744073709551615)}},
-		{`{"id": 1, "after": "5", "limit": "20"}`, true, params{ID: u32(1), After: 5, Limit: 20}},
+		{`{"id": 1, "after": "5", "limit": "20"}`, true, params{ID: u32(1), After: u64(5), Limit: 20}},
 		{`{"id": 1, "limit": "-3"}`, true, params{ID: u32(1), Limit: -3}}, // a number; the method checks its range
 		{`{"id": null}`, true, params{}},
 		{`{"id": 1, "after": null, "limit": null}`, true, params{ID: u32(1)}},
@@ -197,10 +197,10 @@ func TestLenientPM(t *testing.T) {
 			continue
 		}
 		if !reflect.DeepEqual(p.ID, tt.want.ID) || !reflect.DeepEqual(p.MID, tt.want.MID) ||
-			p.DN != tt.want.DN || p.After != tt.want.After || p.Limit != tt.want.Limit {
+			p.DN != tt.want.DN || deref(p.After) != deref(tt.want.After) || p.Limit != tt.want.Limit {
 			t.Errorf("%s: id %v mid %v dn %q after %d limit %d, want %v %v %q %d %d", tt.pm,
-				deref(p.ID), deref(p.MID), p.DN, p.After, p.Limit,
-				deref(tt.want.ID), deref(tt.want.MID), tt.want.DN, tt.want.After, tt.want.Limit)
+				deref(p.ID), deref(p.MID), p.DN, deref(p.After), p.Limit,
+				deref(tt.want.ID), deref(tt.want.MID), tt.want.DN, deref(tt.want.After), tt.want.Limit)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -137,6 +138,28 @@ func (q queries) Events(ctx context.Context, id chat.GroupID, after chat.MID, li
 	return out, nil
 }
 
+// maxMID bounds a MID from a request to what the engines store (BIGINT).
+func maxMID(mid chat.MID) int64 {
+	if mid > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(mid)
+}
+
+func (q queries) EventsBefore(ctx context.Context, id chat.GroupID, before chat.MID, limit int) ([]chat.Event, error) {
+	var rows []eventRow
+	err := q.selectAll(ctx, &rows, "SELECT "+eventColumns+" FROM events WHERE group_id = ? AND mid < ? ORDER BY mid DESC LIMIT ?",
+		int64(id), maxMID(before), limit)
+	if err != nil {
+		return nil, fmt.Errorf("select events of %d before %d: %w", id, before, err)
+	}
+	out := make([]chat.Event, len(rows))
+	for i, r := range rows {
+		out[len(rows)-1-i] = r.event()
+	}
+	return out, nil
+}
+
 func (q queries) Receipts(ctx context.Context, mid chat.MID) ([]chat.Receipt, error) {
 	var rows []struct {
 		Login string `db:"login"`
@@ -172,6 +195,41 @@ func (q queries) GroupsWith(ctx context.Context, logins ...string) ([]chat.Group
 	out := make([]chat.Group, len(rows))
 	for i, r := range rows {
 		out[i] = r.group()
+	}
+	return out, nil
+}
+
+func (q queries) GroupsOf(ctx context.Context, login string) ([]chat.MemberGroup, error) {
+	var rows []struct {
+		groupRow
+		ReadMID int64 `db:"read_mid"`
+		LastMID int64 `db:"last_mid"`
+		LastAt  int64 `db:"last_at"`
+		Unread  int   `db:"unread"`
+	}
+	// One statement for every group. The end of a log is the first entry
+	// of events_by_group walked back from the group: asked as MAX(mid) or
+	// ORDER BY mid DESC, PostgreSQL may walk the primary key back instead
+	// and pass every later event of the server for a group that has been
+	// quiet. The unread count walks only the log above the marker, probing
+	// the member's delivery of each message by its key.
+	err := q.selectAll(ctx, &rows, `SELECT q.*, COALESCE((SELECT x.created_at FROM events x WHERE x.mid = q.last_mid), 0) AS last_at
+		FROM (SELECT g.id, g.subject, g.owner, g.created_at, g.avatar_at, g.video_at, m.read_mid,
+			COALESCE((SELECT CASE WHEN e.group_id = g.id THEN e.mid ELSE 0 END FROM events e
+				WHERE e.group_id <= g.id ORDER BY e.group_id DESC, e.mid DESC LIMIT 1), 0) AS last_mid,
+			(SELECT COUNT(*) FROM events e JOIN deliveries d ON d.mid = e.mid AND d.login = m.login
+				WHERE e.group_id = g.id AND e.mid > m.read_mid AND e.kind = 'MSG' AND NOT e.deleted
+				AND e.sender <> m.login AND d.rd_at = 0) AS unread
+			FROM members m JOIN chat_groups g ON g.id = m.group_id
+			WHERE m.login = ? AND m.status IN ('w', 'j')) AS q
+		ORDER BY q.id`, login)
+	if err != nil {
+		return nil, fmt.Errorf("select groups of %s: %w", login, err)
+	}
+	out := make([]chat.MemberGroup, len(rows))
+	for i, r := range rows {
+		out[i] = chat.MemberGroup{Group: r.group(), ReadMID: chat.MID(r.ReadMID), LastMID: chat.MID(r.LastMID),
+			LastAt: fromMicros(r.LastAt), Unread: r.Unread}
 	}
 	return out, nil
 }
@@ -231,11 +289,11 @@ func (t *chatTx) DeleteGroup(ctx context.Context, id chat.GroupID) error {
 }
 
 func (t *chatTx) PutMember(ctx context.Context, m chat.Member) error {
-	_, err := t.exec(ctx, `INSERT INTO members (group_id, login, display_name, status, admin, since)
-		VALUES (?, ?, ?, ?, ?, ?)
+	_, err := t.exec(ctx, `INSERT INTO members (group_id, login, display_name, status, admin, since, read_mid)
+		VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(mid), 0) FROM events WHERE group_id = ?))
 		ON CONFLICT (group_id, login) DO UPDATE SET display_name = excluded.display_name,
 			status = excluded.status, admin = excluded.admin, since = excluded.since`,
-		int64(m.Group), m.Login, m.DisplayName, string(m.Status), m.Admin, micros(m.Since))
+		int64(m.Group), m.Login, m.DisplayName, string(m.Status), m.Admin, micros(m.Since), int64(m.Group))
 	return err
 }
 
@@ -309,6 +367,57 @@ func (t *chatTx) SetReceipt(ctx context.Context, mid chat.MID, login string, cf,
 			cf_at = CASE WHEN cf_at = 0 THEN ? ELSE cf_at END,
 			rd_at = CASE WHEN rd_at = 0 THEN ? ELSE rd_at END
 		WHERE mid = ? AND login = ?`, micros(cf), micros(rd), int64(mid), login)
+	return err
+}
+
+// settleSet is what a receipt writes to a delivery, as SetReceipt: it is
+// done (a pending one is not sent any more), and cf and rd keep their first
+// values.
+const settleSet = `state = CASE WHEN state = 'p' THEN 'd' ELSE state END, next_at = 0,
+			cf_at = CASE WHEN cf_at = 0 THEN ? ELSE cf_at END,
+			rd_at = CASE WHEN rd_at = 0 THEN ? ELSE rd_at END`
+
+func (t *chatTx) SettleNotice(ctx context.Context, id chat.GroupID, mid chat.MID, login string, cf, rd time.Time) (bool, error) {
+	res, err := t.exec(ctx, `UPDATE deliveries SET `+settleSet+`
+		WHERE login = ? AND mid IN (
+			SELECT mid FROM events WHERE mid = ? AND group_id = ? AND kind IN ('NG', 'EG', 'DG', 'DM')
+			UNION ALL
+			SELECT mid FROM events WHERE ref = ? AND kind = 'DM' AND group_id = ?)`,
+		micros(cf), micros(rd), login, maxMID(mid), int64(id), maxMID(mid), int64(id))
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+func (t *chatTx) ReadUpTo(ctx context.Context, id chat.GroupID, login string, mid chat.MID, at time.Time) error {
+	// One statement per table however many messages: the log of the group
+	// above the marker (events_by_group), each delivery found by its key.
+	// Rows read already were settled by that read. The upper bound is
+	// written so that no index serves it: with the marker unknown when
+	// the statement is planned, PostgreSQL would otherwise walk the
+	// primary key between the two MIDs, through every group's events.
+	_, err := t.exec(ctx, `UPDATE deliveries SET `+settleSet+`
+		WHERE login = ? AND rd_at = 0 AND mid IN (
+			SELECT e.mid FROM events e WHERE e.group_id = ? AND e.kind = 'MSG' AND NOT e.deleted AND e.mid + 0 <= ?
+				AND e.mid > (SELECT m.read_mid FROM members m WHERE m.group_id = ? AND m.login = ?))`,
+		micros(at), micros(at), login, int64(id), maxMID(mid), int64(id), login)
+	if err != nil {
+		return fmt.Errorf("mark read up to %d: %w", mid, err)
+	}
+	if _, err := t.exec(ctx, "UPDATE members SET read_mid = ? WHERE group_id = ? AND login = ? AND read_mid < ?",
+		maxMID(mid), int64(id), login, maxMID(mid)); err != nil {
+		return fmt.Errorf("move read marker to %d: %w", mid, err)
+	}
+	return nil
+}
+
+func (t *chatTx) ReadNewest(ctx context.Context, id chat.GroupID, login string, mid chat.MID) error {
+	_, err := t.exec(ctx, `UPDATE members SET read_mid = ? WHERE group_id = ? AND login = ? AND read_mid < ?
+		AND NOT EXISTS (SELECT 1 FROM events e WHERE e.group_id = ? AND e.mid > ? AND e.kind = 'MSG'
+			AND NOT e.deleted AND e.sender <> ?)`,
+		maxMID(mid), int64(id), login, maxMID(mid), int64(id), maxMID(mid), login)
 	return err
 }
 
