@@ -1,0 +1,206 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"gchd/storage/storagetest"
+)
+
+// linphonec is Linphone's console client (Debian 12's linphone-cli,
+// liblinphone 5.1), headless: commands on its standard input, its
+// configuration in a file (-c), its home (chat database) in a directory
+// of its own, its SIP log (-d 6 -l) kept for the test to read.
+type linphonec struct {
+	*clientProc
+	login string
+	log   string
+}
+
+// linphoneRC is the configuration file every linphonec of the tests uses,
+// as docs/sip.md shows it: SIP and RTP on ephemeral ports, gchd at addr
+// over transport as the registrar and outbound proxy.
+func linphoneRC(login, transport, addr string) string {
+	tr := strings.ToLower(transport)
+	return fmt.Sprintf(`[sip]
+sip_port=-1
+sip_tcp_port=-1
+sip_tls_port=0
+default_proxy=0
+[rtp]
+audio_rtp_port=-1
+video_rtp_port=-1
+[proxy_0]
+reg_proxy=<sip:%[3]s;transport=%[4]s>
+reg_route=<sip:%[3]s;transport=%[4]s;lr>
+reg_identity=sip:%[1]s@%[2]s
+reg_expires=600
+reg_sendregister=1
+[auth_info_0]
+username=%[1]s
+passwd=pw-%[1]s
+realm=%[2]s
+domain=%[2]s
+`, login, testDomain, addr, tr)
+}
+
+// startLinphonec starts linphonec for login over transport, with sound
+// from files instead of a sound card, and waits until gchd holds its
+// registration. autoAnswer answers calls at once (-a).
+func startLinphonec(t *testing.T, s *server, login, transport string, autoAnswer bool) *linphonec {
+	t.Helper()
+	bin := needClient(t, "linphonec", "linphone-cli")
+	dir := t.TempDir()
+	rc := filepath.Join(dir, "linphonerc")
+	if err := os.WriteFile(rc, []byte(linphoneRC(login, transport, s.app.SIPAddr(transport))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// liblinphone keeps its chat database under $HOME/.local/share.
+	if err := os.MkdirAll(filepath.Join(dir, ".local", "share", "linphone"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	l := &linphonec{login: login, log: filepath.Join(dir, "linphone.log")}
+	args := []string{"-c", rc, "-d", "6", "-l", l.log}
+	if autoAnswer {
+		args = append(args, "-a")
+	}
+	l.clientProc = startClient(t, "linphonec "+login, "quit", dir, []string{"HOME=" + dir}, bin, args...)
+	l.send("soundcard use files")
+	waitBinding(t, s, login, transport)
+	return l
+}
+
+// chat sends text to a SIP URI.
+func (l *linphonec) chat(uri, text string) { l.send("chat " + uri + " " + text) }
+
+// expectMessage waits for text from the user (or group) part from, as
+// linphonec prints it.
+func (l *linphonec) expectMessage(from, text string) {
+	l.t.Helper()
+	l.expect("Message received from ", "sip:"+from+"@"+testDomain, ": "+text)
+}
+
+// sipLog is linphonec's SIP log so far.
+func (l *linphonec) sipLog() string {
+	b, _ := os.ReadFile(l.log)
+	return string(b)
+}
+
+// texts keeps the text/plain MESSAGEs (linphonec also sends receipts).
+func texts(reqs []*sip.Request) []*sip.Request {
+	var out []*sip.Request
+	for _, r := range reqs {
+		if ct := r.ContentType(); ct == nil || strings.HasPrefix(ct.Value(), "text/plain") {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// linphonec registers with gchd's default challenge over UDP and TCP, and
+// unregisters when it quits.
+func TestLinphoneRegister(t *testing.T) {
+	s := startSIP(t)
+	s.addAccount("carol", "pw-carol", "Carol")
+	for _, tr := range []string{"UDP", "TCP"} {
+		t.Run(tr, func(t *testing.T) {
+			l := startLinphonec(t, s, "carol", tr, false)
+			// gchd commits the binding just before linphonec reads the 200.
+			for i := 0; ; i++ {
+				l.send("status register")
+				if _, err := l.await(time.Second, "registered, identity=sip:carol@"+testDomain); err == nil {
+					break
+				}
+				if i == 10 {
+					t.Fatalf("linphonec never says it is registered:\n%s", l.output())
+				}
+			}
+			l.stop()
+			waitNoBinding(t, s, "carol")
+		})
+	}
+}
+
+// One-to-one MESSAGE both ways between linphonec and a phone of the
+// harness, and a message that waited for linphonec while it was offline.
+func TestLinphoneMessages(t *testing.T) {
+	for _, engine := range storagetest.Engines() {
+		t.Run(string(engine), func(t *testing.T) {
+			s := startEngine(t, engine)
+			s.addAccount("carol", "pw-carol", "Carol")
+			s.addAccount("bob", "pw-bob", "Bob")
+			bob := newPhone(t, s, "bob", "UDP")
+			bob.register()
+			if res := bob.message("carol", "while you were away"); res.StatusCode != 202 {
+				t.Fatalf("MESSAGE to offline carol: %s", res.StartLine())
+			}
+			carol := startLinphonec(t, s, "carol", "TCP", false)
+			carol.expectMessage("bob", "while you were away")
+			if res := bob.message("carol", "hello carol"); res.StatusCode != 200 {
+				t.Fatalf("MESSAGE to carol: %s", res.StartLine())
+			}
+			carol.expectMessage("bob", "hello carol")
+			carol.chat("sip:bob@"+testDomain, "hello bob")
+			for {
+				got := texts(bob.waitFor(len(bob.received()) + 1))
+				if len(got) == 0 {
+					continue
+				}
+				if m := got[0]; string(m.Body()) != "hello bob" || m.From().Address.User != "carol" {
+					t.Fatalf("bob received %q from %s", m.Body(), m.From().Address.User)
+				}
+				break
+			}
+		})
+	}
+}
+
+// A group's NG and texts reach linphonec from the group's address, and a
+// text linphonec sends to the group's address is posted to the group.
+func TestLinphoneGroup(t *testing.T) {
+	for _, engine := range storagetest.Engines() {
+		t.Run(string(engine), func(t *testing.T) {
+			s := startEngine(t, engine)
+			s.addAccount("own", "pw-own", "Owner")
+			s.addAccount("carol", "pw-carol", "Carol")
+			carol := startLinphonec(t, s, "carol", "UDP", false)
+			id := groupOf(t, s, "own", "carol")
+			gc := fmt.Sprintf("gc-%d", id)
+			carol.expectMessage(gc, fmt.Sprintf("~[GC M:'NG' GID:%d MID:", id))
+			carol.chat("sip:"+gc+"@"+testDomain, "#join")
+			carol.expectMessage(gc, "You joined the group.")
+			s.must("own", "sendMessage", map[string]any{"id": id, "mb": "welcome, carol"})
+			carol.expectMessage(gc, "welcome, carol")
+			carol.chat("sip:"+gc+"@"+testDomain, "hello from linphone")
+			waitGroupMessage(t, s, "own", id, "carol: hello from linphone")
+		})
+	}
+}
+
+// Calls through gchd between linphonec and baresip, both without an audio
+// device: linphonec calls baresip and hangs up, then baresip calls
+// linphonec and hangs up.
+func TestLinphoneCall(t *testing.T) {
+	s := startSIP(t)
+	s.addAccount("carol", "pw-carol", "Carol")
+	s.addAccount("bob", "pw-bob", "Bob")
+	bob := startBaresip(t, s, "bob", "UDP", baresipAutoAnswer())
+	carol := startLinphonec(t, s, "carol", "TCP", true)
+	carol.send("call sip:bob@" + testDomain)
+	bob.expect("Call established: sip:carol@" + testDomain)
+	carol.expect("connected.")
+	carol.send("terminate")
+	bob.expect("sip:carol@" + testDomain + ": session closed")
+
+	bob.send("/dial sip:carol@" + testDomain)
+	carol.expect("connected.")
+	bob.expect("Call established: sip:carol@" + testDomain)
+	bob.send("/hangup")
+	carol.expect("ended")
+}
