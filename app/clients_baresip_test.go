@@ -158,8 +158,12 @@ func TestBaresipGroup(t *testing.T) {
 			s.addAccount("alice", "pw-alice", "Alice")
 			id := groupOf(t, s, "own", "alice")
 			gc := fmt.Sprintf("gc-%d", id)
-			alice := startBaresip(t, s, "alice", "TCP", baresipContacts("sip:"+gc+"@"+testDomain))
+			alice := startBaresip(t, s, "alice", "TCP", baresipContacts("sip:own@"+testDomain, "sip:"+gc+"@"+testDomain))
 			alice.expect(fmt.Sprintf("sip:%s@%s: \"~[GC M:'NG' GID:%d MID:", gc, testDomain, id))
+			// baresip 1.0's /message goes to the current contact: the
+			// group's address is selected first.
+			alice.send("/contact_next")
+			alice.expect("Current contact:  <sip:" + gc + "@" + testDomain + ">")
 			alice.message("#join")
 			alice.expectMessage(gc, "You joined the group.")
 			s.must("own", "sendMessage", map[string]any{"id": id, "mb": "welcome, alice"})

@@ -196,11 +196,12 @@ func TestLinphoneCall(t *testing.T) {
 	bob.expect("Call established: sip:carol@" + testDomain)
 	carol.expect("connected.")
 	carol.send("terminate")
+	carol.expect("with sip:bob@" + testDomain + " ended")
 	bob.expect("sip:carol@" + testDomain + ": session closed")
 
 	bob.send("/dial sip:carol@" + testDomain)
 	carol.expect("connected.")
 	bob.expect("Call established: sip:carol@" + testDomain)
 	bob.send("/hangup")
-	carol.expect("ended")
+	carol.expect("with sip:bob@" + testDomain + " ended")
 }

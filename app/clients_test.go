@@ -17,6 +17,7 @@ import (
 // The real softphones of the test suite (baresip, linphonec) run as child
 // processes driven through their standard input; what they print is kept
 // and waited on, so that no test sleeps for a fixed time.
+// GCHD_TEST_CLIENT_LOG=1 logs what each printed.
 
 // clientWait bounds every wait on a softphone: they answer in
 // milliseconds, and a slow shared machine still well within this.
@@ -148,6 +149,9 @@ func (p *clientProc) await(d time.Duration, parts ...string) (string, error) {
 // stop asks the softphone to quit (it unregisters) and kills it if it
 // does not.
 func (p *clientProc) stop() {
+	if os.Getenv("GCHD_TEST_CLIENT_LOG") != "" {
+		defer func() { p.t.Logf("%s printed:\n%s", p.name, p.output()) }()
+	}
 	select {
 	case <-p.exited:
 		return
