@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -204,4 +205,137 @@ func TestLinphoneCall(t *testing.T) {
 	bob.expect("Call established: sip:carol@" + testDomain)
 	bob.send("/hangup")
 	carol.expect("with sip:bob@" + testDomain + " ended")
+}
+
+// loggedSIP is one SIP message of linphonec's log.
+type loggedSIP struct {
+	sent    bool   // sent by linphonec, else received
+	start   string // request or status line
+	callID  string
+	ctype   string
+	request bool
+}
+
+var logLine = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d:\d{3} `)
+
+// sipMessages parses the SIP messages out of linphonec's log (-d 6):
+// each follows a line "message sent to [...]" or "received [N] new bytes".
+func sipMessages(log string) []loggedSIP {
+	var out []loggedSIP
+	idx := logLine.FindAllStringIndex(log, -1)
+	for i, at := range idx {
+		end := len(log)
+		if i+1 < len(idx) {
+			end = idx[i+1][0]
+		}
+		first, rest, _ := strings.Cut(log[at[0]:end], "\n")
+		sent := strings.Contains(first, "message sent to [")
+		if !sent && !strings.Contains(first, "new bytes from [") {
+			continue
+		}
+		head, _, _ := strings.Cut(rest, "\n\n")
+		lines := strings.Split(head, "\n")
+		m := loggedSIP{sent: sent, start: lines[0], request: !strings.HasPrefix(lines[0], "SIP/2.0 ")}
+		for _, l := range lines[1:] {
+			k, v, _ := strings.Cut(l, ":")
+			switch strings.ToLower(strings.TrimSpace(k)) {
+			case "call-id", "i":
+				m.callID = strings.TrimSpace(v)
+			case "content-type", "c":
+				m.ctype = strings.TrimSpace(v)
+			}
+		}
+		if m.start != "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// imdnAnswers waits until every receipt linphonec sent to uri has a final
+// answer other than a challenge, and returns those answers' status lines.
+func (l *linphonec) imdnAnswers(uri string) []string {
+	l.t.Helper()
+	deadline := time.Now().Add(clientWait)
+	for {
+		msgs := sipMessages(l.sipLog())
+		final := map[string]string{}
+		var ids []string
+		for _, m := range msgs {
+			switch {
+			case m.sent && m.request && strings.HasPrefix(m.start, "MESSAGE "+uri+" ") && strings.HasPrefix(m.ctype, "message/imdn+xml"):
+				if _, ok := final[m.callID]; !ok {
+					ids = append(ids, m.callID)
+					final[m.callID] = ""
+				}
+			case !m.sent && !m.request && !strings.HasPrefix(m.start, "SIP/2.0 1") && !strings.HasPrefix(m.start, "SIP/2.0 407"):
+				if _, ok := final[m.callID]; ok {
+					final[m.callID] = m.start
+				}
+			}
+		}
+		var answers []string
+		for _, id := range ids {
+			if final[id] != "" {
+				answers = append(answers, final[id])
+			}
+		}
+		if len(ids) > 0 && len(answers) == len(ids) {
+			return answers
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("receipts to %s: %d sent, answered %q", uri, len(ids), answers)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// linphonec answers a group text it receives with a delivery
+// notification to the group's address; gchd answers it 200 and records
+// it for the MID gchd put in the delivery's Call-ID. A display
+// notification in the same form, naming what linphonec names, sets rd.
+func TestLinphoneReceipts(t *testing.T) {
+	for _, engine := range storagetest.Engines() {
+		t.Run(string(engine), func(t *testing.T) {
+			s := startEngine(t, engine)
+			s.addAccount("own", "pw-own", "Owner")
+			s.addAccount("carol", "pw-carol", "Carol")
+			id := groupOf(t, s, "own", "carol")
+			s.must("carol", "joinGroup", map[string]any{"id": id})
+			carol := startLinphonec(t, s, "carol", "UDP", false)
+			gc := fmt.Sprintf("gc-%d", id)
+			mid := sendMID(t, s, "own", map[string]any{"id": id, "mb": "read me"})
+			carol.expectMessage(gc, "read me")
+			// What linphonec names the message by in its receipt.
+			named := regexp.MustCompile(fmt.Sprintf(`<message-id>(%s-%d-[^<]+)</message-id>`, gc, mid))
+			var messageID string
+			deadline := time.Now().Add(clientWait)
+			for messageID == "" {
+				if m := named.FindStringSubmatch(carol.sipLog()); m != nil {
+					messageID = m[1]
+				} else if time.Now().After(deadline) {
+					t.Fatalf("linphonec sent no receipt naming MID %d", mid)
+				} else {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			for _, a := range carol.imdnAnswers("sip:" + gc + "@" + testDomain) {
+				if !strings.HasPrefix(a, "SIP/2.0 200") {
+					t.Errorf("gchd answered linphonec's receipt %q", a)
+				}
+			}
+			if r := receiptOf(t, s, "own", id, mid, "carol"); r.CF == "" || r.RD != "" {
+				t.Fatalf("after delivery: %+v", r)
+			}
+			// linphonec has no command to mark a chat read; its display
+			// notification would be this, from carol's other device.
+			dev := newPhone(t, s, "carol", "TCP")
+			if res := dev.send(imdnRequest(dev, gc, linphoneIMDN(messageID, "display", "displayed"), true)); res.StatusCode != 200 {
+				t.Fatalf("display notification: %s", res.StartLine())
+			}
+			if r := receiptOf(t, s, "own", id, mid, "carol"); r.CF == "" || r.RD == "" {
+				t.Fatalf("after display notification: %+v", r)
+			}
+		})
+	}
 }
