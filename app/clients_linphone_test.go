@@ -1,7 +1,10 @@
 package app
 
 import (
+	"bytes"
+	"compress/zlib"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -143,20 +146,24 @@ func TestLinphoneMessages(t *testing.T) {
 			}
 			carol := startLinphonec(t, s, "carol", "TCP", false)
 			carol.expectMessage("bob", "while you were away")
-			if res := bob.message("carol", "hello carol"); res.StatusCode != 200 {
+			res := bob.message("carol", "hello carol")
+			if res.StatusCode != 200 {
 				t.Fatalf("MESSAGE to carol: %s", res.StartLine())
 			}
 			carol.expectMessage("bob", "hello carol")
+			// linphonec's delivery notification comes back to bob through
+			// gchd, naming bob's MESSAGE by its Call-ID.
+			receiptFor(t, bob, res.CallID().Value())
 			carol.chat("sip:bob@"+testDomain, "hello bob")
-			for {
-				got := texts(bob.waitFor(len(bob.received()) + 1))
-				if len(got) == 0 {
-					continue
+			deadline := time.Now().Add(clientWait)
+			for len(texts(bob.received())) == 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("bob received no text from carol: %d requests", len(bob.received()))
 				}
-				if m := got[0]; string(m.Body()) != "hello bob" || m.From().Address.User != "carol" {
-					t.Fatalf("bob received %q from %s", m.Body(), m.From().Address.User)
-				}
-				break
+				time.Sleep(20 * time.Millisecond)
+			}
+			if m := texts(bob.received())[0]; string(m.Body()) != "hello bob" || m.From().Address.User != "carol" {
+				t.Fatalf("bob received %q from %s", m.Body(), m.From().Address.User)
 			}
 		})
 	}
@@ -337,5 +344,32 @@ func TestLinphoneReceipts(t *testing.T) {
 				t.Fatalf("after display notification: %+v", r)
 			}
 		})
+	}
+}
+
+// receiptFor waits until a phone received a delivery notification naming
+// callID (deflated, as Linphone sends it).
+func receiptFor(t *testing.T, p *phone, callID string) {
+	t.Helper()
+	deadline := time.Now().Add(clientWait)
+	for {
+		for _, r := range p.received() {
+			if ct := r.ContentType(); ct == nil || ct.Value() != "message/imdn+xml" {
+				continue
+			}
+			body := r.Body()
+			if ce := r.GetHeader("Content-Encoding"); ce != nil && ce.Value() == "deflate" {
+				if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
+					body, _ = io.ReadAll(zr)
+				}
+			}
+			if strings.Contains(string(body), "<message-id>"+callID+"</message-id>") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s received no notification naming %s", p.login, callID)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
