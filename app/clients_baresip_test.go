@@ -106,6 +106,7 @@ func (b *baresip) expectMessage(from, text string) {
 // baresip 1.0 registers with gchd's default challenge over UDP and TCP,
 // and unregisters when it quits.
 func TestBaresipRegister(t *testing.T) {
+	needClient(t, "baresip", "baresip")
 	s := startSIP(t)
 	s.addAccount("alice", "pw-alice", "Alice")
 	for _, tr := range []string{"UDP", "TCP"} {
@@ -121,6 +122,7 @@ func TestBaresipRegister(t *testing.T) {
 // One-to-one MESSAGE both ways between baresip and a phone of the
 // harness, and a message that waited for baresip while it was offline.
 func TestBaresipMessages(t *testing.T) {
+	needClient(t, "baresip", "baresip")
 	for _, engine := range storagetest.Engines() {
 		t.Run(string(engine), func(t *testing.T) {
 			s := startEngine(t, engine)
@@ -151,6 +153,7 @@ func TestBaresipMessages(t *testing.T) {
 // it was offline, on registration), and a text baresip sends to the
 // group's address is posted to the group.
 func TestBaresipGroup(t *testing.T) {
+	needClient(t, "baresip", "baresip")
 	for _, engine := range storagetest.Engines() {
 		t.Run(string(engine), func(t *testing.T) {
 			s := startEngine(t, engine)
@@ -177,6 +180,7 @@ func TestBaresipGroup(t *testing.T) {
 // A call from one baresip to another through gchd, without any audio
 // device: set up, then hung up by the caller.
 func TestBaresipCall(t *testing.T) {
+	needClient(t, "baresip", "baresip")
 	s := startSIP(t)
 	s.addAccount("alice", "pw-alice", "Alice")
 	s.addAccount("bob", "pw-bob", "Bob")

@@ -110,6 +110,7 @@ func texts(reqs []*sip.Request) []*sip.Request {
 // linphonec registers with gchd's default challenge over UDP and TCP, and
 // unregisters when it quits.
 func TestLinphoneRegister(t *testing.T) {
+	needClient(t, "linphonec", "linphone-cli")
 	s := startSIP(t)
 	s.addAccount("carol", "pw-carol", "Carol")
 	for _, tr := range []string{"UDP", "TCP"} {
@@ -134,6 +135,7 @@ func TestLinphoneRegister(t *testing.T) {
 // One-to-one MESSAGE both ways between linphonec and a phone of the
 // harness, and a message that waited for linphonec while it was offline.
 func TestLinphoneMessages(t *testing.T) {
+	needClient(t, "linphonec", "linphone-cli")
 	for _, engine := range storagetest.Engines() {
 		t.Run(string(engine), func(t *testing.T) {
 			s := startEngine(t, engine)
@@ -172,6 +174,7 @@ func TestLinphoneMessages(t *testing.T) {
 // A group's NG and texts reach linphonec from the group's address, and a
 // text linphonec sends to the group's address is posted to the group.
 func TestLinphoneGroup(t *testing.T) {
+	needClient(t, "linphonec", "linphone-cli")
 	for _, engine := range storagetest.Engines() {
 		t.Run(string(engine), func(t *testing.T) {
 			s := startEngine(t, engine)
@@ -195,6 +198,8 @@ func TestLinphoneGroup(t *testing.T) {
 // device: linphonec calls baresip and hangs up, then baresip calls
 // linphonec and hangs up.
 func TestLinphoneCall(t *testing.T) {
+	needClient(t, "linphonec", "linphone-cli")
+	needClient(t, "baresip", "baresip")
 	s := startSIP(t)
 	s.addAccount("carol", "pw-carol", "Carol")
 	s.addAccount("bob", "pw-bob", "Bob")
@@ -302,6 +307,7 @@ func (l *linphonec) imdnAnswers(uri string) []string {
 // it for the MID gchd put in the delivery's Call-ID. A display
 // notification in the same form, naming what linphonec names, sets rd.
 func TestLinphoneReceipts(t *testing.T) {
+	needClient(t, "linphonec", "linphone-cli")
 	for _, engine := range storagetest.Engines() {
 		t.Run(string(engine), func(t *testing.T) {
 			s := startEngine(t, engine)
