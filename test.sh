@@ -55,6 +55,26 @@ ensure_tools() {
 	fi
 }
 
+# Real softphones, Debian 12's baresip 1.0 (package baresip) and linphonec
+# 5.1 (package linphone-cli), register, chat and call through gchd in the
+# app tests, headless; those tests skip, loudly, without them.
+ensure_softphones() {
+	missing=""
+	command -v baresip >/dev/null 2>&1 || missing="$missing baresip"
+	command -v linphonec >/dev/null 2>&1 || missing="$missing linphone-cli"
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+		echo "test.sh: installing$missing" >&2
+		apt-get update -qq || true
+		for pkg in $missing; do
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null ||
+				echo "test.sh: WARNING: could not install $pkg; the tests with real softphones will be SKIPPED" >&2
+		done
+	else
+		echo "test.sh: WARNING: not root or no apt-get; not installed:$missing; the tests with real softphones will be SKIPPED" >&2
+	fi
+}
+
 # Headless Chromium (Debian packages chromium and chromium-driver) runs JsSIP
 # in tests/browser, a browser taking part in a group chat over SIP over
 # WebSocket; that test skips without Chromium.
@@ -71,6 +91,7 @@ ensure_browser() {
 
 ensure_postgres
 ensure_tools
+ensure_softphones
 ensure_browser
 if [ $# -eq 0 ]; then
 	set -- ./...

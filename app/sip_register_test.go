@@ -40,8 +40,26 @@ func TestTransports(t *testing.T) {
 	}
 }
 
-func TestRegisterChallenges(t *testing.T) {
+// The default challenge is MD5 alone, which every phone answers.
+func TestRegisterDefaultChallengeMD5(t *testing.T) {
 	s := startSIP(t)
+	s.addAccount("alice", "pw-alice", "")
+	p := newPhone(t, s, "alice", "UDP")
+	req := p.registerRequest(300)
+	p.prepare(req)
+	res, err := p.cli.Do(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chals := res.GetHeaders("WWW-Authenticate")
+	if res.StatusCode != 401 || len(chals) != 1 || !strings.Contains(chals[0].Value(), "algorithm=MD5") {
+		t.Fatalf("challenge: %s %v", res.StartLine(), chals)
+	}
+	p.register()
+}
+
+func TestRegisterChallenges(t *testing.T) {
+	s := startSIP(t, func(c *configs.Config) { c.SIP.DigestAlgorithms = "MD5,SHA-256" })
 	s.addAccount("alice", "pw-alice", "")
 	p := newPhone(t, s, "alice", "UDP")
 	// Without credentials: 401 with an MD5 and a SHA-256 challenge, qop=auth.

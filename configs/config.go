@@ -44,7 +44,7 @@ type SIP struct {
 	Advertise        string        `yaml:"advertise" help:"host put in Via and Record-Route (empty: the listen IP, or the domain when listening on all addresses)"`
 	Aliases          string        `yaml:"aliases" help:"comma-separated other host names or IPs that address this server"`
 	UDPReadBuffer    int           `yaml:"udp_read_buffer" help:"UDP socket receive buffer in bytes (bursts overflow the kernel default)"`
-	DigestAlgorithms string        `yaml:"digest_algorithms" help:"digest challenges offered, most preferred first: MD5, SHA-256 or both comma-separated"`
+	DigestAlgorithms string        `yaml:"digest_algorithms" help:"digest challenges offered, most preferred first: MD5 (the default, which every phone answers), SHA-256 or both comma-separated"`
 	NonceLifetime    time.Duration `yaml:"nonce_lifetime" help:"how long a digest nonce is accepted before stale=true"`
 	Trusted          string        `yaml:"trusted" help:"comma-separated networks (CIDR) whose requests are relayed without a challenge, e.g. an SBC"`
 	InviteTimeout    time.Duration `yaml:"invite_timeout" help:"how long an unanswered INVITE rings before it is cancelled (Timer C)"`
@@ -159,7 +159,7 @@ func Default() Config {
 		SIP: SIP{
 			Addr:             "0.0.0.0:5060",
 			UDPReadBuffer:    4 << 20,
-			DigestAlgorithms: "MD5,SHA-256",
+			DigestAlgorithms: "MD5",
 			NonceLifetime:    5 * time.Minute,
 			InviteTimeout:    3 * time.Minute,
 			IdleTimeout:      10 * time.Minute,

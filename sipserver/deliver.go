@@ -142,6 +142,10 @@ func (s *Server) eventRequest(ev chat.Event, login string, t target) *sip.Reques
 	req.AppendHeader(sip.NewHeader("Content-Type", contentType))
 	if ev.Kind != chat.KindDirect {
 		req.AppendHeader(sip.NewHeader("X-GC-GID", strconv.FormatUint(uint64(ev.Group), 10)))
+		if ev.MID != 0 {
+			cid := s.deliveryCallID(ev) // what a receipt names (imdn.go)
+			req.AppendHeader(&cid)
+		}
 	}
 	req.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(ev.MID), 10)))
 	if ev.Kind == chat.KindMessage {

@@ -23,6 +23,8 @@ type Chat interface {
 	Join(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
 	Leave(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
 	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn, op string) error
+	ConfirmMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
+	ReadMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
 }
 
 // SetChat connects the group chat engine: MESSAGEs to group addresses post
@@ -102,6 +104,9 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 	// receives) must not be posted again: that would loop.
 	if header(req, "X-GC-MID") != nil || (req.From() != nil && isGroupUser(req.From().Address.User)) {
 		return reply(req, 403, "Forbidden: Group Deliveries Are Not Posted Back")
+	}
+	if isIMDN(req) {
+		return s.onGroupIMDN(ctx, req, sender, id)
 	}
 	text, bad := textBody(req)
 	if bad != nil {

@@ -141,7 +141,9 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 		opts.TransactionLinger = sip.Timer_J // 64*T1
 	}
 	if len(opts.DigestAlgorithms) == 0 {
-		opts.DigestAlgorithms = []string{registrar.MD5, registrar.SHA256}
+		// MD5 alone, as Kamailio and Asterisk offer by default: some
+		// clients (baresip 1.0) fail on any challenge they cannot answer.
+		opts.DigestAlgorithms = []string{registrar.MD5}
 	}
 	if opts.NonceLifetime <= 0 {
 		opts.NonceLifetime = 5 * time.Minute

@@ -215,8 +215,9 @@ func startGCHD(t *testing.T, accounts map[string]string) *gchd {
 	cfg.Storage.SQLiteSynchronous = "NORMAL"
 	cfg.Shutdown.Grace = 5 * time.Second
 	cfg.Registrar.Node = "browser-test"
-	// The default digest algorithms (MD5 and SHA-256) stand: JsSIP reads
-	// only the last challenge, and gchd puts MD5 last over WebSocket.
+	// Both digest algorithms are offered: JsSIP reads only the last
+	// challenge, and gchd puts MD5 last over WebSocket.
+	cfg.SIP.DigestAlgorithms = "MD5,SHA-256"
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
