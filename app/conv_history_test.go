@@ -190,7 +190,7 @@ func TestHistoryBackward(t *testing.T) {
 			t.Fatalf("after readUpTo: %+v", g)
 		}
 		for _, i := range []int{3, 250, 501} { // messages of own
-			if rd := receiptOf(t, s, "own", id, forward[i], "mem"); rd["rd"] == "" || rd["cf"] == "" {
+			if rd := receiptOf(t, s, "own", id, forward[i], "mem"); rd.RD == "" || rd.CF == "" {
 				t.Fatalf("message %d after readUpTo: %v", forward[i], rd)
 			}
 		}
@@ -199,19 +199,6 @@ func TestHistoryBackward(t *testing.T) {
 			t.Fatalf("other group: %+v, want un 5", g)
 		}
 	})
-}
-
-// receiptOf returns login's row of getMessageInfo of mid, as asker sees it.
-func receiptOf(t *testing.T, s *server, asker string, id uint32, mid uint64, login string) map[string]string {
-	t.Helper()
-	var info []map[string]string
-	s.must(asker, "getMessageInfo", map[string]any{"id": id, "mid": mid}).json(t, &info)
-	for _, r := range info {
-		if r["l"] == login {
-			return r
-		}
-	}
-	return nil
 }
 
 // getMyGroups tells each member where a group's log ends and how many
@@ -256,7 +243,7 @@ func TestUnreadCounts(t *testing.T) {
 		s.must("ann", "readUpTo", map[string]any{"id": id, "mid": o2})
 		expect("ann read up to o2", map[string]int{"ann": 3, "own": 2})
 		for mid, read := range map[uint64]bool{o1: true, o2: true, o3: false} {
-			if r := receiptOf(t, s, "own", id, mid, "ann"); (r["rd"] != "") != read || (r["cf"] != "") != read {
+			if r := receiptOf(t, s, "own", id, mid, "ann"); (r.RD != "") != read || (r.CF != "") != read {
 				t.Errorf("ann's receipt of %d: %v, read %v", mid, r, read)
 			}
 		}
@@ -297,7 +284,7 @@ func TestUnreadCounts(t *testing.T) {
 		if g2 := myGroupOf(t, s, "ann", id); g2.UN != 0 || g2.RM != b5 {
 			t.Fatalf("after readMessage of the newest: %+v", g2)
 		}
-		if r := receiptOf(t, s, "bob", id, b4, "ann"); r["rd"] != "" {
+		if r := receiptOf(t, s, "bob", id, b4, "ann"); r.RD != "" {
 			t.Fatalf("b4 was not read one by one, yet: %v", r)
 		}
 		// confMessage is no read.
