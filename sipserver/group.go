@@ -23,6 +23,7 @@ type Chat interface {
 	Join(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
 	Leave(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
 	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn, op string) error
+	TypingRecipients(ctx context.Context, c chat.Caller, id chat.GroupID) ([]string, error)
 }
 
 // SetChat connects the group chat engine: MESSAGEs to group addresses post
@@ -102,6 +103,9 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 	// receives) must not be posted again: that would loop.
 	if header(req, "X-GC-MID") != nil || (req.From() != nil && isGroupUser(req.From().Address.User)) {
 		return reply(req, 403, "Forbidden: Group Deliveries Are Not Posted Back")
+	}
+	if isComposing(req) {
+		return s.onGroupTyping(ctx, req, sender, id)
 	}
 	text, bad := textBody(req)
 	if bad != nil {

@@ -111,7 +111,8 @@ type Server struct {
 	chat         Chat
 	closeOnce    sync.Once
 
-	once chan struct{} // a token per sendOnce request in flight
+	once   chan struct{} // a token per sendOnce request in flight
+	typing *limits.Rate  // typing notices per sender and group
 
 	// Goroutines the server starts on its own (command answers) stop
 	// with it.
@@ -158,7 +159,7 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg,
 		answered:  newAnswered(opts.TransactionLinger),
 		listeners: map[string]net.Listener{}, ports: map[string]int{}, hosts: map[string]bool{},
-		once: make(chan struct{}, maxOnce),
+		once: make(chan struct{}, maxOnce), typing: limits.NewRate(typingRate, typingBurst),
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	var err error
