@@ -116,6 +116,10 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	if err := a.buildSIP(ctx); err != nil {
 		return nil, err
 	}
+	var copyToSender func(chat.Event)
+	if cfg.Delivery.CopyToSender {
+		copyToSender = a.sip.CopyToSender
+	}
 	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), a.sip, log.With("part", "delivery"), chat.DispatchOptions{
 		Workers:        cfg.Delivery.Workers,
 		Window:         cfg.Delivery.Window,
@@ -124,6 +128,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		RetryMax:       cfg.Delivery.RetryMax,
 		Retention:      cfg.Delivery.Retention,
 		PurgeInterval:  cfg.Chat.PurgeInterval,
+		CopyToSender:   copyToSender,
 		Observe:        a.metrics.Delivery,
 	})
 	a.sip.OnRegistered(a.dispatch.Flush)

@@ -38,6 +38,11 @@ type DispatchOptions struct {
 	// PurgeInterval is how often the DG events of deleted groups are
 	// removed once delivered (DeliveryStore.PurgeDeleted).
 	PurgeInterval time.Duration
+	// CopyToSender, when set, is handed each group message once, as it is
+	// published, for the sender's other devices registered now. A copy is
+	// no delivery: the sender is no recipient, so it has no row and is
+	// neither retried nor sent on a later registration. It must not block.
+	CopyToSender func(ev Event)
 	// Observe, when set, is told each attempt's outcome (delivered, retried,
 	// stored, failed, expired) and, for delivered ones, the time since the
 	// event was committed.
@@ -185,9 +190,13 @@ func NewDispatcher(store DeliveryStore, d Deliverer, log *slog.Logger, opts Disp
 // the network or the database.
 func (d *Dispatcher) Publish(ev Event, recipients []string) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	stopping := d.stopping
 	for _, login := range recipients {
 		d.enqueueLocked(job{ev: ev, login: login})
+	}
+	d.mu.Unlock()
+	if d.opts.CopyToSender != nil && ev.Kind == KindMessage && !stopping {
+		d.opts.CopyToSender(ev)
 	}
 }
 

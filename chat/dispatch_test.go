@@ -290,3 +290,56 @@ func TestDispatcherWindow(t *testing.T) {
 		}
 	})
 }
+
+// The sender of group text is no recipient: nothing waits for her, even
+// with no device. A copy hook, when set, is handed each message once as it
+// is published, and no notification.
+func TestDispatcherCopiesToSender(t *testing.T) {
+	eachEngine(t, func(t *testing.T, e env) {
+		ctx, cancel := context.WithCancel(context.Background())
+		p := newPhones()
+		var mu sync.Mutex
+		var copies []chat.Event
+		d := chat.NewDispatcher(e.db.DeliveryStore(), p, slog.New(slog.DiscardHandler), chat.DispatchOptions{
+			Workers: 2, ScanInterval: 10 * time.Millisecond,
+			CopyToSender: func(ev chat.Event) {
+				mu.Lock()
+				copies = append(copies, ev)
+				mu.Unlock()
+			},
+		})
+		svc := chat.NewService(e.db.ChatStore(), chat.WithPublisher(d))
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			d.Run(ctx, context.Background())
+		}()
+		defer func() { cancel(); <-stopped }()
+
+		p.set("b", true) // a, the sender, has no device
+		id, err := svc.AddGroup(ctx, caller("a"), "s", "", invitees("b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJoin(t, env{db: e.db, svc: svc}, id, "b")
+		mid, err := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: "hello", Origin: "UDP|192.0.2.1:5060"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, "b's delivery", func() bool { return slices.Contains(p.received("b"), mid) })
+		ps, err := e.db.DeliveryStore().PendingFor(ctx, "a", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pd := range ps {
+			if pd.Event.MID == mid {
+				t.Fatalf("the sender's own message waits for her: %+v", pd)
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(copies) != 1 || copies[0].MID != mid || copies[0].Sender != "a" || copies[0].Origin != "UDP|192.0.2.1:5060" {
+			t.Fatalf("copies handed over: %+v", copies)
+		}
+	})
+}

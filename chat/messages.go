@@ -18,8 +18,9 @@ type Post struct {
 }
 
 // SendMessage appends a message to a group's log and returns its MID. Only
-// joined members may post. The message is due to every other joined member
-// and, as a copy, to the sender's other devices.
+// joined members may post. The message is due to every other joined member:
+// the sender is no recipient, so nothing of her own waits for her devices
+// (copies to them, where turned on, are the Dispatcher's and never stored).
 func (s *Service) SendMessage(ctx context.Context, c Caller, p Post) (MID, error) {
 	if err := s.checkText(p.Text); err != nil {
 		return 0, err
@@ -38,7 +39,7 @@ func (s *Service) SendMessage(ctx context.Context, c Caller, p Post) (MID, error
 		}
 		ev := Event{Group: p.Group, Kind: KindMessage, Sender: c.Login, SenderDN: displayName(p.DisplayName, c), Body: p.Text,
 			Time: s.clock(), Origin: p.Origin}
-		mid, err = ch.emit(ctx, ev, st.logins(isJoined))
+		mid, err = ch.emit(ctx, ev, st.logins(func(m Member) bool { return isJoined(m) && m.Login != c.Login }))
 		return err
 	})
 	return mid, err

@@ -119,6 +119,10 @@ type Delivery struct {
 	RetryMin       time.Duration `yaml:"retry_min" help:"first wait before a failed delivery is tried again (doubling up to retry_max)"`
 	RetryMax       time.Duration `yaml:"retry_max" help:"longest wait between attempts"`
 	Retention      time.Duration `yaml:"retention" help:"how long an undelivered event keeps waiting for a member before it expires"`
+	// CopyToSender is for clients that keep their history in step across
+	// a user's devices; a plain phone would show her own text as someone
+	// else's.
+	CopyToSender bool `yaml:"copy_to_sender" help:"send a copy of a member's own group message, marked X-GC-Copy: sent, to her other devices registered at the time (never stored or retried)"`
 }
 
 // Limits protect the server from abuse. Each is per source address and

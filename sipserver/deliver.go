@@ -19,25 +19,13 @@ import (
 // 408, 480, 503, timeouts and transport errors are worth a retry; other
 // refusals from every device are final.
 func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error {
-	var targets []target
-	copyOnly := false
-	for _, b := range s.reg.Lookup(login) {
-		t, ok := s.targetOf(b)
-		if !ok {
-			continue
-		}
-		// A message is not sent back to the device it came from: only the
-		// sender's other devices get a copy.
-		if login == ev.Sender && ev.Origin != "" && flowKey(b.Transport, b.Source) == ev.Origin {
-			copyOnly = true
-			continue
-		}
-		targets = append(targets, t)
+	if login == ev.Sender && ev.Kind == chat.KindMessage {
+		// A sender is no recipient of her own text; a row for her is left
+		// from before that rule, and is settled without sending anything.
+		return nil
 	}
+	targets := s.targetsOf(login)
 	if len(targets) == 0 {
-		if copyOnly {
-			return nil // the sender has no other device to copy to
-		}
 		return chat.ErrUnreachable
 	}
 	type outcome struct {
@@ -78,6 +66,65 @@ func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error
 
 // flowKey names a device by the flow it talks over.
 func flowKey(transport, source string) string { return transport + "|" + source }
+
+// copyTimeout bounds a copy's transaction: a silent UDP phone is given up
+// after 32 s (Timer F) anyway.
+const copyTimeout = 32 * time.Second
+
+// CopyToSender sends a copy of a member's own group message, marked
+// X-GC-Copy: sent, to each of her devices registered now but the one it
+// came from (every device when she posted over HTTP), for clients that keep
+// their history in step (delivery.copy_to_sender). A copy is no delivery:
+// it is sent once, never stored or retried, and sets no receipt. It does
+// not block.
+func (s *Server) CopyToSender(ev chat.Event) {
+	for _, b := range s.reg.Lookup(ev.Sender) {
+		if ev.Origin != "" && flowKey(b.Transport, b.Source) == ev.Origin {
+			continue
+		}
+		t, ok := s.targetOf(b)
+		if !ok {
+			continue
+		}
+		req := s.eventRequest(ev, ev.Sender, t)
+		req.AppendHeader(sip.NewHeader("X-GC-Copy", "sent"))
+		s.sendOnce(req, copyTimeout)
+	}
+}
+
+// maxOnce bounds the requests sendOnce has in flight (copies and typing
+// notices): each holds a transaction for up to its timeout, and a phone
+// that answers none of them must not make them pile up.
+const maxOnce = 1024
+
+// sendOnce sends a request that nothing records (a copy, a typing notice)
+// from a goroutine of its own and reports whether it went: with maxOnce in
+// flight it is dropped, as a lost datagram would be.
+func (s *Server) sendOnce(req *sip.Request, timeout time.Duration) bool {
+	select {
+	case s.once <- struct{}{}:
+	default:
+		s.metrics.LimitRejected("sip_send_once")
+		return false
+	}
+	s.background(func(ctx context.Context) {
+		defer func() { <-s.once }()
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		start := time.Now()
+		s.metrics.SIPRequestSent(string(req.Method))
+		res, err := s.cli.Do(ctx, req)
+		code := 0
+		if err == nil && res != nil {
+			code = res.StatusCode
+		}
+		s.metrics.SIPResponseReceived(string(req.Method), code, time.Since(start))
+		if err != nil {
+			s.log.Debug("send once", "method", req.Method, "to", req.Recipient.String(), "error", err)
+		}
+	})
+	return true
+}
 
 // sendEvent sends one MESSAGE and returns the final status.
 func (s *Server) sendEvent(ctx context.Context, ev chat.Event, login string, t target) (int, error) {

@@ -25,6 +25,7 @@ type Chat interface {
 	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn, op string) error
 	ConfirmMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
 	ReadMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
+	TypingRecipients(ctx context.Context, c chat.Caller, id chat.GroupID) ([]string, error)
 }
 
 // SetChat connects the group chat engine: MESSAGEs to group addresses post
@@ -107,6 +108,9 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 	}
 	if isIMDN(req) {
 		return s.onGroupIMDN(ctx, req, sender, id)
+	}
+	if isComposing(req) {
+		return s.onGroupTyping(ctx, req, sender, id)
 	}
 	text, bad := textBody(req)
 	if bad != nil {

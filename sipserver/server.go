@@ -111,6 +111,9 @@ type Server struct {
 	chat         Chat
 	closeOnce    sync.Once
 
+	once   chan struct{} // a token per sendOnce request in flight
+	typing *limits.Rate  // typing notices per sender and group
+
 	// Goroutines the server starts on its own (command answers) stop
 	// with it.
 	bgCtx    context.Context
@@ -158,6 +161,7 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg,
 		answered:  newAnswered(opts.TransactionLinger),
 		listeners: map[string]net.Listener{}, ports: map[string]int{}, hosts: map[string]bool{},
+		once: make(chan struct{}, maxOnce), typing: limits.NewRate(typingRate, typingBurst),
 	}
 	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	var err error

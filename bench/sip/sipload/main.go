@@ -585,8 +585,9 @@ type result struct {
 }
 
 // failures counts gchd's delivery attempts that were retried, failed or
-// expired. "stored" is not one: the sender, who has no registered device,
-// is due a copy of each message, which waits for a registration.
+// expired. "stored" is not one: it is a delivery waiting for a member to
+// register (gchd older than the rule that the sender is no recipient of her
+// own text stored one for the sender, who has no device here, per message).
 func (r result) failures() float64 {
 	n := 0.0
 	for k, v := range r.outcomes {
