@@ -2,9 +2,11 @@ package sipserver
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -369,5 +371,9 @@ func (s *Server) resend(ans answer, req *sip.Request) {
 	}
 	if _, err := conn.WriteToUDPAddrPort(ans.data, ans.to); err != nil {
 		s.log.Debug("resend answer", "method", req.Method, "call_id", callID(req), "error", err)
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("sip answer again", "method", string(req.Method), "call_id", callID(req), "from", fromAddress(req),
+			"to", toAddress(req), "destination", ans.to.String(), "transport", "UDP")
 	}
 }
