@@ -342,8 +342,7 @@ func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.
 		if tx != nil {
 			tx.Terminate()
 		}
-		_, err := conn.WriteToUDPAddrPort(data, to)
-		return err
+		return s.writeUDP(conn, data, to)
 	})
 }
 
@@ -369,7 +368,7 @@ func (s *Server) resend(ans answer, req *sip.Request) {
 	if !ok {
 		return
 	}
-	if _, err := conn.WriteToUDPAddrPort(ans.data, ans.to); err != nil {
+	if err := s.writeUDP(conn, ans.data, ans.to); err != nil {
 		s.log.Debug("resend answer", "method", req.Method, "call_id", callID(req), "error", err)
 	}
 	if s.log.Enabled(context.Background(), slog.LevelDebug) {
