@@ -221,6 +221,30 @@ func TestHEPMirror(t *testing.T) {
 	if in == 0 || out == 0 {
 		t.Errorf("MESSAGE mirrored in %d and out %d times", in, out)
 	}
+	// And sipgo's own writes on the UDP socket: a request relayed to ann.
+	if res := bob.message("ann", "back over UDP"); res.StatusCode != 200 {
+		t.Fatalf("MESSAGE to ann: %s", res.StartLine())
+	}
+	ann.waitFor(1)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		found := false
+		col.mu.Lock()
+		for _, p := range col.got {
+			if strings.HasPrefix(p.payload, "MESSAGE sip:") && strings.HasSuffix(p.payload, "back over UDP") &&
+				p.src == server && p.dst == phone && p.proto == 17 {
+				found = true
+			}
+		}
+		col.mu.Unlock()
+		if found {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the MESSAGE relayed to ann over UDP was not mirrored")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if v, _ := metricValue(t, s, "gchd_trace_hep_dropped_total"); v != 0 {
 		t.Errorf("dropped %v", v)
 	}
