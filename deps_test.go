@@ -18,6 +18,7 @@ var allowedImports = map[string][]string{
 	"metrics":             {},
 	"configs":             {},
 	"limits":              {},
+	"trace":               {},
 	"storage":             {"chat", "registrar"},
 	"storage/storagetest": {"storage"},
 	"sipserver":           {"chat", "registrar", "metrics", "limits"},
@@ -29,6 +30,7 @@ var forbiddenImports = map[string][]string{
 	"registrar": {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
 	"httpapi":   {"github.com/emiago/sipgo", "database/sql", "github.com/jmoiron/sqlx"},
 	"sipserver": {"net/http", "database/sql", "github.com/jmoiron/sqlx"},
+	"trace":     {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
 }
 
 func TestPackageDependencies(t *testing.T) {

@@ -96,4 +96,20 @@ ensure_browser
 if [ $# -eq 0 ]; then
 	set -- ./...
 fi
-exec go test -race -count=1 -timeout 20m "$@"
+# go test's JSON goes through tests/summary, which prints what go test
+# prints without it (each package's ok or FAIL line, failed tests' output)
+# and ends with every skipped test and its reason: a tool, a corpus or a
+# privilege that was missing is listed, not passed over. The exit code is
+# go test's. Without the summarizer (it does not build), plain go test.
+summary=$(mktemp)
+trap 'rm -f "$summary"' EXIT
+if ! go build -o "$summary" ./tests/summary; then
+	echo "test.sh: WARNING: tests/summary does not build; no summary of skipped tests" >&2
+	exec go test -race -count=1 -timeout 20m "$@"
+fi
+set +e
+go test -race -count=1 -timeout 20m -json "$@" | "$summary"
+status=("${PIPESTATUS[@]}")
+set -e
+[ "${status[1]}" = 0 ] || echo "test.sh: WARNING: the summary of skipped tests failed" >&2
+exit "${status[0]}"

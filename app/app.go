@@ -30,6 +30,7 @@ import (
 	"gchd/registrar"
 	"gchd/sipserver"
 	"gchd/storage"
+	"gchd/trace"
 )
 
 // accountCacheTTL is how long an account read for authentication is kept
@@ -63,6 +64,7 @@ type App struct {
 	writable httpapi.Check // the database's write probe, cached
 	serving  atomic.Bool   // every listener is serving
 	sip      *sipserver.Server
+	hep      *trace.HEP // the SIP mirror to Homer; nil: off
 	chat     *chat.Service
 	dispatch *chat.Dispatcher
 	api      *httpapi.Server
@@ -228,6 +230,14 @@ func (a *App) buildSIP(ctx context.Context) error {
 		}
 		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	var mirror sipserver.Mirror
+	if addr := cfg.Trace.HEPAddr; addr != "" {
+		if a.hep, err = trace.NewHEP(addr, uint32(cfg.Trace.HEPAgentID), a.metrics.TraceDropped); err != nil {
+			return fmt.Errorf("trace.hep_addr: %w", err)
+		}
+		mirror = a.hep // only a non-nil one: a nil *HEP would be a Mirror that is not nil
+		a.log.Info("SIP mirrored to a HEP collector", "hep_addr", addr, "agent_id", cfg.Trace.HEPAgentID)
+	}
 	a.sip, err = sipserver.New(sipserver.Options{
 		Domain:            cfg.Domain,
 		Advertise:         cfg.SIP.Advertise,
@@ -248,6 +258,7 @@ func (a *App) buildSIP(ctx context.Context) error {
 		Guards: sipserver.Guards{
 			Rate: a.guards.sipRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount, Conns: a.guards.sipConns,
 		},
+		Mirror: mirror,
 	}, a.accounts, a.bindings, a.metrics, a.log.With("part", "sip"))
 	return err
 }
@@ -431,6 +442,9 @@ func (a *App) close() {
 	}
 	if a.sip != nil {
 		a.sip.Close()
+	}
+	if a.hep != nil {
+		a.hep.Close() // after the SIP stack: nothing is captured any more
 	}
 	if a.db != nil {
 		a.db.Close()

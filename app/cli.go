@@ -45,6 +45,10 @@ Usage:
   gchd accounts list                         list accounts
   gchd accounts import FILE                  add or update accounts from CSV
                                              (login,password[,display name]; - for stdin)
+  gchd registrations [LOGIN] [-json]         list registered contacts (all, or LOGIN's)
+  gchd registrations del LOGIN [CONTACT]     remove LOGIN's registrations (or the one of
+                                             CONTACT); a running server stops using them
+                                             within a second
   gchd send -user LOGIN GROUP TEXT           post TEXT to group GROUP through the API
                                              (password in GCHD_PASSWORD or on standard input;
                                              -url http://127.0.0.1:8080 by default)
@@ -70,6 +74,8 @@ func Main(ctx context.Context, args []string, stdio Stdio, getenv func(string) s
 		err = accountsCommand(ctx, args, stdio, getenv)
 	case "migrate":
 		err = migrate(ctx, args, stdio, getenv)
+	case "registrations":
+		err = registrationsCommand(ctx, args, stdio, getenv)
 	case "send":
 		err = send(ctx, args, stdio, getenv)
 	case "version":
@@ -290,6 +296,126 @@ func accountsCommand(ctx context.Context, args []string, stdio Stdio, getenv fun
 		return fmt.Errorf("%w: unknown accounts command %q", errUsage, sub)
 	}
 	return nil
+}
+
+// registrationJSON is a binding as gchd registrations -json prints it.
+type registrationJSON struct {
+	Login     string    `json:"login"`
+	Contact   string    `json:"contact"`
+	Transport string    `json:"transport"`
+	Source    string    `json:"source"`
+	Expires   time.Time `json:"expires"`
+	ExpiresIn int       `json:"expires_in"` // seconds
+	Instance  string    `json:"instance,omitempty"`
+	RegID     int       `json:"reg_id,omitempty"`
+	UserAgent string    `json:"user_agent"`
+	Node      string    `json:"node"`
+	NAT       bool      `json:"nat"`
+	CallID    string    `json:"call_id"`
+	CSeq      uint32    `json:"cseq"`
+	Updated   time.Time `json:"updated"`
+}
+
+// registrationsCommand lists the registrar's bindings from the database,
+// as kamctl ul show does, or removes a login's. A running server holds
+// bindings in memory: it reads the removals every registrar.RemovalPoll
+// and forgets them then.
+func registrationsCommand(ctx context.Context, args []string, stdio Stdio, getenv func(string) string) error {
+	del := len(args) > 0 && args[0] == "del"
+	if del {
+		args = args[1:]
+	}
+	var asJSON bool
+	c, err := parse("registrations", args, stdio, getenv, func(fs *flag.FlagSet) {
+		if !del {
+			fs.BoolVar(&asJSON, "json", false, "print JSON, one array")
+		}
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case del && (len(c.args) < 1 || len(c.args) > 2):
+		return fmt.Errorf("%w: gchd registrations del LOGIN [CONTACT]", errUsage)
+	case !del && len(c.args) > 1:
+		return fmt.Errorf("%w: gchd registrations [LOGIN] or gchd registrations del LOGIN [CONTACT]", errUsage)
+	}
+	login := ""
+	if len(c.args) > 0 {
+		login = c.args[0]
+		if !chat.ValidLogin(login) {
+			return fmt.Errorf("%w: login %q is not valid", errUsage, login)
+		}
+	}
+	db, err := storage.Open(ctx, c.cfg.Database, storage.Options{})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	now := time.Now()
+	if del {
+		contact := ""
+		if len(c.args) == 2 {
+			contact = c.args[1]
+		}
+		removed, err := db.RemoveBindings(ctx, login, contact, now)
+		if err != nil {
+			return err
+		}
+		if len(removed) == 0 {
+			if contact != "" {
+				return fmt.Errorf("%s has no registration of contact %s", login, contact)
+			}
+			return fmt.Errorf("%s has no registrations", login)
+		}
+		for _, b := range removed {
+			fmt.Fprintf(stdio.Out, "removed %s %s (%s from %s)\n", b.AOR, b.URI, b.Transport, b.Source)
+		}
+		return nil
+	}
+	list, err := db.ListBindings(ctx, login, now)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		out := make([]registrationJSON, len(list))
+		for i, b := range list {
+			out[i] = registrationJSON{Login: b.AOR, Contact: b.URI, Transport: b.Transport, Source: b.Source,
+				Expires: b.Expires.UTC(), ExpiresIn: int(b.Expires.Sub(now).Seconds()), Instance: b.Instance, RegID: b.RegID,
+				UserAgent: b.UserAgent, Node: b.Node, NAT: b.NAT, CallID: b.CallID, CSeq: b.CSeq, Updated: b.Updated.UTC()}
+		}
+		enc := json.NewEncoder(stdio.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	tw := tabwriter.NewWriter(stdio.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "LOGIN\tCONTACT\tTRANSPORT\tSOURCE\tEXPIRES\tINSTANCE\tUSER AGENT\tNODE")
+	dash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	for _, b := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%ds\t%s\t%s\t%s\n", b.AOR, strings.Map(printable, b.URI), b.Transport, b.Source,
+			int(b.Expires.Sub(now).Seconds()), dash(strings.Map(printable, b.Instance)), dash(strings.Map(printable, b.UserAgent)), dash(b.Node))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if login != "" && len(list) == 0 {
+		fmt.Fprintf(stdio.Err, "%s has no registrations\n", login)
+	}
+	return nil
+}
+
+// printable keeps a phone's User-Agent from moving the terminal or the
+// table: control characters and tabs become spaces.
+func printable(r rune) rune {
+	if r < 0x20 || r == 0x7f {
+		return ' '
+	}
+	return r
 }
 
 // readPassword reads one line from standard input; on a terminal it asks

@@ -28,6 +28,13 @@ type Config struct {
 	Log       Log       `yaml:"log"`
 	Shutdown  Shutdown  `yaml:"shutdown"`
 	Debug     Debug     `yaml:"debug"`
+	Trace     Trace     `yaml:"trace"`
+}
+
+// Trace mirrors SIP traffic to a capture server.
+type Trace struct {
+	HEPAddr    string `yaml:"hep_addr" help:"host:port of a HEPv3 collector (Homer) that gets a copy of every SIP message over UDP (empty: off)"`
+	HEPAgentID int64  `yaml:"hep_agent_id" help:"capture agent id put in each HEP packet, to tell nodes apart in Homer"`
 }
 
 // Debug is diagnostics for operators.
@@ -214,5 +221,6 @@ func Default() Config {
 		},
 		Log:      Log{Level: "info", Format: "text"},
 		Shutdown: Shutdown{Grace: 10 * time.Second},
+		Trace:    Trace{HEPAgentID: 1},
 	}
 }

@@ -52,6 +52,21 @@ func (c Config) Validate() error {
 			bad(a.path, a.value, err.Error())
 		}
 	}
+	if c.Trace.HEPAddr != "" {
+		host, port, err := net.SplitHostPort(c.Trace.HEPAddr)
+		p, perr := strconv.Atoi(port)
+		switch {
+		case err != nil:
+			bad("trace.hep_addr", c.Trace.HEPAddr, "want host:port of the HEP collector, e.g. 127.0.0.1:9060")
+		case host == "":
+			bad("trace.hep_addr", c.Trace.HEPAddr, "the collector's host is missing")
+		case perr != nil || p < 1 || p > 65535:
+			bad("trace.hep_addr", c.Trace.HEPAddr, "the port must be 1 to 65535")
+		}
+	}
+	if c.Trace.HEPAgentID < 0 || c.Trace.HEPAgentID > 1<<32-1 {
+		bad("trace.hep_agent_id", c.Trace.HEPAgentID, "want 0 to 4294967295")
+	}
 	if c.SIP.Addr == "" && c.SIP.WSAddr == "" && c.SIP.TLSAddr == "" && c.SIP.WSSAddr == "" {
 		bad("sip.addr", c.SIP.Addr, "no SIP listener is configured")
 	}

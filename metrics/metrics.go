@@ -32,6 +32,8 @@ type Metrics struct {
 	limitRejections *prometheus.CounterVec
 
 	quotaRefusals *prometheus.CounterVec
+
+	traceDropped prometheus.Counter
 }
 
 // BuildInfo describes the running binary.
@@ -82,6 +84,11 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 	reg.MustRegister(m.limitRejections)
 	m.quotaRefusals = newQuotaRefusals()
 	reg.MustRegister(m.quotaRefusals)
+	m.traceDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gchd_trace_hep_dropped_total",
+		Help: "SIP messages not mirrored to the HEP collector (trace.hep_addr) because its send queue was full.",
+	})
+	reg.MustRegister(m.traceDropped)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",
@@ -236,6 +243,9 @@ func (c *pendingCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(pendingDesc, prometheus.GaugeValue, float64(retrying), "retrying")
 	ch <- prometheus.MustNewConstMetric(oldestDesc, prometheus.GaugeValue, age.Seconds())
 }
+
+// TraceDropped counts a SIP message the HEP mirror had no room for.
+func (m *Metrics) TraceDropped() { m.traceDropped.Inc() }
 
 // LimitRejected counts something refused by an abuse limit (sip_rate,
 // http_rate, auth_source, auth_account, connections).

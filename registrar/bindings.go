@@ -73,7 +73,22 @@ type BindingStore interface {
 	SaveBindings(ctx context.Context, put []Binding, del []BindingRef) error
 	// DeleteExpiredBindings removes bindings that expired before t.
 	DeleteExpiredBindings(ctx context.Context, t time.Time) (int, error)
+	// BindingRemovals lists the bindings an operator removed from the
+	// store lately (gchd registrations del), which a running registrar
+	// still holds in memory.
+	BindingRemovals(ctx context.Context) ([]BindingRemoval, error)
 }
+
+// BindingRemoval is a binding an operator removed, and when.
+type BindingRemoval struct {
+	BindingRef
+	At time.Time
+}
+
+// RemovalPoll is how often a running registrar reads the operator's
+// removals: a binding removed with gchd registrations del is no longer
+// used within about this long.
+const RemovalPoll = time.Second
 
 // BindingRef names a binding.
 type BindingRef struct {
@@ -513,6 +528,8 @@ func (b *Bindings) Run(ctx context.Context) {
 	}()
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
+	removals := time.NewTicker(RemovalPoll)
+	defer removals.Stop()
 	var refresh <-chan time.Time
 	if b.policy.RefreshWrite > 0 {
 		t := time.NewTicker(b.policy.RefreshWrite)
@@ -529,6 +546,8 @@ func (b *Bindings) Run(ctx context.Context) {
 			return
 		case <-tick.C:
 			b.expire(ctx)
+		case <-removals.C:
+			b.applyRemovals(ctx)
 		case <-refresh:
 			// Not cancelled with ctx: the marks are cleared as they are
 			// taken, and a write given up would lose them.
@@ -728,6 +747,39 @@ func (b *Bindings) expire(ctx context.Context) {
 	}
 	if _, err := b.store.DeleteExpiredBindings(ctx, now); err != nil && ctx.Err() == nil {
 		b.log.Error("delete expired bindings", "error", err)
+	}
+}
+
+// applyRemovals forgets the bindings an operator removed from the store.
+// A binding refreshed after its removal stays: the phone registered
+// again, and its refresh writes the row back. The store's row is deleted
+// again too, in case a refresh written behind brought it back.
+func (b *Bindings) applyRemovals(ctx context.Context) {
+	list, err := b.store.BindingRemovals(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			b.log.Warn("read binding removals", "error", err)
+		}
+		return
+	}
+	for _, r := range list {
+		sh := b.shard(r.AOR)
+		sh.mu.Lock()
+		cur := sh.aors[r.AOR]
+		i := indexOf(cur, r.Key)
+		if i < 0 || !cur[i].Updated.Before(r.At) {
+			sh.mu.Unlock()
+			continue
+		}
+		gone := cur[i]
+		b.setLocked(sh, r.AOR, append(cur[:i:i], cur[i+1:]...))
+		delete(sh.refreshed, r.BindingRef)
+		err := b.persist(ctx, nil, []BindingRef{r.BindingRef}, false)
+		sh.mu.Unlock()
+		b.log.Info("binding removed by the operator", "aor", r.AOR, "contact", gone.URI, "source", gone.Source)
+		if err != nil && ctx.Err() == nil {
+			b.log.Error("delete removed binding", "aor", r.AOR, "error", err)
+		}
 	}
 }
 

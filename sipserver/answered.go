@@ -2,9 +2,11 @@ package sipserver
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
@@ -340,8 +342,7 @@ func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.
 		if tx != nil {
 			tx.Terminate()
 		}
-		_, err := conn.WriteToUDPAddrPort(data, to)
-		return err
+		return s.writeUDP(conn, data, to)
 	})
 }
 
@@ -367,7 +368,11 @@ func (s *Server) resend(ans answer, req *sip.Request) {
 	if !ok {
 		return
 	}
-	if _, err := conn.WriteToUDPAddrPort(ans.data, ans.to); err != nil {
+	if err := s.writeUDP(conn, ans.data, ans.to); err != nil {
 		s.log.Debug("resend answer", "method", req.Method, "call_id", callID(req), "error", err)
+	}
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("sip answer again", "method", string(req.Method), "call_id", callID(req), "from", fromAddress(req),
+			"to", toAddress(req), "destination", ans.to.String(), "transport", "UDP")
 	}
 }

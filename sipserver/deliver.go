@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -133,6 +134,10 @@ func (s *Server) sendEvent(ctx context.Context, ev chat.Event, login string, t t
 	s.metrics.SIPRequestSent(string(sip.MESSAGE))
 	tx, err := s.cli.TransactionRequest(ctx, req)
 	chat.Sent(ctx) // written (or failed): the member's next delivery may go
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("sip request sent", "method", string(req.Method), "call_id", callID(req), "from", fromAddress(req),
+			"to", toAddress(req), "destination", req.Destination(), "transport", req.Transport(), "mid", uint64(ev.MID), "error", err)
+	}
 	if err != nil {
 		s.metrics.SIPResponseReceived(string(sip.MESSAGE), 0, time.Since(start))
 		return 0, err
@@ -145,6 +150,10 @@ func (s *Server) sendEvent(ctx context.Context, ev chat.Event, login string, t t
 				continue
 			}
 			s.metrics.SIPResponseReceived(string(sip.MESSAGE), res.StatusCode, time.Since(start))
+			if s.log.Enabled(ctx, slog.LevelDebug) {
+				s.log.Debug("sip answer received", "status", res.StatusCode, "reason", res.Reason, "method", string(req.Method),
+					"call_id", callID(req), "to", toAddress(req), "source", res.Source())
+			}
 			return res.StatusCode, nil
 		case <-tx.Done():
 			s.metrics.SIPResponseReceived(string(sip.MESSAGE), 0, time.Since(start))

@@ -117,6 +117,11 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 		return bad
 	}
 	caller := chat.Caller{Login: sender}
+	// A From without a display name posts under the account's name, as
+	// the API does; the lookup is the one authentication just cached.
+	if acc, err := s.accounts.Lookup(ctx, sender); err == nil {
+		caller.DisplayName = acc.DisplayName
+	}
 	if cmd, arg, ok := command(text); ok {
 		s.runCommand(req, caller, id, cmd, arg)
 		return reply(req, 200, "OK")

@@ -3,6 +3,7 @@ package sipserver
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime/debug"
 	"time"
@@ -34,6 +35,7 @@ func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, conn net.Conn, fn handlerFunc) {
 	start := time.Now()
 	s.metrics.SIPRequestReceived(string(req.Method))
+	s.debugRequest(req)
 	var res *sip.Response
 	defer func() {
 		if p := recover(); p != nil {
@@ -97,9 +99,59 @@ func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Re
 	if err != nil {
 		s.log.Debug("send response", "code", res.StatusCode, "method", req.Method, "call_id", callID(req), "error", err)
 	}
+	s.debugAnswer(req, res, err)
 	if res.StatusCode >= 200 {
 		s.metrics.SIPResponseSent(string(req.Method), res.StatusCode, time.Since(start))
 	}
+}
+
+// debugRequest logs a request at debug level: its method, Call-ID,
+// the From and To addresses and where it came from. Never its headers
+// (Authorization) or its body. The check comes first: a REGISTER refresh
+// must not pay for the attributes when debug is off.
+func (s *Server) debugRequest(req *sip.Request) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	s.log.Debug("sip request", "method", string(req.Method), "call_id", callID(req), "from", fromAddress(req),
+		"to", toAddress(req), "source", req.Source(), "transport", req.Transport())
+}
+
+// debugAnswer logs an answer sent to req at debug level, as debugRequest
+// logs the request.
+func (s *Server) debugAnswer(req *sip.Request, res *sip.Response, err error) {
+	if !s.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	attrs := []any{"status", res.StatusCode, "reason", res.Reason, "method", string(req.Method), "call_id", callID(req),
+		"from", fromAddress(req), "to", toAddress(req), "destination", req.Source(), "transport", req.Transport()}
+	if err != nil {
+		attrs = append(attrs, "error", err)
+	}
+	s.log.Debug("sip answer", attrs...)
+}
+
+// fromAddress and toAddress return user@host of the From and To: not
+// the display name or parameters, and never the password a URI may carry.
+func fromAddress(req *sip.Request) string {
+	if f := req.From(); f != nil {
+		return userAtHost(f.Address)
+	}
+	return ""
+}
+
+func toAddress(req *sip.Request) string {
+	if t := req.To(); t != nil {
+		return userAtHost(t.Address)
+	}
+	return ""
+}
+
+func userAtHost(u sip.Uri) string {
+	if u.User == "" {
+		return u.Host
+	}
+	return u.User + "@" + u.Host
 }
 
 // onOptions answers OPTIONS addressed to the server (keep-alives, health

@@ -156,6 +156,9 @@ func (in *udpIngress) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 	for {
 		n, addr, err := in.PacketConn.ReadFrom(b)
+		if err == nil && in.s.opts.Mirror != nil {
+			in.s.capture(ipProtoUDP, addr, in.LocalAddr(), b[:n])
+		}
 		if err != nil || !in.take(b[:n], addr) {
 			if ua, ok := addr.(*net.UDPAddr); ok && err == nil {
 				in.saw(ua)

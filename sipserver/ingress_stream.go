@@ -159,6 +159,7 @@ func (c *framedConn) Read(b []byte) (int, error) {
 			if rerr := c.admitOpaque(b[:n]); rerr != nil {
 				return 0, rerr
 			}
+			c.mirrorIn(b[:n])
 			return n, err
 		}
 		took, ferr := c.frame(b[:n])
@@ -188,6 +189,7 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 			if err := c.admitOpaque(data); err != nil {
 				return took, err
 			}
+			c.mirrorIn(data)
 			c.pass(data)
 			data = nil
 			break
@@ -227,6 +229,9 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 				return took, err
 			}
 			n := min(size, len(data))
+			// A message longer than this read is mirrored as far as it
+			// came in it.
+			c.mirrorIn(data[:n])
 			c.pass(data[:n])
 			c.skip = size - n
 			data = data[n:]
@@ -242,6 +247,7 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 			if err := c.admit(1); err != nil {
 				return took, err
 			}
+			c.mirrorIn(data[:min(size, len(data))])
 			c.pass(data[:min(size, len(data))])
 			c.skip = size - min(size, len(data))
 			data = data[min(size, len(data)):]
@@ -250,6 +256,7 @@ func (c *framedConn) frame(data []byte) (took bool, err error) {
 			if err := c.admit(1); err != nil {
 				return took, err
 			}
+			c.mirrorIn(data[:size])
 			taken, err := c.in.take(data[:size], c)
 			if err != nil {
 				return took, err
@@ -380,7 +387,7 @@ func (l *streamIngress) take(msg []byte, c *framedConn) (bool, error) {
 	}
 	req.SetTransport(l.transport)
 	req.SetSource(c.src)
-	return l.workers.offer(ingressJob{req: req, conn: c.Conn}), nil
+	return l.workers.offer(ingressJob{req: req, conn: c}), nil
 }
 
 // answerStream writes a final answer on the connection a request of the

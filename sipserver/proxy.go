@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"hash/fnv"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -426,6 +427,7 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 		if err != nil {
 			s.log.Debug("relay response", "code", r.StatusCode, "call_id", callID(req), "error", err)
 		}
+		s.debugAnswer(req, r, err)
 		if r.StatusCode >= 200 {
 			s.metrics.SIPResponseSent(string(req.Method), r.StatusCode, time.Since(start))
 		}
@@ -442,6 +444,10 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 		forks[i] = f
 		ctl, err := s.cli.TransactionRequest(sendCtx, f, s.addVia(key, req))
 		s.metrics.SIPRequestSent(string(req.Method))
+		if s.log.Enabled(ctx, slog.LevelDebug) {
+			s.log.Debug("sip request sent", "method", string(f.Method), "call_id", callID(f), "from", fromAddress(f),
+				"to", toAddress(f), "destination", f.Destination(), "transport", f.Transport(), "error", err)
+		}
 		if err != nil {
 			results <- branchResult{i: i, err: err}
 			continue

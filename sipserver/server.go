@@ -76,6 +76,9 @@ type Options struct {
 	Secret []byte
 	// Guards are the abuse limits; nil fields are off.
 	Guards Guards
+	// Mirror, if not nil, gets a copy of every message read and written
+	// (trace.hep_addr).
+	Mirror Mirror
 }
 
 // Guards are the limits that protect the server from abuse, per source
@@ -435,17 +438,19 @@ func (s *Server) Serve(ctx context.Context) error {
 		case "TLS":
 			in := newStreamIngress(s, ln, transport, workers)
 			serve("tls", func() error { return s.srv.ServeTLS(in) })
-		case "WS":
-			serve("ws", func() error { return s.srv.ServeWS(ln) })
-		case "WSS":
-			// The listener terminates TLS itself and sipgo's WS transport
-			// carries the WebSocket inside it. sipgo's WSS transport would
-			// dial a request's Via host with a dialer of its own whenever
-			// the client hung up before its answer, and no option reaches
-			// that dialer; its WS transport dials only through noWSDialer,
-			// which refuses. Flows on this port are thus WS to the
-			// registrar and the proxy: the same connection either way.
-			serve("wss", func() error { return s.srv.ServeWS(ln) })
+		case "WS", "WSS":
+			// A WSS listener terminates TLS itself and sipgo's WS
+			// transport carries the WebSocket inside it. sipgo's WSS
+			// transport would dial a request's Via host with a dialer of
+			// its own whenever the client hung up before its answer, and
+			// no option reaches that dialer; its WS transport dials only
+			// through noWSDialer, which refuses. Flows on this port are
+			// thus WS to the registrar and the proxy: the same connection
+			// either way.
+			if s.opts.Mirror != nil {
+				ln = wsMirrorListener{Listener: ln, s: s}
+			}
+			serve(strings.ToLower(transport), func() error { return s.srv.ServeWS(ln) })
 		}
 	}
 	var err error
@@ -558,6 +563,7 @@ var errRateLimited = errors.New("source over its SIP rate limit")
 // message, but a TCP or TLS read may hold many, so the connections the
 // stream ingress accepted are counted there, per message framed.
 func (s *Server) rateFilter(p sip.TransportReadProps, data []byte) ([]byte, error) {
+	s.mirrorRead(p.Transport, p.LocalAddr, p.RemoteAddr, data)
 	r := s.opts.Guards.Rate
 	if r == nil || p.RemoteAddr == nil {
 		return data, nil

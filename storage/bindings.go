@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -213,4 +214,135 @@ func (db *DB) Secret(ctx context.Context, name string) ([]byte, error) {
 		return nil, fmt.Errorf("secret %s: %w", name, err)
 	}
 	return hex.DecodeString(value)
+}
+
+// removalsSetting names the settings row that lists the bindings an
+// operator removed (gchd registrations del) in the last removalsKept:
+// every node holding bindings in memory reads it (BindingRemovals) and
+// forgets them too.
+const (
+	removalsSetting = "bindings_removed"
+	removalsKept    = 10 * time.Minute
+)
+
+type removalJSON struct {
+	AOR string `json:"aor"`
+	Key string `json:"key"`
+	At  int64  `json:"at"` // microseconds since the epoch
+}
+
+// ListBindings returns the stored bindings of aor ("" for every AOR) that
+// expire after now, by AOR and then oldest first. A refresh that only
+// moved an expiry may be written up to registrar.refresh_write later.
+func (db *DB) ListBindings(ctx context.Context, aor string, now time.Time) ([]registrar.Binding, error) {
+	q := "SELECT " + bindingColumns + " FROM bindings WHERE expires_at > ?"
+	args := []any{micros(now)}
+	if aor != "" {
+		q += " AND aor = ?"
+		args = append(args, aor)
+	}
+	var rows []bindingRow
+	if err := db.reader().selectAll(ctx, &rows, q+" ORDER BY aor, updated_at", args...); err != nil {
+		return nil, fmt.Errorf("select bindings: %w", err)
+	}
+	out := make([]registrar.Binding, len(rows))
+	for i, r := range rows {
+		out[i] = registrar.Binding{
+			AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
+			CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
+			UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
+		}
+	}
+	return out, nil
+}
+
+// RemoveBindings deletes the bindings of aor, only the one whose Contact
+// URI is contact when contact is not "", and records their removal for
+// the servers that hold them in memory, in one transaction. It returns
+// the bindings removed.
+func (db *DB) RemoveBindings(ctx context.Context, aor, contact string, now time.Time) ([]registrar.Binding, error) {
+	var removed []registrar.Binding
+	err := db.inTx(ctx, "bindings_remove", func(tx *sqlx.Tx) error {
+		q := "SELECT " + bindingColumns + " FROM bindings WHERE aor = ?"
+		args := []any{aor}
+		if contact != "" {
+			q += " AND uri = ?"
+			args = append(args, contact)
+		}
+		var rows []bindingRow
+		if err := tx.SelectContext(ctx, &rows, db.sql(q), args...); err != nil {
+			return fmt.Errorf("select bindings of %s: %w", aor, err)
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		// The list is read and written back whole: on PostgreSQL the row
+		// is locked first, so that two removals at once both stay listed
+		// (SQLite runs one write transaction at a time).
+		if _, err := tx.ExecContext(ctx, db.sql("INSERT INTO settings (name, value) VALUES (?, '[]') ON CONFLICT (name) DO NOTHING"), removalsSetting); err != nil {
+			return fmt.Errorf("record removals: %w", err)
+		}
+		sel := "SELECT value FROM settings WHERE name = ?"
+		if db.engine == Postgres {
+			sel += " FOR UPDATE"
+		}
+		var value string
+		if err := tx.GetContext(ctx, &value, db.sql(sel), removalsSetting); err != nil {
+			return fmt.Errorf("read removals: %w", err)
+		}
+		var list []removalJSON
+		_ = json.Unmarshal([]byte(value), &list) // a damaged list starts again
+		keep := list[:0]
+		for _, r := range list {
+			if fromMicros(r.At).After(now.Add(-removalsKept)) {
+				keep = append(keep, r)
+			}
+		}
+		list = keep
+		for _, r := range rows {
+			if _, err := tx.ExecContext(ctx, db.sql(bindingDelete), r.AOR, r.Key); err != nil {
+				return fmt.Errorf("delete binding %s %s: %w", r.AOR, r.Key, err)
+			}
+			list = append(list, removalJSON{AOR: r.AOR, Key: r.Key, At: micros(now)})
+			removed = append(removed, registrar.Binding{
+				AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
+				CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
+				UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
+			})
+		}
+		b, err := json.Marshal(list)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, db.sql("UPDATE settings SET value = ? WHERE name = ?"), string(b), removalsSetting); err != nil {
+			return fmt.Errorf("record removals: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return removed, nil
+}
+
+// BindingRemovals lists the bindings an operator removed lately, for the
+// registrar to forget the ones it still holds: one read of one row.
+func (s bindingStore) BindingRemovals(ctx context.Context) ([]registrar.BindingRemoval, error) {
+	var value string
+	err := s.get(ctx, &value, "SELECT value FROM settings WHERE name = ?", removalsSetting)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read binding removals: %w", err)
+	}
+	var list []removalJSON
+	if err := json.Unmarshal([]byte(value), &list); err != nil {
+		return nil, fmt.Errorf("read binding removals: %w", err)
+	}
+	out := make([]registrar.BindingRemoval, len(list))
+	for i, r := range list {
+		out[i] = registrar.BindingRemoval{BindingRef: registrar.BindingRef{AOR: r.AOR, Key: r.Key}, At: fromMicros(r.At)}
+	}
+	return out, nil
 }
