@@ -175,14 +175,24 @@ const (
 	MaxHistoryLimit     = 200
 )
 
+// historyLimit is the page size a history call asked for: 0 is the
+// default.
+func historyLimit(limit int) (int, error) {
+	switch {
+	case limit == 0:
+		return DefaultHistoryLimit, nil
+	case limit < 0 || limit > MaxHistoryLimit:
+		return 0, invalid("limit %d is out of 1..%d", limit, MaxHistoryLimit)
+	}
+	return limit, nil
+}
+
 // Messages returns up to limit events of a group's log after the given MID,
 // for joined members, and whether more follow.
 func (s *Service) Messages(ctx context.Context, c Caller, id GroupID, after MID, limit int) ([]Event, bool, error) {
-	switch {
-	case limit == 0:
-		limit = DefaultHistoryLimit
-	case limit < 0 || limit > MaxHistoryLimit:
-		return nil, false, invalid("limit %d is out of 1..%d", limit, MaxHistoryLimit)
+	limit, err := historyLimit(limit)
+	if err != nil {
+		return nil, false, err
 	}
 	if err := s.requireJoinedReader(ctx, c, id); err != nil {
 		return nil, false, err
@@ -201,11 +211,9 @@ func (s *Service) Messages(ctx context.Context, c Caller, id GroupID, after MID,
 // the given MID (before 0: the newest of all) in MID order, for joined
 // members, and whether older ones exist.
 func (s *Service) MessagesBefore(ctx context.Context, c Caller, id GroupID, before MID, limit int) ([]Event, bool, error) {
-	switch {
-	case limit == 0:
-		limit = DefaultHistoryLimit
-	case limit < 0 || limit > MaxHistoryLimit:
-		return nil, false, invalid("limit %d is out of 1..%d", limit, MaxHistoryLimit)
+	limit, err := historyLimit(limit)
+	if err != nil {
+		return nil, false, err
 	}
 	if err := s.requireJoinedReader(ctx, c, id); err != nil {
 		return nil, false, err
