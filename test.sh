@@ -34,59 +34,49 @@ ensure_postgres() {
 	fi
 }
 
-# SIPp (Debian package sip-tester) takes part in the end-to-end tests as a
-# third-party user agent, and SIPVicious (Debian package sipvicious: svwar,
-# svcrack) attacks the real server as scanners on the internet do; the
-# tests that need them skip, loudly, without them.
-ensure_tools() {
+# ensure_packages installs, as root on Debian, the Debian package of each
+# "command package" pair whose command is missing; the tests that need a
+# missing one skip, loudly.
+ensure_packages() {
+	what=$1
+	shift
 	missing=""
-	command -v sipp >/dev/null 2>&1 || missing="$missing sip-tester"
-	{ command -v svwar >/dev/null 2>&1 && command -v svcrack >/dev/null 2>&1; } || missing="$missing sipvicious"
+	while [ $# -gt 1 ]; do
+		if ! command -v "$1" >/dev/null 2>&1; then
+			case " $missing " in *" $2 "*) ;; *) missing="$missing $2" ;; esac
+		fi
+		shift 2
+	done
 	[ -z "$missing" ] && return 0
 	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
 		echo "test.sh: installing$missing" >&2
 		apt-get update -qq || true
 		for pkg in $missing; do
 			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null ||
-				echo "test.sh: WARNING: could not install $pkg; its tests will be skipped" >&2
+				echo "test.sh: WARNING: could not install $pkg; $what will be SKIPPED" >&2
 		done
 	else
-		echo "test.sh: WARNING: not root or no apt-get; not installed:$missing; their tests will be skipped" >&2
+		echo "test.sh: WARNING: not root or no apt-get; not installed:$missing; $what will be SKIPPED" >&2
 	fi
+}
+
+# SIPp (sip-tester) takes part in the end-to-end tests as a third-party user
+# agent; SIPVicious (svwar, svcrack) attacks the real server as scanners do.
+ensure_tools() {
+	ensure_packages "their tests" sipp sip-tester svwar sipvicious svcrack sipvicious
 }
 
 # Real softphones, Debian 12's baresip 1.0 (package baresip) and linphonec
 # 5.1 (package linphone-cli), register, chat and call through gchd in the
-# app tests, headless; those tests skip, loudly, without them.
+# app tests, headless.
 ensure_softphones() {
-	missing=""
-	command -v baresip >/dev/null 2>&1 || missing="$missing baresip"
-	command -v linphonec >/dev/null 2>&1 || missing="$missing linphone-cli"
-	[ -z "$missing" ] && return 0
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		echo "test.sh: installing$missing" >&2
-		apt-get update -qq || true
-		for pkg in $missing; do
-			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null ||
-				echo "test.sh: WARNING: could not install $pkg; the tests with real softphones will be SKIPPED" >&2
-		done
-	else
-		echo "test.sh: WARNING: not root or no apt-get; not installed:$missing; the tests with real softphones will be SKIPPED" >&2
-	fi
+	ensure_packages "the tests with real softphones" baresip baresip linphonec linphone-cli
 }
 
 # Headless Chromium (Debian packages chromium and chromium-driver) runs JsSIP
-# in tests/browser, a browser taking part in a group chat over SIP over
-# WebSocket; that test skips without Chromium.
+# and an EventSource page in tests/browser.
 ensure_browser() {
-	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 && return 0
-	if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-		echo "test.sh: installing chromium and chromium-driver" >&2
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ||
-			echo "test.sh: could not install chromium; the browser test will be skipped" >&2
-	else
-		echo "test.sh: chromium not found; the browser test will be skipped" >&2
-	fi
+	ensure_packages "the browser tests" chromium chromium chromedriver chromium-driver
 }
 
 ensure_postgres
