@@ -237,11 +237,6 @@ func (db *DB) Close() error {
 	return err
 }
 
-// Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error {
-	return classify(db.r.PingContext(ctx))
-}
-
 // ProbeWrite commits an upsert of one row, this node's in settings
 // ("write-probe:NODE"), for readiness: a database that answers reads may
 // still refuse every write (a full disk, a PostgreSQL server or database
