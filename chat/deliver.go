@@ -50,7 +50,6 @@ type DeliveryState string
 const (
 	DeliveryPending DeliveryState = "p"
 	DeliveryDone    DeliveryState = "d"
-	DeliveryExpired DeliveryState = "x"
 	DeliveryFailed  DeliveryState = "f"
 )
 

@@ -55,7 +55,6 @@ type Service struct {
 	store     Store
 	publisher Publisher
 	limits    Limits
-	now       func() time.Time
 	log       *slog.Logger
 	// refused, when set, learns of each operation a quota refused.
 	refused func(quota string)
@@ -71,9 +70,6 @@ func WithPublisher(p Publisher) Option { return func(s *Service) { s.publisher =
 // WithLimits replaces DefaultLimits.
 func WithLimits(l Limits) Option { return func(s *Service) { s.limits = l } }
 
-// WithClock replaces time.Now, for tests.
-func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
-
 // WithQuotaObserver sets who learns of each operation refused by a quota,
 // by the quota's name (QuotaPending, QuotaGroups): the metrics.
 func WithQuotaObserver(f func(quota string)) Option { return func(s *Service) { s.refused = f } }
@@ -86,7 +82,6 @@ func NewService(store Store, opts ...Option) *Service {
 	s := &Service{
 		store:  store,
 		limits: DefaultLimits(),
-		now:    time.Now,
 		log:    slog.New(slog.DiscardHandler),
 	}
 	for _, o := range opts {
@@ -96,12 +91,9 @@ func NewService(store Store, opts ...Option) *Service {
 	return s
 }
 
-// Limits returns the limits the service enforces.
-func (s *Service) Limits() Limits { return s.limits }
-
 // clock returns the current time in UTC with microsecond precision, the
 // precision both storage engines keep.
-func (s *Service) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+func (s *Service) clock() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // pending is an event committed by a transaction, waiting to be published.
 type pending struct {

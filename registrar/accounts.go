@@ -122,9 +122,6 @@ func NewAccounts(store AccountStore, realm string, opts ...AccountsOption) *Acco
 	return a
 }
 
-// Realm returns the realm every HA1 is computed for.
-func (a *Accounts) Realm() string { return a.realm }
-
 // CheckPassword rejects passwords that cannot be typed into a phone's
 // settings or that would break a one-line import.
 func CheckPassword(p string) error {

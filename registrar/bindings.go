@@ -507,8 +507,8 @@ const commitGap = 3 * time.Millisecond
 //
 // Under load commits are spaced by commitGap, so that each takes more
 // rows and its fixed cost (the transaction, the WAL frames of the pages it
-// dirtied, the flush) is shared by more REGISTERs: at 9,000 new bindings a
-// second over UDP that cut gchd's CPU per REGISTER by 9 %. A last commit of one
+// dirtied, the flush) is shared by more REGISTERs, which lowers the CPU
+// each REGISTER costs (docs/PERFORMANCE.md). A last commit of one
 // write means nobody was waiting: the writer commits at once, and a
 // REGISTER on a quiet server is answered without the wait. (PostgreSQL's
 // commit_delay with commit_siblings works the same way.)

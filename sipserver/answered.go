@@ -22,15 +22,16 @@ import (
 // request gets the same answer again and is not acted on twice (RFC 3261
 // 17.2.2, Timer J). The transaction itself ends as soon as it has
 // answered: sipgo would keep the whole transaction (parsed request and
-// response, state machine, timers: about 5 KB of pointers for the garbage
+// response, state machine, timers: kilobytes of pointers for the garbage
 // collector to trace) for those 32 s. INVITE transactions are left to
 // sipgo (their ACK and retransmitted 2xx need it).
 //
 // Nothing kept here holds a pointer the collector must follow: keys are
 // 128-bit hashes, answers are records in large byte chunks, and the map
-// and the expiry queue hold only numbers. At 9,000 refreshes/s the 32 s
-// of answers are half a million entries; kept as strings and slices they
-// made every collection trace them all, a quarter of the server's CPU.
+// and the expiry queue hold only numbers. Under load the linger's worth
+// of answers runs to hundreds of thousands of entries; kept as strings
+// and slices they made every collection trace them all, and the
+// collector's marking became a large part of the server's CPU.
 type answered struct {
 	ttl   time.Duration
 	seeds [2]maphash.Seed
@@ -203,8 +204,8 @@ func (a *answered) expireLocked(now time.Time) {
 }
 
 // expire drops the answers older than ttl. Every access expires too; this
-// is for when none comes: without it the last 32 s of a burst (150 MB
-// after 100,000 registrations) stayed in memory until the next request.
+// is for when none comes: without it the answers of a burst's last 32 s
+// stayed in memory until the next request.
 func (a *answered) expire(now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -348,8 +349,8 @@ func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.
 
 // withEncoded calls fn with res as it goes on the wire, in a pooled
 // buffer that fn must not keep (answered keeps a copy): res.String() grows
-// a builder several times and []byte() copies it again, a fifth of all the
-// bytes a REGISTER allocated.
+// a builder several times and []byte() copies it again, on every answer:
+// a large share of what a REGISTER allocated.
 func (s *Server) withEncoded(res *sip.Response, fn func([]byte) error) error {
 	buf, _ := s.encodeBufs.Get().(*bytes.Buffer)
 	if buf == nil {

@@ -10,8 +10,8 @@ import (
 // Header lookups that allocate nothing. sipgo's GetHeader and GetHeaders
 // lower-case the name of every header they pass in order to compare it:
 // one allocation per header whose name is not among the few they know
-// (Authorization, Expires, User-Agent...), on every lookup. A REGISTER's
-// lookups through them took 3 % of its CPU.
+// (Authorization, Expires, User-Agent...), on every lookup, and a
+// REGISTER looks up several such headers.
 
 // header returns the first header of m named name, in any case.
 func header(m interface{ Headers() []sip.Header }, name string) sip.Header {

@@ -25,7 +25,7 @@ const (
 //
 // Through sipgo, each request costs a new goroutine, whose small stack
 // then grows in the handler, a transaction with its own context and
-// timer, and the transaction's key: together a fifth of the CPU of a
+// timer, and the transaction's key: a large share of the CPU of a
 // REGISTER, which needs none of it (its answer is final; over UDP it is
 // kept in answered for retransmissions).
 type registerWorkers struct {
@@ -106,10 +106,10 @@ func (w *registerWorkers) stop() {
 //
 // It also bounds sipgo's memory of sources. sipgo's UDP read loop enters
 // every source address it reads from in its connection pool, and in a set
-// of its own, and forgets them only when the loop ends: about 1 MB per
-// 15,000 source ports, never given back, for anyone who sends from many
-// ports. So the loop is ended and started again (recycle) once sipgo has
-// seen udpSourcesPerLoop new sources.
+// of its own, and forgets them only when the loop ends: memory that grows
+// with every source port and is never given back, for anyone who sends
+// from many ports. So the loop is ended and started again (recycle) once
+// sipgo has seen udpSourcesPerLoop new sources.
 type udpIngress struct {
 	net.PacketConn // the socket itself: sipgo writes to it directly
 	s              *Server
@@ -130,7 +130,7 @@ type udpIngress struct {
 }
 
 // udpSourcesPerLoop is how many new sources a sipgo read loop sees
-// before it is recycled: its pool and set stay under about 0.6 MB.
+// before it is recycled, which bounds its pool and set.
 // udpRecent is how many of the latest sources are carried over into the
 // next loop (requests of theirs may still be on their way to sipgo's
 // transaction layer, which looks their source up in the pool).

@@ -30,8 +30,8 @@ func failed(req *sip.Request, err error) *sip.Response {
 // what a registrar sends (every registration is challenged first, and
 // every phone refreshes), and sipgo's NewResponseFromRequest clones each
 // header it copies, looks each up by name, and draws a UUID from the
-// system's random source for the To tag: together about a twentieth of the
-// CPU of a new registration. A REGISTER is answered once, finally, and
+// system's random source for the To tag, work that shows in the CPU of
+// every registration. A REGISTER is answered once, finally, and
 // dropped (its answer is kept encoded, see answered.go), so its answer can
 // share the request's From, Call-ID, CSeq and Via headers, none of which
 // is changed afterwards; only the top Via (rport) and To (tag) are new.

@@ -118,12 +118,12 @@ func Connect(ctx context.Context, dsn string, opts Options) (*DB, error) {
 	// Account reads under load are spaced like binding commits: each
 	// query pays a read transaction (locks, a fresh snapshot, the B-tree
 	// pages read again after any write), so fewer and larger batches cost
-	// less. 2 ms cut gchd's CPU per new binding by 4 % at 9,000/s.
+	// less.
 	db.accountReads.spacing = 2 * time.Millisecond
 	// Reads need not wait for each other: SQLite's readers run in
 	// parallel beside the writer, PostgreSQL's on the pool's connections.
-	// One read at a time (a batch of at most 64 per 2 ms) capped new
-	// bindings near 12,000 a second with every worker waiting for it.
+	// One read at a time capped the rate of new bindings below what the
+	// CPU allowed, every register worker waiting in the read queue.
 	db.accountReads.overlap = true
 	switch engine {
 	case SQLite:
@@ -164,7 +164,7 @@ func (db *DB) openSQLite(path string, opts Options) error {
 		// REGISTERs write bindings that is nearly every account read.
 		// The unmapping (and the page faults after it, and the TLB
 		// shootdowns it sends the other cores) cost more than the read
-		// system calls a map saves: 4 % of gchd's CPU per new binding.
+		// system calls a map saves.
 		"&_pragma=temp_store(MEMORY)"
 	w, err := sqlx.Open("sqlite", base+"&_txlock=immediate")
 	if err != nil {
@@ -235,11 +235,6 @@ func (db *DB) Close() error {
 		err = errors.Join(err, db.r.Close())
 	}
 	return err
-}
-
-// Ping checks that the database answers.
-func (db *DB) Ping(ctx context.Context) error {
-	return classify(db.r.PingContext(ctx))
 }
 
 // ProbeWrite commits an upsert of one row, this node's in settings
