@@ -19,6 +19,7 @@ var allowedImports = map[string][]string{
 	"configs":             {},
 	"limits":              {},
 	"trace":               {},
+	"push":                {},
 	"storage":             {"chat", "registrar"},
 	"storage/storagetest": {"storage"},
 	"sipserver":           {"chat", "registrar", "metrics", "limits"},
@@ -31,6 +32,7 @@ var forbiddenImports = map[string][]string{
 	"httpapi":   {"github.com/emiago/sipgo", "database/sql", "github.com/jmoiron/sqlx"},
 	"sipserver": {"net/http", "database/sql", "github.com/jmoiron/sqlx"},
 	"trace":     {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
+	"push":      {"github.com/emiago/sipgo", "database/sql", "github.com/jmoiron/sqlx"},
 }
 
 func TestPackageDependencies(t *testing.T) {

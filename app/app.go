@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,7 @@ import (
 	"gchd/httpapi"
 	"gchd/limits"
 	"gchd/metrics"
+	"gchd/push"
 	"gchd/registrar"
 	"gchd/sipserver"
 	"gchd/storage"
@@ -64,7 +66,8 @@ type App struct {
 	writable httpapi.Check // the database's write probe, cached
 	serving  atomic.Bool   // every listener is serving
 	sip      *sipserver.Server
-	hep      *trace.HEP // the SIP mirror to Homer; nil: off
+	hep      *trace.HEP     // the SIP mirror to Homer; nil: off
+	push     *push.Notifier // pushes to sleeping phones; nil: off
 	chat     *chat.Service
 	dispatch *chat.Dispatcher
 	api      *httpapi.Server
@@ -238,6 +241,22 @@ func (a *App) buildSIP(ctx context.Context) error {
 		mirror = a.hep // only a non-nil one: a nil *HEP would be a Mirror that is not nil
 		a.log.Info("SIP mirrored to a HEP collector", "hep_addr", addr, "agent_id", cfg.Trace.HEPAgentID)
 	}
+	var pusher sipserver.Pusher
+	if u := cfg.Push.GatewayURL; u != "" {
+		a.push, err = push.New(push.Options{
+			GatewayURL:  u,
+			Coalesce:    cfg.Push.Coalesce,
+			Timeout:     cfg.Push.Timeout,
+			IncludeText: cfg.Push.IncludeText,
+			Observe:     a.metrics.Push,
+		}, a.log.With("part", "push"))
+		if err != nil {
+			return fmt.Errorf("push.gateway_url: %w", err)
+		}
+		a.metrics.InitPushOutcomes(push.Outcomes)
+		pusher = pushAdapter{a.push} // only a non-nil one, as with the mirror
+		a.log.Info("sleeping phones are woken through a push gateway", "push_gateway", redactURL(u), "answer_wait", cfg.Push.AnswerWait)
+	}
 	a.sip, err = sipserver.New(sipserver.Options{
 		Domain:            cfg.Domain,
 		Advertise:         cfg.SIP.Advertise,
@@ -258,7 +277,9 @@ func (a *App) buildSIP(ctx context.Context) error {
 		Guards: sipserver.Guards{
 			Rate: a.guards.sipRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount, Conns: a.guards.sipConns,
 		},
-		Mirror: mirror,
+		Mirror:     mirror,
+		Pusher:     pusher,
+		AnswerWait: cfg.Push.AnswerWait,
 	}, a.accounts, a.bindings, a.metrics, a.log.With("part", "sip"))
 	return err
 }
@@ -373,6 +394,16 @@ func (a *App) Run(ctx context.Context) error {
 		}
 	}()
 
+	// Pushes are asked for by deliveries: they stop after them.
+	pushCtx, stopPush := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPush()
+	pushDone := make(chan struct{})
+	go func() {
+		defer close(pushDone)
+		if a.push != nil {
+			a.push.Run(pushCtx)
+		}
+	}()
 	dispatchCtx, stopDispatch := context.WithCancel(context.WithoutCancel(ctx))
 	graceCtx, endGrace := context.WithCancel(context.Background())
 	defer endGrace()
@@ -427,12 +458,22 @@ func (a *App) Run(ctx context.Context) error {
 	}()
 	stopDispatch()
 	wg.Wait()
+	stopPush()
+	<-pushDone
 	a.sip.Close()
 	stopBindings()
 	<-bindingsDone
 	a.close()
 	a.log.Info("gchd stopped")
 	return runErr
+}
+
+// redactURL hides a password in a URL for the log.
+func redactURL(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable)"
 }
 
 // close releases what New opened.

@@ -46,6 +46,8 @@ type phone struct {
 	answer int // status code answered to MESSAGE
 	cseq   uint32
 	callID string
+
+	closeOnce sync.Once
 }
 
 type phoneOption func(*phone)
@@ -136,13 +138,18 @@ func newPhoneAt(t testing.TB, server, login, transport string, opts ...phoneOpti
 			time.Sleep(2 * time.Millisecond)
 		}
 	}
-	t.Cleanup(func() {
-		ua.Close()
+	t.Cleanup(p.close)
+	return p
+}
+
+// close stops the phone: its socket is gone, as a suspended phone app's is.
+func (p *phone) close() {
+	p.closeOnce.Do(func() {
+		p.ua.Close()
 		if p.udp != nil {
 			p.udp.Close()
 		}
 	})
-	return p
 }
 
 // prepare addresses a request to gchd over the phone's transport.

@@ -9,9 +9,10 @@ import (
 // Deliverer sends one event to every reachable device of one member. It
 // returns nil once a device accepted it (a 2xx), ErrUnreachable when the
 // member has no device to send to (the delivery waits for a registration),
-// an error wrapping ErrRejected when every device refused it for good, and
-// any other error for a failure worth retrying (timeouts, 408, 480, 503,
-// transport errors).
+// ErrAsleep when the member's devices sleep and were asked to wake up (the
+// delivery waits for their registration too), an error wrapping
+// ErrRejected when every device refused it for good, and any other error
+// for a failure worth retrying (timeouts, 408, 480, 503, transport errors).
 //
 // A Deliverer calls Sent(ctx) once the event is on its way (written to the
 // network): with a window (DispatchOptions.Window) the member's next
@@ -34,7 +35,11 @@ func Sent(ctx context.Context) {
 // Outcomes of a delivery attempt that are not plain failures.
 var (
 	ErrUnreachable = errors.New("no reachable contact")
-	ErrRejected    = errors.New("rejected by every contact")
+	// ErrAsleep: a device did not answer and was sent a push notification
+	// (RFC 8599) to register again; retrying before it does would only
+	// wake it again.
+	ErrAsleep   = errors.New("device asleep: woken by a push, waiting for its registration")
+	ErrRejected = errors.New("rejected by every contact")
 )
 
 // PendingDelivery is an event still due to a member.
@@ -72,6 +77,10 @@ type Settlement struct {
 	Next     time.Time
 	Attempts int
 }
+
+// waiting reports whether the settlement leaves the delivery waiting for a
+// registration rather than for a retry time.
+func (s Settlement) waiting() bool { return s.State == DeliveryPending && s.Next.IsZero() }
 
 // DeliveryStore is the bookkeeping of deliveries the dispatcher needs.
 type DeliveryStore interface {

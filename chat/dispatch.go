@@ -111,6 +111,9 @@ type job struct {
 	ev       Event
 	login    string
 	attempts int
+	// flushes is the mailbox's count of flushes when the job was taken:
+	// a flush meanwhile may have read its row and left it to the job.
+	flushes uint64
 }
 
 type mailbox struct {
@@ -126,6 +129,9 @@ type mailbox struct {
 	// wait with it rather than overtake it.
 	sleeping bool
 	wakeup   *time.Timer
+	// flushes counts the member's flushes (registrations) while the
+	// mailbox lives; it lives at least while a job is in flight.
+	flushes uint64
 }
 
 // maxMailbox bounds the jobs one member holds in memory; beyond it they
@@ -205,7 +211,9 @@ func (d *Dispatcher) Publish(ev Event, recipients []string) {
 func (d *Dispatcher) Flush(login string) {
 	d.mu.Lock()
 	d.flushes[login] = true
-	d.mailbox(login).loading = true
+	mb := d.mailbox(login)
+	mb.loading = true
+	mb.flushes++
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:
@@ -491,6 +499,7 @@ func (d *Dispatcher) take(mb *mailbox) (j job, after, sent chan struct{}, ok boo
 		return job{}, nil, nil, false
 	}
 	j = mb.jobs[0]
+	j.flushes = mb.flushes
 	mb.jobs[0] = job{}
 	mb.jobs = mb.jobs[1:]
 	mb.inflight++
@@ -507,6 +516,17 @@ func (d *Dispatcher) finish(mb *mailbox) {
 	d.mu.Lock()
 	mb.inflight--
 	d.mu.Unlock()
+}
+
+// finishWaiting ends the attempt of a job left to wait for a registration,
+// once it is out of the queued set, and reports whether the member was
+// flushed meanwhile: that flush may have found the job still queued and
+// skipped its row, which then needs another flush to go out now.
+func (d *Dispatcher) finishWaiting(mb *mailbox, j job) (flushAgain bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	mb.inflight--
+	return mb.flushes != j.flushes && !d.stopping
 }
 
 // retireLocked drops a mailbox that holds nothing: no jobs, none in flight,
@@ -586,10 +606,19 @@ func (d *Dispatcher) work(ctx context.Context) {
 				break
 			}
 			s, write := d.attempt(ctx, j, after, sent)
-			if !write {
-				// The row is unchanged: still waiting for a registration.
-				d.finish(mb)
+			if !write || s.waiting() {
+				// Waiting for a registration: the job leaves the queued
+				// set before its row is written (the row stays pending,
+				// and a flush must find it), and the writer leaves the
+				// set alone.
 				d.forget([]settleItem{{Settlement: s}}, false)
+				flushAgain := d.finishWaiting(mb, j)
+				if write {
+					d.settle <- settleItem{Settlement: s, keep: true}
+				}
+				if flushAgain {
+					d.Flush(j.login)
+				}
 				continue
 			}
 			if s.State == DeliveryPending {
@@ -632,6 +661,12 @@ func (d *Dispatcher) attempt(ctx context.Context, j job, after, sent chan struct
 		// Nothing to write: the row already waits for a registration.
 		d.observe(OutcomeStored, 1, 0)
 		return s, false
+	case errors.Is(err, ErrAsleep):
+		// Waits for the device's registration, with no retry time: a
+		// retry would only wake it again.
+		s.State = DeliveryPending
+		d.log.Debug("delivery waits for a device woken by a push", "mid", j.ev.MID, "login", j.login)
+		d.observe(OutcomeStored, 1, 0)
 	case errors.Is(err, ErrRejected):
 		s.State = DeliveryFailed
 		d.log.Info("delivery rejected", "mid", j.ev.MID, "login", j.login, "error", err)

@@ -343,3 +343,105 @@ func TestDispatcherCopiesToSender(t *testing.T) {
 		}
 	})
 }
+
+// sleeper is a member's phone that sleeps: while asleep every delivery is
+// ErrAsleep (a push was sent), and wakeDuring makes the device register
+// again in the middle of an attempt, as a woken phone may.
+type sleeper struct {
+	mu         sync.Mutex
+	asleep     bool
+	attempts   int
+	got        []chat.MID
+	wakeDuring func() // called once, inside an attempt that finds it asleep
+}
+
+func (p *sleeper) Deliver(ctx context.Context, ev chat.Event, login string) error {
+	p.mu.Lock()
+	p.attempts++
+	if !p.asleep {
+		p.got = append(p.got, ev.MID)
+		p.mu.Unlock()
+		return nil
+	}
+	wake := p.wakeDuring
+	p.wakeDuring = nil
+	p.mu.Unlock()
+	if wake != nil {
+		wake()
+	}
+	return chat.ErrAsleep
+}
+
+func (p *sleeper) state() (attempts int, got []chat.MID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.attempts, slices.Clone(p.got)
+}
+
+// A delivery to a sleeping device waits for its registration without a
+// retry time, even one that was being retried: a retry would only wake it
+// again. When the device registers, everything goes out once, in order,
+// also when it registered while an attempt was finding it asleep.
+func TestDispatcherWaitsForSleepingDevice(t *testing.T) {
+	eachEngine(t, func(t *testing.T, e env) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		p := &sleeper{}
+		obs := &outcomes{n: map[string]int{}}
+		var d *chat.Dispatcher
+		d = chat.NewDispatcher(e.db.DeliveryStore(), p, slog.New(slog.DiscardHandler), chat.DispatchOptions{
+			Workers: 2, RetryMin: 10 * time.Millisecond, RetryMax: 10 * time.Millisecond, ScanInterval: 5 * time.Millisecond,
+			Observe: obs.observe,
+		})
+		svc := chat.NewService(e.db.ChatStore(), chat.WithPublisher(d))
+		id, _ := svc.AddGroup(ctx, caller("a"), "s", "", invitees("b"))
+		mustJoin(t, env{db: e.db, svc: svc}, id, "b")
+		go d.Run(ctx, context.Background())
+		d.Flush("b")
+		eventually(t, "the group's notifications", func() bool {
+			ps, err := e.db.DeliveryStore().PendingFor(ctx, "b", 0, 10)
+			return err == nil && len(ps) == 0
+		})
+		_, notices := p.state()
+
+		p.mu.Lock()
+		p.asleep = true
+		p.mu.Unlock()
+		var want []chat.MID
+		for i := range 5 {
+			m, err := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: fmt.Sprint(i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, m)
+		}
+		eventually(t, "five deliveries left waiting", func() bool { return obs.get(chat.OutcomeStored) >= 5 })
+		before, _ := p.state()
+		time.Sleep(100 * time.Millisecond) // ten retry scans
+		if after, _ := p.state(); after != before {
+			t.Fatalf("%d attempts to a sleeping device after it was woken, want none until it registers", after-before)
+		}
+
+		// It registers again while an attempt finds it asleep: the flush
+		// then reads the rows while that job is still in flight.
+		p.mu.Lock()
+		p.wakeDuring = func() {
+			d.Flush("b")
+			time.Sleep(50 * time.Millisecond) // the flush's read happens now
+			p.mu.Lock()
+			p.asleep = false
+			p.mu.Unlock()
+		}
+		p.mu.Unlock()
+		d.Flush("b")
+		eventually(t, "every waiting delivery", func() bool {
+			_, got := p.state()
+			return len(got) >= len(notices)+len(want)
+		})
+		time.Sleep(100 * time.Millisecond) // nothing more arrives
+		_, got := p.state()
+		if got = got[len(notices):]; !slices.Equal(got, want) {
+			t.Fatalf("received %v, want %v once each, in order", got, want)
+		}
+	})
+}

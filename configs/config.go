@@ -24,6 +24,7 @@ type Config struct {
 	API       API       `yaml:"api"`
 	Chat      Chat      `yaml:"chat"`
 	Delivery  Delivery  `yaml:"delivery"`
+	Push      Push      `yaml:"push"`
 	Limits    Limits    `yaml:"limits"`
 	Log       Log       `yaml:"log"`
 	Shutdown  Shutdown  `yaml:"shutdown"`
@@ -132,6 +133,17 @@ type Delivery struct {
 	CopyToSender bool `yaml:"copy_to_sender" help:"send a copy of a member's own group message, marked X-GC-Copy: sent, to her other devices registered at the time (never stored or retried)"`
 }
 
+// Push wakes sleeping phones (RFC 8599): a phone app that its system
+// suspended registers with the address its push service knows it by, and
+// gchd asks the operator's push gateway to wake it.
+type Push struct {
+	GatewayURL  string        `yaml:"gateway_url" help:"http or https URL of the push gateway a push request (JSON POST) goes to, to wake a phone registered with push parameters (RFC 8599) that does not answer (empty: off)"`
+	Coalesce    time.Duration `yaml:"coalesce" help:"least time between two pushes to one device: a burst of messages for a sleeping phone wakes it once"`
+	IncludeText bool          `yaml:"include_text" help:"put the start of a message's text (256 characters) in its push; off, a push names the conversation, the sender and the MID only (lock screens are public)"`
+	Timeout     time.Duration `yaml:"timeout" help:"how long one push request may take; 5xx, 408, 429 and timeouts are tried again after 0.5s, 1s and 2s"`
+	AnswerWait  time.Duration `yaml:"answer_wait" help:"how long a delivery to a device with push parameters waits for its answer before the device counts as asleep and is sent a push"`
+}
+
 // Limits protect the server from abuse. Each is per source address and
 // counted in gchd_limits_rejections_total; 0 turns a limit off. Sources in
 // sip.trusted are not limited. SIGHUP applies new values.
@@ -207,6 +219,7 @@ func Default() Config {
 			RetryMax:       5 * time.Minute,
 			Retention:      7 * 24 * time.Hour,
 		},
+		Push: Push{Coalesce: 5 * time.Second, Timeout: 5 * time.Second, AnswerWait: time.Second},
 		Limits: Limits{
 			SIPRate:                  200,
 			SIPBurst:                 400,

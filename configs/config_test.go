@@ -132,6 +132,11 @@ func TestBadValuesNameTheSetting(t *testing.T) {
 		{"transaction linger", []string{"-sip-transaction-linger", "100ms"}, nil, "", []string{"sip.transaction_linger", "between 1s and 1m"}},
 		{"refresh write", []string{"-registrar-refresh-write", "31s"}, nil, "", []string{"registrar.refresh_write", "half of registrar.min_expires"}},
 		{"trusted proxies", nil, map[string]string{"GCHD_HTTP_TRUSTED_PROXIES": "10.0.0.0/8, proxy.example"}, "", []string{"http.trusted_proxies", "proxy.example", "not a network"}},
+		{"push gateway", []string{"-push-gateway-url", "push.example:8080/notify"}, nil, "", []string{"push.gateway_url", "-push-gateway-url", "http or https URL"}},
+		{"push gateway password not echoed", []string{"-push-gateway-url", "ftp://u:hunter2@push.example/notify"}, nil, "", []string{"push.gateway_url", "xxxxx"}},
+		{"push coalesce", nil, map[string]string{"GCHD_PUSH_COALESCE": "10ms"}, "", []string{"push.coalesce", "between 1s and 1h"}},
+		{"push answer wait", []string{"-push-answer-wait", "1m", "-delivery-attempt-timeout", "30s"}, nil, "", []string{"push.answer_wait", "shorter than delivery.attempt_timeout"}},
+		{"push timeout", nil, nil, "push:\n  timeout: 0s\n", []string{"push.timeout"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -198,6 +199,25 @@ func (c Config) Validate() error {
 	}
 	if c.Delivery.Retention < time.Minute {
 		bad("delivery.retention", c.Delivery.Retention, "must be at least 1m")
+	}
+	if c.Push.GatewayURL != "" {
+		u, err := url.Parse(c.Push.GatewayURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			shown := c.Push.GatewayURL
+			if err == nil {
+				shown = u.Redacted()
+			}
+			bad("push.gateway_url", shown, "want the http or https URL of the push gateway, e.g. https://push.example.com/_matrix/push/v1/notify")
+		}
+	}
+	if c.Push.Coalesce < time.Second || c.Push.Coalesce > time.Hour {
+		bad("push.coalesce", c.Push.Coalesce, "must be between 1s and 1h")
+	}
+	if c.Push.Timeout < time.Second || c.Push.Timeout > time.Minute {
+		bad("push.timeout", c.Push.Timeout, "must be between 1s and 1m")
+	}
+	if c.Push.AnswerWait < 100*time.Millisecond || c.Push.AnswerWait >= c.Delivery.AttemptTimeout {
+		bad("push.answer_wait", c.Push.AnswerWait, "must be at least 100ms and shorter than delivery.attempt_timeout")
 	}
 	l := c.Limits
 	for _, v := range []struct {

@@ -34,6 +34,8 @@ type Metrics struct {
 	quotaRefusals *prometheus.CounterVec
 
 	traceDropped prometheus.Counter
+
+	pushRequests *prometheus.CounterVec
 }
 
 // BuildInfo describes the running binary.
@@ -89,6 +91,11 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		Help: "SIP messages not mirrored to the HEP collector (trace.hep_addr) because its send queue was full.",
 	})
 	reg.MustRegister(m.traceDropped)
+	m.pushRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gchd_push_requests_total",
+		Help: "Pushes to wake sleeping phones (RFC 8599), by outcome: sent, retried (an attempt failed and is tried again), failed, rejected (the gateway rejected the pushkey), coalesced (one went to the device within push.coalesce), dropped (queue full).",
+	}, []string{"outcome"})
+	reg.MustRegister(m.pushRequests)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",
@@ -251,4 +258,15 @@ func (m *Metrics) TraceDropped() { m.traceDropped.Inc() }
 // http_rate, auth_source, auth_account, connections).
 func (m *Metrics) LimitRejected(limit string) {
 	m.limitRejections.WithLabelValues(limit).Inc()
+}
+
+// Push counts a push by its outcome.
+func (m *Metrics) Push(outcome string) { m.pushRequests.WithLabelValues(outcome).Inc() }
+
+// InitPushOutcomes creates the series of each push outcome at zero, so
+// that rate() and alerts see them before the first push.
+func (m *Metrics) InitPushOutcomes(outcomes []string) {
+	for _, o := range outcomes {
+		m.pushRequests.WithLabelValues(o)
+	}
 }

@@ -41,14 +41,39 @@ type Binding struct {
 	// Unreachable is set when the flow closed: the contact stays listed
 	// until it expires or re-registers, but nothing is sent to it.
 	Unreachable bool
+	// Push is how the device is woken when it sleeps (RFC 8599); zero
+	// when it registered without push parameters.
+	Push Push
+	// Asleep is set when a device with Push let a request go unanswered:
+	// it was sent a push and is written to again once it registers again
+	// (which replaces the binding, and the mark with it). Kept in memory
+	// only: after a restart the device is tried once more.
+	Asleep bool
 }
+
+// Push is a device's push notification service (RFC 8599 section 4): its
+// pn-provider, pn-prid and pn-param, as the phone wrote them.
+type Push struct {
+	Provider string
+	PRID     string
+	Param    string
+}
+
+// Enabled reports whether the device can be woken: it named its push
+// service and its address there. A pn-provider alone is a query of what
+// the server supports (RFC 8599), no request for pushes.
+func (p Push) Enabled() bool { return p.Provider != "" && p.PRID != "" }
 
 // Key identifies a binding within its AOR: the device instance when the
 // phone gave one (so a new registration of the same device replaces the old
-// one), else the Contact URI.
+// one), else its push address (RFC 8599: the same pn-prid is the same
+// device, whatever port it registers from now), else the Contact URI.
 func (b Binding) Key() string {
 	if b.Instance != "" {
 		return "i:" + b.Instance + "#" + strconv.Itoa(b.RegID)
+	}
+	if b.Push.Enabled() {
+		return "p:" + b.Push.Provider + " " + b.Push.PRID
 	}
 	return "c:" + b.URI
 }
@@ -61,7 +86,7 @@ func (b Binding) Reliable() bool { return b.Transport != "UDP" }
 func (b Binding) sameFlow(nb Binding) bool {
 	return b.URI == nb.URI && b.Instance == nb.Instance && b.RegID == nb.RegID && b.Q == nb.Q &&
 		b.Transport == nb.Transport && b.Source == nb.Source && b.NAT == nb.NAT && b.Node == nb.Node &&
-		b.UserAgent == nb.UserAgent && !b.Unreachable
+		b.UserAgent == nb.UserAgent && b.Push == nb.Push && !b.Unreachable && !b.Asleep
 }
 
 // BindingStore keeps bindings durable.
@@ -146,6 +171,7 @@ type ContactRequest struct {
 	RegID    int
 	Q        string
 	NAT      bool // reach it at the REGISTER's source, not at the URI
+	Push     Push
 }
 
 // RegisterRequest is a REGISTER reduced to what RFC 3261 section 10.3 needs.
@@ -309,7 +335,7 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		want = append(want, wanted{expiry: d, bd: Binding{
 			AOR: r.AOR, URI: c.URI, Instance: c.Instance, RegID: c.RegID, Q: c.Q,
 			Expires: now.Add(d), CallID: r.CallID, CSeq: r.CSeq, Transport: r.Transport, Source: r.Source, NAT: c.NAT,
-			Node: b.policy.Node, UserAgent: r.UserAgent, Updated: now,
+			Node: b.policy.Node, UserAgent: r.UserAgent, Updated: now, Push: c.Push,
 		}})
 	}
 
@@ -796,6 +822,39 @@ func (b *Bindings) Lookup(aor string) []Binding {
 		}
 	}
 	return out
+}
+
+// LookupAll returns the AOR's live bindings, unreachable ones too: a
+// device whose connection closed may still be woken by a push.
+func (b *Bindings) LookupAll(aor string) []Binding {
+	now := b.now()
+	sh := b.shard(aor)
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	var out []Binding
+	for _, bd := range sh.aors[aor] {
+		if bd.Expires.After(now) {
+			out = append(out, bd)
+		}
+	}
+	return out
+}
+
+// MarkAsleep marks a binding as a device that did not answer and was sent
+// a push: it is not sent to again until it registers again. It reports
+// false, marking nothing, when the binding is gone or was registered again
+// since updated (the device is awake after all).
+func (b *Bindings) MarkAsleep(aor, key string, updated time.Time) bool {
+	sh := b.shard(aor)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	bs := sh.aors[aor]
+	i := indexOf(bs, key)
+	if i < 0 || !bs[i].Updated.Equal(updated) {
+		return false
+	}
+	bs[i].Asleep = true
+	return true
 }
 
 // LookupURI finds the live binding whose Contact URI is uri, for requests

@@ -257,3 +257,66 @@ func TestRefreshWrittenBehind(t *testing.T) {
 		})
 	}
 }
+
+// A device registered with push parameters (RFC 8599) is known by its push
+// address: registering again from another port replaces its binding, as
+// +sip.instance does. A device marked asleep stays listed until it
+// registers again, and that registration, even from the same flow, counts
+// as a change: what waits for it is to be sent now.
+func TestPushDevices(t *testing.T) {
+	db := storagetest.Open(t, storage.SQLite)
+	b, stop := newBindings(t, db, registrar.DefaultPolicy())
+	defer stop()
+	ctx := context.Background()
+	push := registrar.Push{Provider: "apns", PRID: "token-1", Param: "TEAM.org.example.app"}
+	phone := func(cseq uint32, port string) registrar.RegisterRequest {
+		c := contact("sip:bob@192.0.2.7:"+port+";pn-provider=apns;pn-prid=token-1", -1)
+		c.Push = push
+		return registrar.RegisterRequest{AOR: "bob", CallID: "p", CSeq: cseq, Contacts: []registrar.ContactRequest{c},
+			Expires: -1, Transport: "UDP", Source: "192.0.2.7:" + port}
+	}
+	register := func(r registrar.RegisterRequest) registrar.RegisterResult {
+		t.Helper()
+		res, err := b.Register(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	register(phone(1, "5060"))
+	moved := register(phone(2, "5062"))
+	if len(moved.Bindings) != 1 || moved.Bindings[0].Source != "192.0.2.7:5062" || moved.Bindings[0].Push != push || !moved.Changed {
+		t.Fatalf("after registering from a new port: %+v, want the one binding moved", moved)
+	}
+	if refresh := register(phone(3, "5062")); refresh.Changed {
+		t.Fatalf("a refresh of an awake device changed %+v", refresh)
+	}
+	bd := b.Lookup("bob")[0]
+	if b.MarkAsleep("bob", bd.Key(), bd.Updated.Add(-time.Second)) {
+		t.Fatal("marked a binding registered again since")
+	}
+	if !b.MarkAsleep("bob", bd.Key(), bd.Updated) {
+		t.Fatal("MarkAsleep refused the current binding")
+	}
+	if got := b.Lookup("bob"); len(got) != 1 || !got[0].Asleep {
+		t.Fatalf("lookup after MarkAsleep: %+v, want the binding, asleep", got)
+	}
+	if woke := register(phone(4, "5062")); !woke.Changed || woke.Bindings[0].Asleep {
+		t.Fatalf("the asleep device registered again: %+v, want a change and no mark", woke)
+	}
+	// Unreachable bindings are left out of Lookup, not of LookupAll.
+	tcp := registrar.RegisterRequest{AOR: "bob", CallID: "t", CSeq: 1, Contacts: []registrar.ContactRequest{contact("sip:bob@b.invalid;transport=tcp", -1)},
+		Expires: -1, Transport: "TCP", Source: "192.0.2.7:40000"}
+	tcp.Contacts[0].Push = registrar.Push{Provider: "fcm", PRID: "token-2"}
+	register(tcp)
+	b.FlowClosed("TCP", "192.0.2.7:40000")
+	if got, all := b.Lookup("bob"), b.LookupAll("bob"); len(got) != 1 || len(all) != 2 {
+		t.Fatalf("Lookup %+v, LookupAll %+v: want 1 and 2", got, all)
+	}
+	// Unregistering the device removes it.
+	bye := phone(5, "5062")
+	bye.Contacts[0].Expires = 0
+	if res := register(bye); len(res.Bindings) != 1 || res.Bindings[0].Transport != "TCP" {
+		t.Fatalf("after unregistering: %+v", res.Bindings)
+	}
+}

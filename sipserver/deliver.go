@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,38 +14,56 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/chat"
+	"gchd/registrar"
 )
 
 // Deliver sends one chat event to every reachable device of login as a SIP
 // MESSAGE (it implements chat.Deliverer). The first 2xx is a delivery;
 // 408, 480, 503, timeouts and transport errors are worth a retry; other
 // refusals from every device are final.
+//
+// A device registered with push parameters (RFC 8599) is given
+// AnswerWait to answer. One that does not, or that cannot be reached (its
+// connection closed), sleeps: it is sent a push, and the delivery waits
+// for its registration (chat.ErrAsleep), unless another device took it.
+// One marked asleep is not written to again until it registers again.
 func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error {
 	if login == ev.Sender && ev.Kind == chat.KindMessage {
 		// A sender is no recipient of her own text; a row for her is left
 		// from before that rule, and is settled without sending anything.
 		return nil
 	}
-	targets := s.targetsOf(login)
+	targets, sleepers := s.deliveryTargets(login)
 	if len(targets) == 0 {
+		if len(sleepers) > 0 {
+			s.wake(ev, login, sleepers)
+			return fmt.Errorf("deliver %d to %s: %w", ev.MID, login, chat.ErrAsleep)
+		}
 		return chat.ErrUnreachable
 	}
 	type outcome struct {
+		t    deliveryTarget
 		code int
 		err  error
 	}
 	results := make(chan outcome, len(targets))
+	send := func(t deliveryTarget) {
+		tctx := ctx
+		if t.push {
+			var cancel context.CancelFunc
+			tctx, cancel = context.WithTimeout(ctx, s.opts.AnswerWait)
+			defer cancel()
+		}
+		code, err := s.sendEvent(tctx, ev, login, t.target)
+		results <- outcome{t, code, err}
+	}
 	if len(targets) == 1 {
 		// One device, the usual case: no goroutine to fork to. A member's
 		// deliveries go one at a time, so each hand-off is on the path.
-		code, err := s.sendEvent(ctx, ev, login, targets[0])
-		results <- outcome{code, err}
+		send(targets[0])
 	} else {
 		for _, t := range targets {
-			go func(t target) {
-				code, err := s.sendEvent(ctx, ev, login, t)
-				results <- outcome{code, err}
-			}(t)
+			go send(t)
 		}
 	}
 	var temporary error
@@ -54,15 +73,86 @@ func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error
 		switch {
 		case o.err == nil && o.code >= 200 && o.code < 300:
 			return nil // the other branches finish on their own
+		case o.t.push && o.err != nil && ctx.Err() == nil:
+			// No answer within AnswerWait, or the flow failed: the app
+			// sleeps. Unless it registered again meanwhile (then it is
+			// awake, and a retry reaches it).
+			if s.reg.MarkAsleep(login, o.t.binding.Key(), o.t.binding.Updated) {
+				sleepers = append(sleepers, o.t.binding)
+			} else {
+				temporary = fmt.Errorf("deliver %d to %s: %v; the device registered again meanwhile", ev.MID, login, o.err)
+			}
 		case o.err != nil, o.code == 408, o.code == 480, o.code == 503:
 			temporary = fmt.Errorf("deliver %d to %s: %v (status %d)", ev.MID, login, o.err, o.code)
 		}
 		last = o
 	}
+	if len(sleepers) > 0 {
+		// Waiting for the sleepers' registration beats a retry of the
+		// others: each retry would wake them again.
+		s.wake(ev, login, sleepers)
+		return fmt.Errorf("deliver %d to %s: %w", ev.MID, login, chat.ErrAsleep)
+	}
 	if temporary != nil {
 		return temporary
 	}
 	return fmt.Errorf("deliver %d to %s: status %d: %w", ev.MID, login, last.code, chat.ErrRejected)
+}
+
+// deliveryTarget is a device a delivery is sent to; push marks one that
+// can be woken, and is waited for AnswerWait only.
+type deliveryTarget struct {
+	target
+	binding registrar.Binding
+	push    bool
+}
+
+// deliveryTargets lists the devices of login a delivery is sent to, and,
+// when pushes are on, those with push parameters that cannot take it now:
+// asleep, or held by a connection that closed.
+func (s *Server) deliveryTargets(login string) (targets []deliveryTarget, sleepers []registrar.Binding) {
+	for _, b := range s.reg.LookupAll(login) {
+		push := s.pusher != nil && b.Push.Enabled()
+		t, ok := target{}, false
+		if !b.Unreachable && !b.Asleep {
+			t, ok = s.targetOf(b)
+		}
+		switch {
+		case ok:
+			targets = append(targets, deliveryTarget{target: t, binding: b, push: push})
+		case push:
+			sleepers = append(sleepers, b)
+		}
+	}
+	return targets, sleepers
+}
+
+// wake asks for a push to each sleeping device of login for ev (once per
+// device, however many bindings name it).
+func (s *Server) wake(ev chat.Event, login string, sleepers []registrar.Binding) {
+	group := s.GroupURI(ev.Group)
+	room := group.String()
+	if ev.Kind == chat.KindDirect {
+		room = s.userURI(ev.Sender)
+	}
+	var woken []registrar.Push
+	for _, b := range sleepers {
+		if slices.Contains(woken, b.Push) {
+			continue
+		}
+		woken = append(woken, b.Push)
+		w := Wake{Device: b.Push, Login: login, Event: ev, Room: room}
+		if ev.Sender != "" {
+			w.Sender = s.userURI(ev.Sender)
+		}
+		s.pusher.Wake(w)
+	}
+}
+
+// userURI is a user's SIP address.
+func (s *Server) userURI(login string) string {
+	u := sip.Uri{Scheme: "sip", User: login, Host: s.opts.Domain}
+	return u.String()
 }
 
 // flowKey names a device by the flow it talks over.
@@ -80,7 +170,7 @@ const copyTimeout = 32 * time.Second
 // not block.
 func (s *Server) CopyToSender(ev chat.Event) {
 	for _, b := range s.reg.Lookup(ev.Sender) {
-		if ev.Origin != "" && flowKey(b.Transport, b.Source) == ev.Origin {
+		if b.Asleep || ev.Origin != "" && flowKey(b.Transport, b.Source) == ev.Origin {
 			continue
 		}
 		t, ok := s.targetOf(b)

@@ -102,10 +102,15 @@ func dialogCreating(m sip.RequestMethod) bool {
 	return m == sip.INVITE || m == sip.SUBSCRIBE || m == sip.REFER
 }
 
-// targetsOf lists the reachable contacts of a user, each with its flow.
+// targetsOf lists the reachable contacts of a user, each with its flow. A
+// device asleep is left out: it was sent a push, and a MESSAGE for it is
+// stored until it registers again.
 func (s *Server) targetsOf(user string) []target {
 	var out []target
 	for _, b := range s.reg.Lookup(user) {
+		if b.Asleep {
+			continue
+		}
 		if t, ok := s.targetOf(b); ok {
 			out = append(out, t)
 		}

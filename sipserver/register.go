@@ -76,11 +76,20 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 			v += ";reg-id=" + strconv.Itoa(b.RegID)
 			outbound = true
 		}
+		if b.Push.Enabled() && !pushInURI(b.URI) {
+			// Given as the Contact's parameters rather than its URI's:
+			// listed back where the phone put them.
+			v += ";pn-provider=" + b.Push.Provider + ";pn-prid=" + b.Push.PRID
+			if b.Push.Param != "" {
+				v += ";pn-param=" + b.Push.Param
+			}
+		}
 		res.AppendHeader(sip.NewHeader("Contact", v))
 	}
 	if outbound && supports(req, "outbound") {
 		res.AppendHeader(sip.NewHeader("Require", "outbound"))
 	}
+	s.pushAnswer(res, r)
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(time.RFC1123)))
 	if out.Changed && s.onRegistered != nil {
 		s.onRegistered(aor)
@@ -147,7 +156,12 @@ func registerRequest(req *sip.Request, aor string, trusted bool) (registrar.Regi
 		if v, ok := c.Params.Get("q"); ok {
 			cr.Q = truncate(v, 8)
 		}
-		if len(cr.URI) > 512 {
+		push, err := pushParams(c)
+		if err != nil {
+			return r, err
+		}
+		cr.Push = push
+		if limit := 512; len(cr.URI) > limit && (push.Provider == "" || len(cr.URI) > limit+maxPushParams) {
 			return r, fmt.Errorf("Contact Too Long")
 		}
 		r.Contacts = append(r.Contacts, cr)

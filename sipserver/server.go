@@ -32,7 +32,9 @@ import (
 type Registrar interface {
 	Register(ctx context.Context, r registrar.RegisterRequest) (registrar.RegisterResult, error)
 	Lookup(aor string) []registrar.Binding
+	LookupAll(aor string) []registrar.Binding
 	LookupURI(uri string) (registrar.Binding, bool)
+	MarkAsleep(aor, key string, updated time.Time) bool
 	FlowClosed(transport, source string)
 	Policy() registrar.Policy
 }
@@ -79,6 +81,13 @@ type Options struct {
 	// Mirror, if not nil, gets a copy of every message read and written
 	// (trace.hep_addr).
 	Mirror Mirror
+	// Pusher, if not nil, wakes devices registered with push parameters
+	// that do not answer (push.gateway_url).
+	Pusher Pusher
+	// AnswerWait is how long a delivery to a device with push parameters
+	// waits for its answer before the device counts as asleep and is sent
+	// a push.
+	AnswerWait time.Duration
 }
 
 // Guards are the limits that protect the server from abuse, per source
@@ -112,6 +121,7 @@ type Server struct {
 
 	onRegistered func(login string)
 	chat         Chat
+	pusher       Pusher // nil: no pushes
 	closeOnce    sync.Once
 
 	once   chan struct{} // a token per sendOnce request in flight
@@ -160,8 +170,11 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 10 * time.Minute
 	}
+	if opts.AnswerWait <= 0 {
+		opts.AnswerWait = time.Second
+	}
 	s := &Server{
-		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg,
+		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg, pusher: opts.Pusher,
 		answered:  newAnswered(opts.TransactionLinger),
 		listeners: map[string]net.Listener{}, ports: map[string]int{}, hosts: map[string]bool{},
 		once: make(chan struct{}, maxOnce), typing: limits.NewRate(typingRate, typingBurst),

@@ -22,24 +22,40 @@ func (db *DB) BindingStore() registrar.BindingStore { return bindingStore{db.rea
 type bindingStore struct{ queries }
 
 type bindingRow struct {
-	AOR       string `db:"aor"`
-	Key       string `db:"binding_key"`
-	URI       string `db:"uri"`
-	Instance  string `db:"instance"`
-	RegID     int    `db:"reg_id"`
-	Q         string `db:"q"`
-	Expires   int64  `db:"expires_at"`
-	CallID    string `db:"call_id"`
-	CSeq      int64  `db:"cseq"`
-	Transport string `db:"transport"`
-	Source    string `db:"source"`
-	NAT       bool   `db:"nat"`
-	Node      string `db:"node"`
-	UserAgent string `db:"user_agent"`
-	Updated   int64  `db:"updated_at"`
+	AOR        string `db:"aor"`
+	Key        string `db:"binding_key"`
+	URI        string `db:"uri"`
+	Instance   string `db:"instance"`
+	RegID      int    `db:"reg_id"`
+	Q          string `db:"q"`
+	Expires    int64  `db:"expires_at"`
+	CallID     string `db:"call_id"`
+	CSeq       int64  `db:"cseq"`
+	Transport  string `db:"transport"`
+	Source     string `db:"source"`
+	NAT        bool   `db:"nat"`
+	Node       string `db:"node"`
+	UserAgent  string `db:"user_agent"`
+	Updated    int64  `db:"updated_at"`
+	PNProvider string `db:"pn_provider"`
+	PNPRID     string `db:"pn_prid"`
+	PNParam    string `db:"pn_param"`
 }
 
-const bindingColumns = "aor, binding_key, uri, instance, reg_id, q, expires_at, call_id, cseq, transport, source, nat, node, user_agent, updated_at"
+const bindingColumns = "aor, binding_key, uri, instance, reg_id, q, expires_at, call_id, cseq, transport, source, nat, node, user_agent, updated_at, pn_provider, pn_prid, pn_param"
+
+// bindingColumnCount is the number of bindingColumns: the arguments of
+// one row.
+var bindingColumnCount = strings.Count(bindingColumns, ",") + 1
+
+func (r bindingRow) binding() registrar.Binding {
+	return registrar.Binding{
+		AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
+		CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
+		UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
+		Push: registrar.Push{Provider: r.PNProvider, PRID: r.PNPRID, Param: r.PNParam},
+	}
+}
 
 func (s bindingStore) LoadBindings(ctx context.Context, now time.Time) ([]registrar.Binding, error) {
 	var rows []bindingRow
@@ -48,11 +64,7 @@ func (s bindingStore) LoadBindings(ctx context.Context, now time.Time) ([]regist
 	}
 	out := make([]registrar.Binding, len(rows))
 	for i, r := range rows {
-		out[i] = registrar.Binding{
-			AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
-			CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
-			UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
-		}
+		out[i] = r.binding()
 	}
 	return out, nil
 }
@@ -61,14 +73,16 @@ const (
 	bindingUpsertSet = ` ON CONFLICT (aor, binding_key) DO UPDATE SET uri = excluded.uri, instance = excluded.instance,
 				reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, call_id = excluded.call_id,
 				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, nat = excluded.nat, node = excluded.node,
-				user_agent = excluded.user_agent, updated_at = excluded.updated_at`
-	bindingValues = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+				user_agent = excluded.user_agent, updated_at = excluded.updated_at, pn_provider = excluded.pn_provider,
+				pn_prid = excluded.pn_prid, pn_param = excluded.pn_param`
+	bindingValues = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 	bindingDelete = "DELETE FROM bindings WHERE aor = ? AND binding_key = ?"
 )
 
 func bindingArgs(bd registrar.Binding) []any {
 	return []any{bd.AOR, bd.Key(), bd.URI, bd.Instance, bd.RegID, bd.Q, micros(bd.Expires),
-		bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.NAT, bd.Node, bd.UserAgent, micros(bd.Updated)}
+		bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.NAT, bd.Node, bd.UserAgent, micros(bd.Updated),
+		bd.Push.Provider, bd.Push.PRID, bd.Push.Param}
 }
 
 // SaveBindings upserts and deletes in one transaction: a REGISTER burst
@@ -94,7 +108,7 @@ func (s bindingStore) saveEach(ctx context.Context, put []registrar.Binding, del
 				return fmt.Errorf("delete binding %s %s: %w", d.AOR, d.Key, err)
 			}
 		}
-		args := make([]any, 0, bindingChunks[0]*15)
+		args := make([]any, 0, bindingChunks[0]*bindingColumnCount)
 		for len(put) > 0 {
 			n := bindingChunks[len(bindingChunks)-1]
 			for _, c := range bindingChunks {
@@ -156,7 +170,7 @@ func (s bindingStore) saveMany(ctx context.Context, put []registrar.Binding, del
 			put = put[len(chunk):]
 			var b strings.Builder
 			b.WriteString("INSERT INTO bindings (" + bindingColumns + ") VALUES ")
-			args := make([]any, 0, 15*len(chunk))
+			args := make([]any, 0, bindingColumnCount*len(chunk))
 			for i, bd := range chunk {
 				if i > 0 {
 					b.WriteString(", ")
@@ -247,11 +261,7 @@ func (db *DB) ListBindings(ctx context.Context, aor string, now time.Time) ([]re
 	}
 	out := make([]registrar.Binding, len(rows))
 	for i, r := range rows {
-		out[i] = registrar.Binding{
-			AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
-			CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
-			UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
-		}
+		out[i] = r.binding()
 	}
 	return out, nil
 }
@@ -304,11 +314,7 @@ func (db *DB) RemoveBindings(ctx context.Context, aor, contact string, now time.
 				return fmt.Errorf("delete binding %s %s: %w", r.AOR, r.Key, err)
 			}
 			list = append(list, removalJSON{AOR: r.AOR, Key: r.Key, At: micros(now)})
-			removed = append(removed, registrar.Binding{
-				AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
-				CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
-				UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
-			})
+			removed = append(removed, r.binding())
 		}
 		b, err := json.Marshal(list)
 		if err != nil {

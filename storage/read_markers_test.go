@@ -237,6 +237,11 @@ func TestReadMarkerMigration(t *testing.T) {
 			return tx.SetReceipt(ctx, f.mids[1], "c", t0, t0)
 		})
 		for _, q := range []string{
+			// Back to version 5: the later migrations first.
+			"ALTER TABLE bindings DROP COLUMN pn_param",
+			"ALTER TABLE bindings DROP COLUMN pn_prid",
+			"ALTER TABLE bindings DROP COLUMN pn_provider",
+			"DELETE FROM schema_migrations WHERE version = 7",
 			"DROP INDEX events_dm_ref",
 			"ALTER TABLE members DROP COLUMN read_mid",
 			"DELETE FROM schema_migrations WHERE version = 6",

@@ -478,7 +478,13 @@ func TestSaveBindingsBatches(t *testing.T) {
 		}
 		full := binding(30, 1) // every field set, to come back as written
 		full.Instance, full.RegID, full.Q, full.NAT = "<urn:uuid:00000000-0000-0000-0000-000000000001>", 2, "0.5", true
+		full.Push = registrar.Push{Provider: "apns", PRID: "00fc13adff78512:remote&00fc13adff78513:voip", Param: "ABCD1234.org.example.phone.remote&voip"}
 		again = append(again, full)
+		// A device known by its push address alone: its key is that
+		// address, and a new registration of it replaces the row.
+		byPush := binding(31, 1)
+		byPush.Push = registrar.Push{Provider: "fcm", PRID: "token-31"}
+		again = append(again, byPush)
 		del := []registrar.BindingRef{{AOR: "user00", Key: put[0].Key()}, {AOR: "user22", Key: put[22].Key()}}
 		if err := s.SaveBindings(ctx, again, del); err != nil {
 			t.Fatal(err)
@@ -491,8 +497,8 @@ func TestSaveBindingsBatches(t *testing.T) {
 		for _, bd := range got {
 			byAOR[bd.AOR] = bd
 		}
-		if len(got) != 22 || len(byAOR) != 22 {
-			t.Fatalf("%d bindings stored (%d AORs), want 22", len(got), len(byAOR))
+		if len(got) != 23 || len(byAOR) != 23 {
+			t.Fatalf("%d bindings stored (%d AORs), want 23", len(got), len(byAOR))
 		}
 		for i, want := range map[int]uint32{1: 1, 9: 1, 10: 2, 14: 2, 15: 1, 21: 1, 30: 1} {
 			if bd, ok := byAOR[fmt.Sprintf("user%02d", i)]; !ok || bd.CSeq != want || bd.URI != binding(i, 0).URI {
@@ -511,6 +517,19 @@ func TestSaveBindingsBatches(t *testing.T) {
 		got30.Expires, got30.Updated = full.Expires, full.Updated
 		if got30 != full {
 			t.Errorf("user30 stored as %+v, want %+v", got30, full)
+		}
+		moved := byPush
+		moved.URI, moved.Source, moved.CSeq = "sip:user31@192.0.2.11:40000", "192.0.2.11:40000", 2
+		if err := s.SaveBindings(ctx, []registrar.Binding{moved}, nil); err != nil {
+			t.Fatal(err)
+		}
+		listed, err := db.ListBindings(ctx, "user31", t0)
+		if err != nil || len(listed) != 1 {
+			t.Fatalf("user31 after registering from elsewhere: %+v, %v; want one binding", listed, err)
+		}
+		listed[0].Expires, listed[0].Updated = moved.Expires, moved.Updated
+		if listed[0] != moved {
+			t.Errorf("user31 stored as %+v, want %+v", listed[0], moved)
 		}
 	})
 }
