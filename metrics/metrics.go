@@ -34,6 +34,8 @@ type Metrics struct {
 	quotaRefusals *prometheus.CounterVec
 
 	traceDropped prometheus.Counter
+
+	events eventStreamMetrics
 }
 
 // BuildInfo describes the running binary.
@@ -89,6 +91,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		Help: "SIP messages not mirrored to the HEP collector (trace.hep_addr) because its send queue was full.",
 	})
 	reg.MustRegister(m.traceDropped)
+	m.events = newEventStreamMetrics(reg)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",
