@@ -395,10 +395,16 @@ func TestEventStreamMemberRemoved(t *testing.T) {
 }
 
 // Streams are bounded per account and per source (429, Retry-After).
+// Refusals keep their HTTP status even with api.codes_in_status off: an
+// EventSource sees nothing else.
 func TestEventStreamLimits(t *testing.T) {
 	s := eventsServer(t, storage.SQLite, func(c *configs.Config) {
 		c.HTTP.EventsPerAccount, c.HTTP.EventsPerSource = 2, 3
+		c.API.CodesInStatus = false
 	})
+	if _, r := tryEvents(t, s, "alice", http.Header{"Last-Event-ID": {"-1"}}, ""); r.status != 400 || string(r.body) != "400" {
+		t.Fatalf("Last-Event-ID -1: %s", r)
+	}
 	openEvents(t, s, "alice", nil, "")
 	a2 := openEvents(t, s, "alice", nil, "")
 	_, r := tryEvents(t, s, "alice", nil, "")

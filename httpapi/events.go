@@ -30,7 +30,7 @@ type EventOptions struct {
 }
 
 // replayPage is how many events of the log a resuming stream reads at once.
-const replayPage = 200
+const replayPage = 100
 
 // streamCounts counts the open streams per login and per source.
 type streamCounts struct {
@@ -93,7 +93,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	after, resume, err := lastEventID(r)
 	if err != nil {
 		s.log.Debug("event stream refused", "request_id", rid, "login", acc.Login, "reason", err)
-		s.writeCode(w, chat.CodeInvalid)
+		statusCode(w, chat.CodeInvalid)
 		return
 	}
 	opts := s.opts.Events
@@ -108,7 +108,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	sub, err := s.chat.Subscribe(caller)
 	if err != nil {
 		w.Header().Set("Retry-After", "1") // a restart, or another node behind the balancer
-		s.writeCode(w, chat.Code(err))
+		statusCode(w, chat.Code(err))
 		return
 	}
 	defer sub.Close()
@@ -191,6 +191,16 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// statusCode answers a refused stream with the code as the status and the
+// body, whatever api.codes_in_status: that switch is for /gch.ashx
+// clients, and an EventSource tells a refusal only by its status.
+func statusCode(w http.ResponseWriter, code int) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "%d", code)
+}
+
 // lastEventID reads where a resuming client is: the Last-Event-ID header
 // (what EventSource sends when it reconnects), else the query's
 // last_event_id (for a client that cannot set headers). The header wins:
@@ -221,7 +231,11 @@ type eventStream struct {
 	err     error // the write that failed
 }
 
-// send writes the events above the last id sent, in one write.
+// writeChunk is how much of a batch of events is collected before it is
+// written: a page of the log or a burst is not held whole.
+const writeChunk = 32 << 10
+
+// send writes the events above the last id sent and flushes them.
 func (st *eventStream) send(evs []chat.Event) bool {
 	st.buf.Reset()
 	for _, ev := range evs {
@@ -236,13 +250,16 @@ func (st *eventStream) send(evs []chat.Event) bool {
 		// JSON escapes line breaks: the object is one data line.
 		fmt.Fprintf(&st.buf, "id: %d\ndata: %s\n\n", ev.MID, data)
 		st.last = ev.MID
+		if st.buf.Len() >= writeChunk {
+			if !st.write(st.buf.Bytes()) {
+				return false
+			}
+			st.buf.Reset()
+		}
 	}
-	if st.buf.Len() == 0 {
-		return true
-	}
-	ok := st.write(st.buf.Bytes())
-	if st.buf.Cap() > 64<<10 {
-		st.buf = bytes.Buffer{} // a replay page's buffer is not kept for an idle stream
+	ok := st.buf.Len() == 0 || st.write(st.buf.Bytes())
+	if st.buf.Cap() > 2*writeChunk {
+		st.buf = bytes.Buffer{} // one large message's buffer is not kept for an idle stream
 	}
 	return ok
 }
