@@ -527,7 +527,9 @@ func TestEventStreamSlowReaderAndKeepalive(t *testing.T) {
 					time.Sleep(600 * time.Millisecond) // a write blocks for the timeout
 				}
 			}
-			t.Logf("slow reader dropped after %d messages of 16 KiB", sent)
+			byTimeout, _ := metricValue(t, s, `gchd_http_event_streams_dropped_total{reason="write_timeout"}`)
+			byBacklog, _ := metricValue(t, s, `gchd_http_event_streams_dropped_total{reason="backlog"}`)
+			t.Logf("slow reader dropped after %d messages of 16 KiB (write_timeout %v, backlog %v)", sent, byTimeout, byBacklog)
 			if got := reader.take(sent - 1); len(got) != sent-1 {
 				t.Fatalf("the reader that kept up got %d of %d", len(got), sent-1)
 			}

@@ -50,7 +50,7 @@ func DefaultLimits() Limits {
 
 // Service runs every group chat operation: it checks the rules, commits the
 // change and its event in one transaction, and then hands the event to the
-// Publisher for delivery.
+// live event streams (events.go) and to the Publisher for delivery.
 type Service struct {
 	store     Store
 	publisher Publisher
@@ -149,6 +149,8 @@ func (c *change) emit(ctx context.Context, ev Event, recipients []string) (MID, 
 
 // update runs fn in one transaction and publishes its events after commit,
 // never before: a delivery must not announce what could still roll back.
+// The streams' ticket ends either way, so that later events are not held
+// back for it.
 func (s *Service) update(ctx context.Context, fn func(*change) error) error {
 	var (
 		c         change
