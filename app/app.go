@@ -160,6 +160,10 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		chat.WithQuotaObserver(a.metrics.QuotaRefused),
 	)
 	a.sip.SetChat(a.chat)
+	// Nothing changes the log before Run: the streams start where it ends.
+	if err := a.chat.OpenEvents(ctx); err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
 	a.writable = httpapi.Cached(writeProbeInterval, writeProbeTimeout, func(ctx context.Context) error {
 		return a.db.ProbeWrite(ctx, a.node)
 	})
@@ -174,6 +178,12 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		CodesInStatus:  cfg.API.CodesInStatus,
 		MaxBodyBytes:   cfg.HTTP.MaxBodyBytes,
 		TrustedProxies: trustedProxies,
+		Events: httpapi.EventOptions{
+			PerAccount:   cfg.HTTP.EventsPerAccount,
+			PerSource:    cfg.HTTP.EventsPerSource,
+			Keepalive:    cfg.HTTP.EventsKeepalive,
+			WriteTimeout: cfg.HTTP.EventsWriteTimeout,
+		},
 		// A collector that fails (the pending-delivery query on a slow
 		// database) must not fail the whole scrape: Prometheus would
 		// record the server as down.
@@ -447,6 +457,10 @@ func (a *App) Run(ctx context.Context) error {
 	defer cancel()
 	stopSIP()
 	<-sipDone
+	// Event streams never finish by themselves, and Shutdown waits for
+	// every request: end them first (their clients reconnect elsewhere or
+	// later, with Last-Event-ID).
+	a.chat.CloseEvents()
 	for _, h := range a.httpServers {
 		if err := h.srv.Shutdown(shutCtx); err != nil {
 			h.srv.Close()

@@ -96,7 +96,7 @@ func Code(err error) int {
 		return CodeTooLarge
 	case errors.Is(err, ErrPendingQuota), errors.Is(err, ErrGroupQuota):
 		return CodeQuota
-	case errors.Is(err, ErrBusy), errors.Is(err, ErrUnavailable):
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrUnavailable), errors.Is(err, ErrStreamsClosed):
 		return CodeUnavailable
 	default:
 		return CodeInternal

@@ -50,7 +50,7 @@ func DefaultLimits() Limits {
 
 // Service runs every group chat operation: it checks the rules, commits the
 // change and its event in one transaction, and then hands the event to the
-// Publisher for delivery.
+// live event streams (events.go) and to the Publisher for delivery.
 type Service struct {
 	store     Store
 	publisher Publisher
@@ -59,6 +59,7 @@ type Service struct {
 	// refused, when set, learns of each operation a quota refused.
 	refused func(quota string)
 	uploads chan struct{} // one token per upload in progress
+	events  *eventHub     // the live event streams
 }
 
 // Option configures a Service.
@@ -83,6 +84,7 @@ func NewService(store Store, opts ...Option) *Service {
 		store:  store,
 		limits: DefaultLimits(),
 		log:    slog.New(slog.DiscardHandler),
+		events: newEventHub(),
 	}
 	for _, o := range opts {
 		o(s)
@@ -106,6 +108,11 @@ type pending struct {
 type change struct {
 	tx     Tx
 	events []pending
+	hub    *eventHub
+	// ticket is taken before the first MID is drawn and outlives a
+	// transaction the store runs again: what the first run drew may still
+	// be in flight (eventHub).
+	ticket **ticket
 }
 
 type sourceKey struct{}
@@ -119,10 +126,14 @@ func WithSource(ctx context.Context, source string) context.Context {
 // emit appends an event to the log and records its deliveries.
 func (c *change) emit(ctx context.Context, ev Event, recipients []string) (MID, error) {
 	ev.Source, _ = ctx.Value(sourceKey{}).(string)
+	if *c.ticket == nil {
+		*c.ticket = c.hub.begin()
+	}
 	mid, err := c.tx.AppendEvent(ctx, ev, recipients)
 	if err != nil {
 		return 0, fmt.Errorf("append %s event: %w", ev.Kind, err)
 	}
+	c.hub.drew(*c.ticket, mid)
 	ev.MID = mid
 	c.events = append(c.events, pending{ev: ev, recipients: recipients})
 	return mid, nil
@@ -130,14 +141,30 @@ func (c *change) emit(ctx context.Context, ev Event, recipients []string) (MID, 
 
 // update runs fn in one transaction and publishes its events after commit,
 // never before: a delivery must not announce what could still roll back.
+// The streams' ticket ends either way, so that later events are not held
+// back for it.
 func (s *Service) update(ctx context.Context, fn func(*change) error) error {
-	var c change
+	var (
+		c         change
+		tk        *ticket
+		committed bool
+	)
+	defer func() {
+		// A failure, or a panic: nothing of the ticket is to be released.
+		if tk != nil && !committed {
+			s.events.abort(tk)
+		}
+	}()
 	err := s.store.Update(ctx, func(tx Tx) error {
-		c = change{tx: tx}
+		c = change{tx: tx, hub: s.events, ticket: &tk}
 		return fn(&c)
 	})
 	if err != nil {
 		return err
+	}
+	if tk != nil {
+		s.events.commit(tk, c.events)
+		committed = true
 	}
 	if s.publisher != nil {
 		for _, p := range c.events {

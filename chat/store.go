@@ -19,6 +19,12 @@ type Reader interface {
 	// EventsBefore lists the newest limit events of a group's log below
 	// the given MID, in MID order.
 	EventsBefore(ctx context.Context, id GroupID, before MID, limit int) ([]Event, error)
+	// EventsFor lists the events of login's stream (StreamedTo: due to
+	// login, or messages login sent) after the MID after and up to upTo, in
+	// MID order.
+	EventsFor(ctx context.Context, login string, after, upTo MID, limit int) ([]Event, error)
+	// LastMID returns the highest MID in the log, 0 when it is empty.
+	LastMID(ctx context.Context) (MID, error)
 	// Receipts lists the recipients of a message with their cf and rd.
 	Receipts(ctx context.Context, mid MID) ([]Receipt, error)
 	// GroupsWith lists the groups in which every one of logins is an

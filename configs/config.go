@@ -82,6 +82,12 @@ type HTTP struct {
 	// X-Forwarded-For names the client: the rate limit and the login
 	// bans then apply to the client, not to the proxy.
 	TrustedProxies string `yaml:"trusted_proxies" help:"comma-separated networks (CIDR) of reverse proxies whose X-Forwarded-For names the client"`
+	// Live event streams (GET /gch/events) each hold a connection and a
+	// goroutine for as long as the client listens.
+	EventsPerAccount   int           `yaml:"events_per_account" help:"live event streams (GET /gch/events) one account may have open at once; beyond: 429 (0: no bound)"`
+	EventsPerSource    int           `yaml:"events_per_source" help:"live event streams open at once per source address; beyond: 429 (0: no bound)"`
+	EventsKeepalive    time.Duration `yaml:"events_keepalive" help:"how long an event stream stays silent before a keep-alive comment is sent"`
+	EventsWriteTimeout time.Duration `yaml:"events_write_timeout" help:"how long one write to an event stream may take before its slow reader is dropped"`
 }
 
 // TLS is the certificate shared by SIP over TLS/WSS and HTTPS.
@@ -195,7 +201,8 @@ func Default() Config {
 			Overflow:       "replace",
 			RefreshWrite:   5 * time.Second,
 		},
-		HTTP:    HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 160 << 10},
+		HTTP: HTTP{Addr: "0.0.0.0:8080", MaxBodyBytes: 160 << 10,
+			EventsPerAccount: 8, EventsPerSource: 32, EventsKeepalive: 15 * time.Second, EventsWriteTimeout: 10 * time.Second},
 		Storage: Storage{SQLiteSynchronous: "FULL"},
 		API:     API{CodesInStatus: true},
 		Chat: Chat{

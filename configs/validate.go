@@ -147,6 +147,18 @@ func (c Config) Validate() error {
 	if need := 8*int64(c.Chat.MaxMessageBytes) + 4096; c.HTTP.MaxBodyBytes < need {
 		bad("http.max_body_bytes", c.HTTP.MaxBodyBytes, fmt.Sprintf("must be at least %d: 8 times chat.max_message_bytes (a message escaped in JSON and in the form) and 4096 for the rest", need))
 	}
+	if c.HTTP.EventsPerAccount < 0 {
+		bad("http.events_per_account", c.HTTP.EventsPerAccount, "must not be negative (0: no bound)")
+	}
+	if c.HTTP.EventsPerSource < 0 {
+		bad("http.events_per_source", c.HTTP.EventsPerSource, "must not be negative (0: no bound)")
+	}
+	if c.HTTP.EventsKeepalive < 100*time.Millisecond || c.HTTP.EventsKeepalive > 10*time.Minute {
+		bad("http.events_keepalive", c.HTTP.EventsKeepalive, "must be between 100ms and 10m (proxies close idle connections after about a minute)")
+	}
+	if c.HTTP.EventsWriteTimeout < 100*time.Millisecond || c.HTTP.EventsWriteTimeout > 10*time.Minute {
+		bad("http.events_write_timeout", c.HTTP.EventsWriteTimeout, "must be between 100ms and 10m")
+	}
 	if c.Storage.MaxOpenConns < 0 {
 		bad("storage.max_open_conns", c.Storage.MaxOpenConns, "must not be negative")
 	}

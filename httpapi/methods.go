@@ -398,15 +398,21 @@ func getMessages(ctx context.Context, s *Server, c call) (result, error) {
 		More bool        `json:"more"`
 	}{M: make([]eventJSON, len(evs)), More: more}
 	for i, ev := range evs {
-		e := eventJSON{MID: uint64(ev.MID), K: string(ev.Kind), L: ev.Sender, DN: ev.SenderDN, Ref: uint64(ev.Ref), Del: ev.Deleted, TS: timestamp(ev.Time)}
-		if ev.Kind == chat.KindMessage {
-			e.MB = ev.Body
-		} else {
-			e.Op = ev.Body
-		}
-		out.M[i] = e
+		out.M[i] = encodeEvent(ev)
 	}
 	return result{json: out}, nil
+}
+
+// encodeEvent is an entry of the log as getMessages and the event streams
+// show it.
+func encodeEvent(ev chat.Event) eventJSON {
+	e := eventJSON{MID: uint64(ev.MID), K: string(ev.Kind), L: ev.Sender, DN: ev.SenderDN, Ref: uint64(ev.Ref), Del: ev.Deleted, TS: timestamp(ev.Time)}
+	if ev.Kind == chat.KindMessage {
+		e.MB = ev.Body
+	} else {
+		e.Op = ev.Body
+	}
+	return e
 }
 
 func addMember(ctx context.Context, s *Server, c call) (result, error) {

@@ -48,6 +48,8 @@ type Options struct {
 	Guards Guards
 	// TrustedProxies are reverse proxies whose X-Forwarded-For is believed.
 	TrustedProxies []netip.Prefix
+	// Events bound the live event streams.
+	Events EventOptions
 }
 
 // Guards are the limits that protect the API from abuse, per source
@@ -66,12 +68,19 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	methods map[string]method
+	streams streamCounts
 }
 
 // New returns the API server.
 func New(svc *chat.Service, auth Authenticator, m *metrics.Metrics, log *slog.Logger, opts Options) *Server {
 	if opts.MaxBodyBytes <= 0 {
 		opts.MaxBodyBytes = 160 << 10
+	}
+	if opts.Events.Keepalive <= 0 {
+		opts.Events.Keepalive = 15 * time.Second
+	}
+	if opts.Events.WriteTimeout <= 0 {
+		opts.Events.WriteTimeout = 10 * time.Second
 	}
 	return &Server{chat: svc, auth: auth, metrics: m, opts: opts, log: log, methods: methodTable()}
 }
@@ -81,6 +90,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/gch.ashx", s.limited(s.serveGCH))
 	mux.Handle("/emcd/gch.ashx", s.limited(s.serveGCH))
+	mux.Handle("/gch/events", s.limited(s.serveEvents))
 	mux.Handle("GET /groupchat/{id}/video", s.limited(s.serveGroupFile(chat.MediaVideo)))
 	mux.Handle("GET /groupchat/{id}/video-thumb", s.limited(s.serveGroupFile(chat.MediaVideoThumb)))
 	mux.HandleFunc("GET /healthz", s.serveHealth)

@@ -36,6 +36,7 @@ type Metrics struct {
 	traceDropped prometheus.Counter
 
 	pushRequests *prometheus.CounterVec
+	events       eventStreamMetrics
 }
 
 // BuildInfo describes the running binary.
@@ -96,6 +97,7 @@ func New(reg prometheus.Registerer, build BuildInfo) *Metrics {
 		Help: "Pushes to wake sleeping phones (RFC 8599), by outcome: sent, retried (an attempt failed and is tried again), failed, rejected (the gateway rejected the pushkey), coalesced (one went to the device within push.coalesce), dropped (queue full).",
 	}, []string{"outcome"})
 	reg.MustRegister(m.pushRequests)
+	m.events = newEventStreamMetrics(reg)
 	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "gchd_build_info",
 		Help: "The running gchd build; always 1.",

@@ -160,6 +160,44 @@ func (q queries) EventsBefore(ctx context.Context, id chat.GroupID, before chat.
 	return out, nil
 }
 
+// EventsFor reads a login's stream from the log. Its groups are those it
+// has a member row in (left ones too: what was due before leaving stays
+// due); a deleted group has none left, so its DG, all that remains of it,
+// is looked up apart. Both parts walk indexes (members_by_login with
+// events_by_group, events_deleted_group) within (after, upTo], and the
+// delivery rows are probed by their primary key: no index is added to
+// deliveries, which every fan-out writes.
+func (q queries) EventsFor(ctx context.Context, login string, after, upTo chat.MID, limit int) ([]chat.Event, error) {
+	var rows []eventRow
+	err := q.selectAll(ctx, &rows, `SELECT `+eventColumns+` FROM events e
+		WHERE e.group_id IN (SELECT m.group_id FROM members m WHERE m.login = ?)
+		  AND e.mid > ? AND e.mid <= ? AND e.kind <> 'DG'
+		  AND ((e.kind = 'MSG' AND e.sender = ?)
+		       OR EXISTS (SELECT 1 FROM deliveries d WHERE d.mid = e.mid AND d.login = ?))
+		UNION ALL
+		SELECT `+eventColumns+` FROM events e
+		WHERE e.kind = 'DG' AND e.mid > ? AND e.mid <= ?
+		  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.mid = e.mid AND d.login = ?)
+		ORDER BY mid LIMIT ?`,
+		login, maxMID(after), maxMID(upTo), login, login, maxMID(after), maxMID(upTo), login, limit)
+	if err != nil {
+		return nil, fmt.Errorf("select events of %s after %d: %w", login, after, err)
+	}
+	out := make([]chat.Event, len(rows))
+	for i, r := range rows {
+		out[i] = r.event()
+	}
+	return out, nil
+}
+
+func (q queries) LastMID(ctx context.Context) (chat.MID, error) {
+	var mid int64
+	if err := q.get(ctx, &mid, "SELECT COALESCE(MAX(mid), 0) FROM events"); err != nil {
+		return 0, fmt.Errorf("select the last MID: %w", err)
+	}
+	return chat.MID(mid), nil
+}
+
 func (q queries) Receipts(ctx context.Context, mid chat.MID) ([]chat.Receipt, error) {
 	var rows []struct {
 		Login string `db:"login"`

@@ -593,3 +593,93 @@ func TestParseDSN(t *testing.T) {
 		}
 	}
 }
+
+// EventsFor reads a login's stream: events due to it and messages it sent,
+// of every group it has a row in and the DG of deleted ones, within
+// (after, upTo], in MID order; LastMID is the end of the log.
+func TestEventsFor(t *testing.T) {
+	eachDB(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		s := db.ChatStore()
+		if last, err := s.LastMID(ctx); err != nil || last != 0 {
+			t.Fatalf("LastMID of an empty log: %d, %v", last, err)
+		}
+		var g1, g2, g3 chat.GroupID
+		var mids []chat.MID
+		appendEv := func(tx chat.Tx, g chat.GroupID, kind chat.Kind, sender string, to ...string) error {
+			mid, err := tx.AppendEvent(ctx, chat.Event{Group: g, Kind: kind, Sender: sender, Body: "x", Time: t0}, to)
+			mids = append(mids, mid)
+			return err
+		}
+		mustUpdate(t, s, func(tx chat.Tx) error {
+			var err error
+			if g1, err = tx.CreateGroup(ctx, chat.Group{Subject: "one", Owner: "a", Created: t0}); err != nil {
+				return err
+			}
+			if g2, err = tx.CreateGroup(ctx, chat.Group{Subject: "two", Owner: "c", Created: t0}); err != nil {
+				return err
+			}
+			if g3, err = tx.CreateGroup(ctx, chat.Group{Subject: "three", Owner: "c", Created: t0}); err != nil {
+				return err
+			}
+			for _, m := range []chat.Member{{Group: g1, Login: "a", Status: chat.StatusJoined, Since: t0},
+				{Group: g1, Login: "b", Status: chat.StatusJoined, Since: t0}, {Group: g2, Login: "c", Status: chat.StatusJoined, Since: t0},
+				{Group: g2, Login: "a", Status: chat.StatusWaiting, Since: t0},
+				{Group: g3, Login: "c", Status: chat.StatusJoined, Since: t0}, {Group: g3, Login: "a", Status: chat.StatusJoined, Since: t0}} {
+				if err := tx.PutMember(ctx, m); err != nil {
+					return err
+				}
+			}
+			return errors.Join(
+				appendEv(tx, g1, chat.KindNewGroup, "a", "a", "b"), // 0: a, b
+				appendEv(tx, g1, chat.KindMessage, "a", "b"),       // 1: a's own, b
+				appendEv(tx, g1, chat.KindMessage, "b", "a"),       // 2: a, b's own
+				appendEv(tx, g2, chat.KindNewGroup, "c", "c", "a"), // 3: c, a
+				appendEv(tx, g2, chat.KindMessage, "c"),            // 4: c's own only
+				appendEv(tx, 0, chat.KindDirect, "c", "a"),         // 5: on no stream
+				appendEv(tx, g3, chat.KindMessage, "a", "c"),       // gone with g3
+				appendEv(tx, g3, chat.KindDeleteGroup, "c", "c", "a"),
+				tx.DeleteGroup(ctx, g3), // 7: its DG stays
+			)
+		})
+		last, err := s.LastMID(ctx)
+		if err != nil || last != mids[7] {
+			t.Fatalf("LastMID = %d, %v; want %d", last, err, mids[7])
+		}
+		read := func(login string, after, upTo chat.MID, limit int) []chat.MID {
+			t.Helper()
+			evs, err := s.EventsFor(ctx, login, after, upTo, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make([]chat.MID, len(evs))
+			for i, ev := range evs {
+				out[i] = ev.MID
+			}
+			return out
+		}
+		for _, tt := range []struct {
+			login       string
+			after, upTo chat.MID
+			limit       int
+			want        []int
+		}{
+			{"a", 0, last, 10, []int{0, 1, 2, 3, 7}}, // invited to g2: its NG
+			{"b", 0, last, 10, []int{0, 1, 2}},
+			{"c", 0, last, 10, []int{3, 4, 7}}, // g3 is gone but its DG
+			{"a", mids[0], mids[3], 10, []int{1, 2, 3}},
+			{"a", 0, last, 2, []int{0, 1}},
+			{"a", mids[7], last, 10, nil},
+			{"a", 0, 1<<64 - 1, 10, []int{0, 1, 2, 3, 7}},
+			{"nobody", 0, last, 10, nil},
+		} {
+			var want []chat.MID
+			for _, i := range tt.want {
+				want = append(want, mids[i])
+			}
+			if got := read(tt.login, tt.after, tt.upTo, tt.limit); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("EventsFor(%s, %d, %d, %d) = %v, want %v", tt.login, tt.after, tt.upTo, tt.limit, got, want)
+			}
+		}
+	})
+}

@@ -361,10 +361,13 @@ type event struct {
 	MID         string   `json:"mid,omitempty"`
 	Sender      string   `json:"sender,omitempty"`
 	Body        string   `json:"body,omitempty"`
+	Kind        string   `json:"kind,omitempty"`  // of a live event (events.html)
+	Shown       string   `json:"shown,omitempty"` // what the page shows for it
 }
 
-// page is the test's HTTP server: it serves testdata/, takes the page's
-// reports on /report and hands it commands on /command.
+// page is the test's HTTP server: it serves testdata/ (and whatever routes
+// a test adds), takes the page's reports on /report and hands it commands
+// on /command.
 type page struct {
 	url      string
 	changed  chan struct{} // a report came in
@@ -376,11 +379,14 @@ type page struct {
 	log []event
 }
 
-func startPage(t *testing.T) *page {
+func startPage(t *testing.T, routes ...func(*http.ServeMux)) *page {
 	t.Helper()
 	p := &page{changed: make(chan struct{}, 1), commands: make(chan []byte, 16), closing: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /", http.FileServer(http.Dir("testdata")))
+	for _, r := range routes {
+		r(mux)
+	}
 	mux.HandleFunc("POST /report", func(w http.ResponseWriter, r *http.Request) {
 		var e event
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&e); err != nil {
