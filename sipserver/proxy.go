@@ -17,6 +17,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"gchd/metrics"
 	"gchd/registrar"
 )
 
@@ -55,7 +56,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 			return challenge
 		}
 		if sender != acc.Login || !s.isOurDomain(from.Address.Host) {
-			s.metrics.SIPAuthFailure("user_mismatch")
+			s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
 			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
 		identity = acc.Login
@@ -159,7 +160,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 			return challenge
 		}
 		if from := req.From(); from == nil || from.Address.User != acc.Login {
-			s.metrics.SIPAuthFailure("user_mismatch")
+			s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
 			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
 		identity = acc.Login
