@@ -349,8 +349,7 @@ func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.
 	}
 	var f *authFailure
 	if !errors.As(err, &f) {
-		s.log.Error("digest authentication", "call_id", callID(req), "error", err)
-		return registrar.Account{}, failed(req, err)
+		return registrar.Account{}, s.refuse(req, err, "digest authentication")
 	}
 	if f.reason != metrics.AuthMissing {
 		s.metrics.SIPAuthFailure(f.reason)

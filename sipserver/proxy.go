@@ -72,8 +72,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		if errors.Is(err, registrar.ErrNoAccount) {
 			return reply(req, 404, "Not Found")
 		}
-		s.log.Error("look up account", "user", user, "error", err)
-		return failed(req, err)
+		return s.refuse(req, err, "look up account", "user", user)
 	}
 	targets := s.targetsOf(user)
 	var onFail func(best *sip.Response) *sip.Response

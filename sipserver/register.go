@@ -50,20 +50,15 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 		return reply(req, 400, err.Error()), metrics.RegistrationInvalid
 	}
 	out, err := s.reg.Register(ctx, r)
-	switch {
-	case errors.Is(err, registrar.ErrIntervalTooBrief):
-		res := reply(req, 423, "Interval Too Brief")
-		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(int(s.reg.Policy().MinExpires/time.Second))))
+	if err != nil {
+		res := s.refuse(req, err, "register", "aor", aor)
+		switch {
+		case res.StatusCode >= 500:
+			return res, metrics.RegistrationError
+		case res.StatusCode == 403:
+			return res, metrics.RegistrationForbidden
+		}
 		return res, metrics.RegistrationInvalid
-	case errors.Is(err, registrar.ErrOutOfOrder):
-		return reply(req, 400, "Invalid CSeq Number"), metrics.RegistrationInvalid
-	case errors.Is(err, registrar.ErrBadWildcard):
-		return reply(req, 400, "Invalid Wildcard Contact"), metrics.RegistrationInvalid
-	case errors.Is(err, registrar.ErrTooManyContacts):
-		return reply(req, 403, "Too Many Registered Contacts"), metrics.RegistrationForbidden
-	case err != nil:
-		s.log.Error("register", "aor", aor, "call_id", callID(req), "error", err)
-		return failed(req, err), metrics.RegistrationError
 	}
 	res := reply(req, 200, "OK")
 	now := time.Now()
