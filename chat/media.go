@@ -149,7 +149,7 @@ func (s *Service) SetMedia(ctx context.Context, c Caller, id GroupID, kind Media
 		if err := ch.tx.UpdateGroup(ctx, st.group); err != nil {
 			return fmt.Errorf("update group %d: %w", id, err)
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "uploadAvatar", nil)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionSetMedia, nil)
 	})
 	if err != nil {
 		return time.Time{}, err
@@ -196,7 +196,7 @@ func (s *Service) DeleteMedia(ctx context.Context, c Caller, id GroupID, kind Me
 		if err := ch.tx.UpdateGroup(ctx, st.group); err != nil {
 			return fmt.Errorf("update group %d: %w", id, err)
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "delAvatar", nil)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionDeleteMedia, nil)
 	})
 	if err != nil {
 		return time.Time{}, err

@@ -51,3 +51,29 @@ func Code(err error) int {
 	}
 	return codeInternal
 }
+
+// actionNames are how getMessages names what caused a notification (op):
+// the API method that does it.
+var actionNames = [...]string{
+	chat.ActionCreateGroup:   "addGroup",
+	chat.ActionDeleteGroup:   "delGroup",
+	chat.ActionSetSubject:    "setGroupSubject",
+	chat.ActionEditGroup:     "editGroup",
+	chat.ActionJoin:          "joinGroup",
+	chat.ActionLeave:         "leaveGroup",
+	chat.ActionAddMembers:    "addMember",
+	chat.ActionRemoveMembers: "delMember",
+	chat.ActionGrantAdmin:    "addAdmin",
+	chat.ActionRevokeAdmin:   "delAdmin",
+	chat.ActionSetMedia:      "uploadAvatar",
+	chat.ActionDeleteMedia:   "delAvatar",
+	chat.ActionDeleteMessage: "delMessage",
+}
+
+// actionName returns the op of a notification ("" for none).
+func actionName(a chat.Action) string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return ""
+}

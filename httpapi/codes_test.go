@@ -33,3 +33,15 @@ func TestCodesCoverEveryKind(t *testing.T) {
 		}
 	}
 }
+
+// TestActionNames: getMessages names every action by the method that does it.
+func TestActionNames(t *testing.T) {
+	for a := chat.ActionCreateGroup; a <= chat.ActionDeleteMessage; a++ {
+		if actionName(a) == "" {
+			t.Errorf("action %d has no op name", a)
+		}
+	}
+	if got := actionName(chat.ActionRevokeAdmin); got != "delAdmin" {
+		t.Errorf("op of ActionRevokeAdmin = %q, want delAdmin", got)
+	}
+}

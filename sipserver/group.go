@@ -21,7 +21,7 @@ type Chat interface {
 	GetGroup(ctx context.Context, c chat.Caller, id chat.GroupID) (chat.GroupView, error)
 	Join(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
 	Leave(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
-	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn, op string) error
+	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn string, action chat.Action) error
 	ConfirmMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
 	ReadMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
 	TypingRecipients(ctx context.Context, c chat.Caller, id chat.GroupID) ([]string, error)
@@ -175,7 +175,7 @@ func (s *Server) runCommand(req *sip.Request, c chat.Caller, id chat.GroupID, cm
 			answer = "You left the group."
 		}
 	case "#subject":
-		if err = s.chat.SetSubject(ctx, c, id, arg, "", "setGroupSubject"); err == nil {
+		if err = s.chat.SetSubject(ctx, c, id, arg, "", chat.ActionSetSubject); err == nil {
 			answer = "Subject set to: " + arg
 		}
 	case "#members":
