@@ -49,13 +49,14 @@ type PendingDelivery struct {
 	Attempts int
 }
 
-// DeliveryState is the bookkeeping state of one delivery.
-type DeliveryState string
+// DeliveryState is the bookkeeping state of one delivery. How a store
+// records it is the store's business.
+type DeliveryState uint8
 
 const (
-	DeliveryPending DeliveryState = "p"
-	DeliveryDone    DeliveryState = "d"
-	DeliveryFailed  DeliveryState = "f"
+	DeliveryPending DeliveryState = iota
+	DeliveryDone
+	DeliveryFailed
 )
 
 // PendingCounts describes the deliveries not done yet.

@@ -12,7 +12,7 @@ import (
 var (
 	// ErrStreamsClosed: the service is shutting down (CloseEvents), or its
 	// streams were never opened (OpenEvents). A client reconnects later.
-	ErrStreamsClosed = errors.New("event streams closed")
+	ErrStreamsClosed = newError(Unavailable, "event streams closed")
 	// ErrSlowReader: more events waited for a subscriber than
 	// maxStreamBacklog; rather than hold them all, its stream ends, and
 	// the client resumes from the log (EventsFor) when it reconnects.

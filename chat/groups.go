@@ -65,7 +65,7 @@ func (s *Service) AddGroup(ctx context.Context, c Caller, subject, dn string, in
 			return fmt.Errorf("load members of %d: %w", id, err)
 		}
 		st := groupState{group: Group{ID: id}, members: members}
-		_, err = ch.emit(ctx, Event{Group: id, Kind: KindNewGroup, Sender: c.Login, SenderDN: owner.DisplayName, Body: "addGroup", Time: now}, st.logins(isActive))
+		_, err = ch.emit(ctx, Event{Group: id, Kind: KindNewGroup, Sender: c.Login, SenderDN: owner.DisplayName, Action: ActionCreateGroup, Time: now}, st.logins(isActive))
 		return err
 	})
 	if err != nil {
@@ -123,7 +123,7 @@ func (s *Service) DeleteGroup(ctx context.Context, c Caller, id GroupID, dn stri
 		if st.group.Owner != c.Login || st.me.Status != StatusJoined {
 			return ErrNotAllowed
 		}
-		ev := Event{Group: id, Kind: KindDeleteGroup, Sender: c.Login, SenderDN: displayName(dn, c), Body: "delGroup", Time: s.clock()}
+		ev := Event{Group: id, Kind: KindDeleteGroup, Sender: c.Login, SenderDN: displayName(dn, c), Action: ActionDeleteGroup, Time: s.clock()}
 		if _, err := ch.emit(ctx, ev, st.logins(isActive)); err != nil {
 			return err
 		}
@@ -134,9 +134,10 @@ func (s *Service) DeleteGroup(ctx context.Context, c Caller, id GroupID, dn stri
 	})
 }
 
-// SetSubject changes a group's subject; op names the API method (setGroupSubject
-// or editGroup) for the log. Admins only. Joined members are sent EG.
-func (s *Service) SetSubject(ctx context.Context, c Caller, id GroupID, subject, dn, op string) error {
+// SetSubject changes a group's subject; action (ActionSetSubject or
+// ActionEditGroup) is what the log records. Admins only. Joined members are
+// sent EG.
+func (s *Service) SetSubject(ctx context.Context, c Caller, id GroupID, subject, dn string, action Action) error {
 	if err := checkSubject(subject); err != nil {
 		return err
 	}
@@ -158,7 +159,7 @@ func (s *Service) SetSubject(ctx context.Context, c Caller, id GroupID, subject,
 		if err := ch.tx.UpdateGroup(ctx, st.group); err != nil {
 			return fmt.Errorf("update group %d: %w", id, err)
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, op, nil)
+		return s.emitEdit(ctx, ch, st, c, dn, action, nil)
 	})
 }
 
@@ -190,7 +191,7 @@ func (s *Service) Join(ctx context.Context, c Caller, id GroupID, dn string) err
 		if err := s.settleRoles(ctx, ch.tx, st); err != nil {
 			return err
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "joinGroup", nil)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionJoin, nil)
 	})
 }
 
@@ -215,7 +216,7 @@ func (s *Service) Leave(ctx context.Context, c Caller, id GroupID, dn string) er
 		if err := s.settleRoles(ctx, ch.tx, st); err != nil {
 			return err
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "leaveGroup", nil)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionLeave, nil)
 	})
 }
 
@@ -269,11 +270,11 @@ func (s *Service) AddMembers(ctx context.Context, c Caller, id GroupID, dn strin
 			return fmt.Errorf("load members of %d: %w", id, err)
 		}
 		invited := st.logins(func(m Member) bool { return slices.Contains(added, m.Login) })
-		ng := Event{Group: id, Kind: KindNewGroup, Sender: c.Login, SenderDN: displayName(dn, c), Body: "addMember", Time: now}
+		ng := Event{Group: id, Kind: KindNewGroup, Sender: c.Login, SenderDN: displayName(dn, c), Action: ActionAddMembers, Time: now}
 		if _, err := ch.emit(ctx, ng, invited); err != nil {
 			return err
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "addMember", nil)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionAddMembers, nil)
 	}))
 }
 
@@ -323,7 +324,7 @@ func (s *Service) RemoveMembers(ctx context.Context, c Caller, id GroupID, dn st
 		if err := s.settleRoles(ctx, ch.tx, st); err != nil {
 			return err
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "delMember", removed)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionRemoveMembers, removed)
 	})
 }
 
@@ -337,9 +338,9 @@ func (s *Service) SetAdmins(ctx context.Context, c Caller, id GroupID, dn string
 	if err != nil {
 		return err
 	}
-	op := "delAdmin"
+	action := ActionRevokeAdmin
 	if admin {
-		op = "addAdmin"
+		action = ActionGrantAdmin
 	}
 	return s.update(ctx, func(ch *change) error {
 		st, err := s.lock(ctx, ch.tx, id, c.Login, true)
@@ -373,7 +374,7 @@ func (s *Service) SetAdmins(ctx context.Context, c Caller, id GroupID, dn string
 		if err := s.settleRoles(ctx, ch.tx, st); err != nil {
 			return err
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, op, nil)
+		return s.emitEdit(ctx, ch, st, c, dn, action, nil)
 	})
 }
 
@@ -415,14 +416,14 @@ func (s *Service) settleRoles(ctx context.Context, tx Tx, st *groupState) error 
 
 // emitEdit records an EG event for the joined members and for extra (members
 // who were joined until this change).
-func (s *Service) emitEdit(ctx context.Context, ch *change, st *groupState, c Caller, dn, op string, extra []string) error {
+func (s *Service) emitEdit(ctx context.Context, ch *change, st *groupState, c Caller, dn string, action Action, extra []string) error {
 	recipients := st.logins(isJoined)
 	for _, l := range extra {
 		if m, ok := st.member(l); ok && m.HasAccount && !slices.Contains(recipients, l) {
 			recipients = append(recipients, l)
 		}
 	}
-	ev := Event{Group: st.group.ID, Kind: KindEditGroup, Sender: c.Login, SenderDN: displayName(dn, c), Body: op, Time: s.clock()}
+	ev := Event{Group: st.group.ID, Kind: KindEditGroup, Sender: c.Login, SenderDN: displayName(dn, c), Action: action, Time: s.clock()}
 	_, err := ch.emit(ctx, ev, recipients)
 	return err
 }

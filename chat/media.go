@@ -61,8 +61,9 @@ func (s *Service) MaxBytes(kind MediaKind) int {
 // but only after their header shows a size worth decoding: image/jpeg
 // allocates for the declared dimensions before it reads a pixel (4 bytes
 // per pixel and component for a progressive image), so a few hundred bytes
-// declaring 16384×16384 would cost gigabytes. A refused size answers 407 like
-// any image we do not accept; 411 speaks of bytes, and the file is small.
+// declaring 16384×16384 would cost gigabytes. A refused size is
+// UnsupportedMedia like any image we do not accept: TooLarge speaks of
+// bytes, and the file is small.
 func (s *Service) checkMedia(kind MediaKind, data []byte) (string, error) {
 	if len(data) == 0 {
 		return "", invalid("empty file")
@@ -148,7 +149,7 @@ func (s *Service) SetMedia(ctx context.Context, c Caller, id GroupID, kind Media
 		if err := ch.tx.UpdateGroup(ctx, st.group); err != nil {
 			return fmt.Errorf("update group %d: %w", id, err)
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "uploadAvatar", nil)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionSetMedia, nil)
 	})
 	if err != nil {
 		return time.Time{}, err
@@ -195,7 +196,7 @@ func (s *Service) DeleteMedia(ctx context.Context, c Caller, id GroupID, kind Me
 		if err := ch.tx.UpdateGroup(ctx, st.group); err != nil {
 			return fmt.Errorf("update group %d: %w", id, err)
 		}
-		return s.emitEdit(ctx, ch, st, c, dn, "delAvatar", nil)
+		return s.emitEdit(ctx, ch, st, c, dn, ActionDeleteMedia, nil)
 	})
 	if err != nil {
 		return time.Time{}, err
@@ -208,7 +209,8 @@ func (s *Service) DeleteMedia(ctx context.Context, c Caller, id GroupID, kind Me
 // no such file, the answer is the same ErrNoMedia: nothing leaks.
 func (s *Service) GetMedia(ctx context.Context, c Caller, id GroupID, kind MediaKind) (Media, error) {
 	if _, err := s.GetGroup(ctx, c, id); err != nil {
-		if Code(err) == CodeNotFound {
+		switch ErrorKindOf(err) {
+		case NotFound, NotMember, NotAllowed:
 			return Media{}, ErrNoMedia
 		}
 		return Media{}, err

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"gchd/chat"
+	"gchd/httpapi"
 )
 
 // hugeJPEG is a small baseline JPEG whose SOF0 declares w×h pixels.
@@ -44,13 +45,13 @@ func TestMediaPixelsAndSlots(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = svc.SetMedia(ctx, caller("a"), 1, chat.MediaAvatar, hugeJPEG(t, 16384, 16384), "")
-	if !errors.Is(err, chat.ErrNotJPEG) || chat.Code(err) != 407 {
-		t.Errorf("16384×16384 in the held slot: %v (code %d), want 407", err, chat.Code(err))
+	if !errors.Is(err, chat.ErrNotJPEG) || httpapi.Code(err) != 407 {
+		t.Errorf("16384×16384 in the held slot: %v (code %d), want 407", err, httpapi.Code(err))
 	}
 	start := time.Now()
 	_, _, err = svc.ReserveUpload(context.Background())
-	if !errors.Is(err, chat.ErrBusy) || chat.Code(err) != 503 || time.Since(start) < l.UploadWait {
-		t.Errorf("second upload with the only slot taken: %v (code %d) after %v, want 503 after %v", err, chat.Code(err), time.Since(start), l.UploadWait)
+	if !errors.Is(err, chat.ErrBusy) || httpapi.Code(err) != 503 || time.Since(start) < l.UploadWait {
+		t.Errorf("second upload with the only slot taken: %v (code %d) after %v, want 503 after %v", err, httpapi.Code(err), time.Since(start), l.UploadWait)
 	}
 	if _, err := svc.SetMedia(context.Background(), caller("a"), 1, chat.MediaAvatar, hugeJPEG(t, 8, 8), ""); !errors.Is(err, chat.ErrBusy) {
 		t.Errorf("SetMedia without a slot while it is taken: %v, want ErrBusy", err)

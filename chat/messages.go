@@ -151,7 +151,7 @@ func (s *Service) DeleteMessage(ctx context.Context, c Caller, id GroupID, mid M
 		if err := ch.tx.DeleteMessage(ctx, mid); err != nil {
 			return fmt.Errorf("delete message %d: %w", mid, err)
 		}
-		ev := Event{Group: id, Kind: KindDeleteMessage, Sender: c.Login, SenderDN: displayName(dn, c), Body: "delMessage", Ref: mid, Time: s.clock()}
+		ev := Event{Group: id, Kind: KindDeleteMessage, Sender: c.Login, SenderDN: displayName(dn, c), Action: ActionDeleteMessage, Ref: mid, Time: s.clock()}
 		_, err = ch.emit(ctx, ev, st.logins(isJoined))
 		return err
 	})

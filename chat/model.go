@@ -102,9 +102,11 @@ type Event struct {
 	Kind     Kind
 	Sender   string // login of the member who caused the event
 	SenderDN string // display name the sender gave for this event
-	// Body is the message text for KindMessage; for notifications it names
-	// the operation that caused the event (for history).
-	Body    string
+	// Body is the text of a message (KindMessage, KindDirect).
+	Body string
+	// Action is what caused a notification (for history); ActionNone for
+	// a message.
+	Action  Action
 	Ref     MID // for KindDeleteMessage: the deleted message
 	Time    time.Time
 	Deleted bool // a message removed by delMessage; Body is gone
@@ -117,6 +119,28 @@ type Event struct {
 	// request's context; it is not stored.
 	Source string
 }
+
+// Action is the change of a group that a notification announces.
+type Action uint8
+
+const (
+	ActionNone Action = iota
+	ActionCreateGroup
+	ActionDeleteGroup
+	ActionSetSubject
+	// ActionEditGroup: the group's settings changed as a whole (the
+	// subject, and what later settings join it).
+	ActionEditGroup
+	ActionJoin
+	ActionLeave
+	ActionAddMembers
+	ActionRemoveMembers
+	ActionGrantAdmin
+	ActionRevokeAdmin
+	ActionSetMedia
+	ActionDeleteMedia
+	ActionDeleteMessage
+)
 
 // NotificationText is the body of the SIP MESSAGE that announces a
 // notification event, exactly as the API specification gives it. For DM the

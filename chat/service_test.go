@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"gchd/chat"
+	"gchd/httpapi"
 	"gchd/registrar"
 	"gchd/storage"
 	"gchd/storage/storagetest"
@@ -189,7 +190,7 @@ func TestAddGroupRejectsAndWritesNothing(t *testing.T) {
 		for _, tt := range tests {
 			before, _ := e.svc.MyGroups(ctx, caller("a"))
 			_, err := e.svc.AddGroup(ctx, caller("a"), tt.subject, "", tt.members)
-			if got := chat.Code(err); got != tt.want {
+			if got := httpapi.Code(err); got != tt.want {
 				t.Errorf("%s: code %d (%v), want %d", tt.name, got, err, tt.want)
 			}
 			after, _ := e.svc.MyGroups(ctx, caller("a"))
@@ -230,10 +231,10 @@ func TestMembershipAndRoles(t *testing.T) {
 			t.Fatalf("leave published %+v, want EG to b, c", pubs)
 		}
 		// A left member cannot come back by itself, nor act.
-		if err := e.svc.Join(ctx, caller("a"), id, ""); chat.Code(err) != 444 {
+		if err := e.svc.Join(ctx, caller("a"), id, ""); httpapi.Code(err) != 444 {
 			t.Fatalf("rejoin after leaving: %v", err)
 		}
-		if _, err := e.svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: "x"}); chat.Code(err) != 457 {
+		if _, err := e.svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: "x"}); httpapi.Code(err) != 457 {
 			t.Fatalf("left member sends: %v", err)
 		}
 		// addMember invites a left member again; the invited get NG, the joined EG.
@@ -249,19 +250,19 @@ func TestMembershipAndRoles(t *testing.T) {
 			t.Fatalf("addMember published %+v", pubs)
 		}
 		// Non-admins cannot manage.
-		if err := e.svc.AddMembers(ctx, caller("c"), id, "", invitees("f")); chat.Code(err) != 444 {
+		if err := e.svc.AddMembers(ctx, caller("c"), id, "", invitees("f")); httpapi.Code(err) != 444 {
 			t.Fatalf("member adds: %v", err)
 		}
 		if err := e.svc.SetAdmins(ctx, caller("b"), id, "", []string{"c"}, true); err != nil {
 			t.Fatal(err)
 		}
-		if err := e.svc.SetAdmins(ctx, caller("b"), id, "", []string{"d"}, true); chat.Code(err) != 444 {
+		if err := e.svc.SetAdmins(ctx, caller("b"), id, "", []string{"d"}, true); httpapi.Code(err) != 444 {
 			t.Fatalf("admin rights for a waiting member: %v", err)
 		}
-		if err := e.svc.SetAdmins(ctx, caller("c"), id, "", []string{"b"}, false); chat.Code(err) != 444 {
+		if err := e.svc.SetAdmins(ctx, caller("c"), id, "", []string{"b"}, false); httpapi.Code(err) != 444 {
 			t.Fatalf("revoke the owner's rights: %v", err)
 		}
-		if err := e.svc.RemoveMembers(ctx, caller("c"), id, "", []string{"b"}); chat.Code(err) != 444 {
+		if err := e.svc.RemoveMembers(ctx, caller("c"), id, "", []string{"b"}); httpapi.Code(err) != 444 {
 			t.Fatalf("remove the owner: %v", err)
 		}
 		e.pub.take()
@@ -275,11 +276,11 @@ func TestMembershipAndRoles(t *testing.T) {
 		if len(pubs) != 1 || !slices.Equal(pubs[0].recipients, []string{"b", "c"}) {
 			t.Fatalf("delMember published %+v, want EG to b and the removed joined member c", pubs)
 		}
-		if err := e.svc.RemoveMembers(ctx, caller("b"), id, "", []string{"zz"}); chat.Code(err) != 444 {
+		if err := e.svc.RemoveMembers(ctx, caller("b"), id, "", []string{"zz"}); httpapi.Code(err) != 444 {
 			t.Fatalf("remove a stranger: %v", err)
 		}
 		// Only the owner deletes; DG goes to everyone active.
-		if err := e.svc.DeleteGroup(ctx, caller("a"), id, ""); chat.Code(err) != 444 {
+		if err := e.svc.DeleteGroup(ctx, caller("a"), id, ""); httpapi.Code(err) != 444 {
 			t.Fatalf("non-owner deletes: %v", err)
 		}
 		if err := e.svc.DeleteGroup(ctx, caller("b"), id, ""); err != nil {
@@ -289,7 +290,7 @@ func TestMembershipAndRoles(t *testing.T) {
 		if len(pubs) != 1 || pubs[0].ev.Kind != chat.KindDeleteGroup || !slices.Equal(pubs[0].recipients, []string{"a", "b", "e"}) {
 			t.Fatalf("delGroup published %+v", pubs)
 		}
-		if _, err := e.svc.GetGroup(ctx, caller("b"), id); chat.Code(err) != 444 {
+		if _, err := e.svc.GetGroup(ctx, caller("b"), id); httpapi.Code(err) != 444 {
 			t.Fatalf("deleted group: %v", err)
 		}
 	})
@@ -303,7 +304,7 @@ func TestParticipantLimitOnAddMember(t *testing.T) {
 			logins = append(logins, fmt.Sprintf("u%02d", i))
 		}
 		id := mustGroup(t, e, "a", logins...) // 29 participants
-		if err := e.svc.AddMembers(ctx, caller("a"), id, "", invitees("b", "c")); chat.Code(err) != 443 {
+		if err := e.svc.AddMembers(ctx, caller("a"), id, "", invitees("b", "c")); httpapi.Code(err) != 443 {
 			t.Fatalf("31st participant: %v", err)
 		}
 		if ms, _ := e.db.ChatStore().Members(ctx, id); len(ms) != 29 {
@@ -322,13 +323,13 @@ func TestMessagesAndReceipts(t *testing.T) {
 		mustJoin(t, e, id, "b")
 		e.pub.take()
 
-		if _, err := e.svc.SendMessage(ctx, caller("c"), chat.Post{Group: id, Text: "x"}); chat.Code(err) != 457 {
+		if _, err := e.svc.SendMessage(ctx, caller("c"), chat.Post{Group: id, Text: "x"}); httpapi.Code(err) != 457 {
 			t.Fatalf("waiting member sends: %v", err)
 		}
-		if _, err := e.svc.SendMessage(ctx, caller("z"), chat.Post{Group: id, Text: "x"}); chat.Code(err) != 444 {
+		if _, err := e.svc.SendMessage(ctx, caller("z"), chat.Post{Group: id, Text: "x"}); httpapi.Code(err) != 444 {
 			t.Fatalf("stranger sends: %v", err)
 		}
-		if _, err := e.svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: ""}); chat.Code(err) != 400 {
+		if _, err := e.svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: ""}); httpapi.Code(err) != 400 {
 			t.Fatalf("empty message: %v", err)
 		}
 		text := "zażółć\r\n\"gęślą\" <jaźń>"
@@ -346,10 +347,10 @@ func TestMessagesAndReceipts(t *testing.T) {
 		if err != nil || len(rs) != 1 || rs[0].Login != "b" || !rs[0].Confirmed.IsZero() {
 			t.Fatalf("info = %+v, %v", rs, err)
 		}
-		if err := e.svc.ConfirmMessage(ctx, caller("c"), id, mid); chat.Code(err) != 457 {
+		if err := e.svc.ConfirmMessage(ctx, caller("c"), id, mid); httpapi.Code(err) != 457 {
 			t.Fatalf("waiting member confirms: %v", err)
 		}
-		if err := e.svc.ConfirmMessage(ctx, caller("b"), id, mid+1000); chat.Code(err) != 444 {
+		if err := e.svc.ConfirmMessage(ctx, caller("b"), id, mid+1000); httpapi.Code(err) != 444 {
 			t.Fatalf("confirm unknown mid: %v", err)
 		}
 		if err := e.svc.ReadMessage(ctx, caller("b"), id, mid); err != nil {
@@ -359,11 +360,11 @@ func TestMessagesAndReceipts(t *testing.T) {
 		if rs[0].Confirmed.IsZero() || rs[0].Read.IsZero() {
 			t.Fatalf("after read: %+v", rs)
 		}
-		if _, err := e.svc.MessageInfo(ctx, caller("c"), id, mid); chat.Code(err) != 444 {
+		if _, err := e.svc.MessageInfo(ctx, caller("c"), id, mid); httpapi.Code(err) != 444 {
 			t.Fatalf("waiting member reads info: %v", err)
 		}
 		// b may not delete a's message; a may.
-		if err := e.svc.DeleteMessage(ctx, caller("b"), id, mid, ""); chat.Code(err) != 444 {
+		if err := e.svc.DeleteMessage(ctx, caller("b"), id, mid, ""); httpapi.Code(err) != 444 {
 			t.Fatalf("b deletes a's message: %v", err)
 		}
 		if err := e.svc.DeleteMessage(ctx, caller("a"), id, mid, ""); err != nil {
@@ -374,7 +375,7 @@ func TestMessagesAndReceipts(t *testing.T) {
 			pubs[0].ev.NotificationText() != fmt.Sprintf("~[GC M:'DM' GID:%d MID:%d]", id, mid) {
 			t.Fatalf("delete published %+v", pubs)
 		}
-		if err := e.svc.DeleteMessage(ctx, caller("a"), id, mid, ""); chat.Code(err) != 444 {
+		if err := e.svc.DeleteMessage(ctx, caller("a"), id, mid, ""); httpapi.Code(err) != 444 {
 			t.Fatalf("delete twice: %v", err)
 		}
 		evs, more, err := e.svc.Messages(ctx, caller("b"), id, 0, 0)
@@ -479,11 +480,11 @@ func TestMedia(t *testing.T) {
 		}
 		for _, tt := range tests {
 			_, err := e.svc.SetMedia(ctx, caller("a"), id, tt.kind, tt.data, "")
-			if got := chat.Code(err); got != tt.want {
+			if got := httpapi.Code(err); got != tt.want {
 				t.Errorf("%s: code %d (%v), want %d", tt.name, got, err, tt.want)
 			}
 		}
-		if _, err := e.svc.SetMedia(ctx, caller("b"), id, chat.MediaAvatar, jpegBytes(t, 8, 8), ""); chat.Code(err) != 444 {
+		if _, err := e.svc.SetMedia(ctx, caller("b"), id, chat.MediaAvatar, jpegBytes(t, 8, 8), ""); httpapi.Code(err) != 444 {
 			t.Fatalf("waiting member uploads: %v", err)
 		}
 		m, err := e.svc.GetMedia(ctx, caller("b"), id, chat.MediaVideo)
@@ -520,21 +521,6 @@ func TestValidLogin(t *testing.T) {
 	} {
 		if got := chat.ValidLogin(tt.login); got != tt.ok {
 			t.Errorf("ValidLogin(%q) = %v", tt.login, got)
-		}
-	}
-}
-
-func TestCode(t *testing.T) {
-	for _, tt := range []struct {
-		err  error
-		code int
-	}{
-		{nil, 200}, {chat.ErrInvalid, 400}, {fmt.Errorf("x: %w", chat.ErrTooManyParticipants), 443},
-		{chat.ErrNoGroup, 444}, {chat.ErrNotMember, 444}, {chat.ErrNotAllowed, 444}, {chat.ErrNoMessage, 444},
-		{chat.ErrNotJoined, 457}, {chat.ErrNotJPEG, 407}, {chat.ErrTooLarge, 411}, {errors.New("db down"), 500},
-	} {
-		if got := chat.Code(tt.err); got != tt.code {
-			t.Errorf("Code(%v) = %d, want %d", tt.err, got, tt.code)
 		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"gchd/chat"
 	"gchd/limits"
 	"gchd/registrar"
 )
@@ -36,9 +35,9 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (registrar
 		}
 		if !errors.Is(err, registrar.ErrBadCredentials) {
 			s.log.Error("authenticate", "login", login, "error", err)
-			code := chat.CodeInternal
+			code := codeInternal
 			if errors.Is(err, registrar.ErrUnavailable) {
-				code = chat.CodeUnavailable
+				code = codeUnavailable
 			}
 			s.writeCode(w, code)
 			return registrar.Account{}, code

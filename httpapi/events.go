@@ -93,7 +93,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	after, resume, err := lastEventID(r)
 	if err != nil {
 		s.log.Debug("event stream refused", "request_id", rid, "login", acc.Login, "reason", err)
-		statusCode(w, chat.CodeInvalid)
+		statusCode(w, codeInvalid)
 		return
 	}
 	opts := s.opts.Events
@@ -108,7 +108,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request) {
 	sub, err := s.chat.Subscribe(caller)
 	if err != nil {
 		w.Header().Set("Retry-After", "1") // a restart, or another node behind the balancer
-		statusCode(w, chat.Code(err))
+		statusCode(w, Code(err))
 		return
 	}
 	defer sub.Close()

@@ -306,18 +306,18 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 			s.log.Debug("api call abandoned by the client", "request_id", rid, "gm", gm, "login", login)
 			return 499
 		}
-		code := chat.Code(err)
-		if code == chat.CodeInternal || code == chat.CodeUnavailable {
+		code := Code(err)
+		if code == codeInternal || code == codeUnavailable {
 			s.log.Error("api call failed", "request_id", rid, "gm", gm, "login", login, "error", err)
 		} else {
 			s.log.Debug("api call refused", "request_id", rid, "gm", gm, "login", login, "code", code, "reason", err)
 		}
-		if gm == "downloadAvatar" && code == chat.CodeNotFound {
+		if gm == "downloadAvatar" && code == codeNotFound {
 			// A file that is not there and one the caller may not see look alike.
 			http.NotFound(w, r)
 			return http.StatusNotFound
 		}
-		if errors.Is(err, chat.ErrBusy) {
+		if chat.ErrorKindOf(err) == chat.Busy {
 			// An upload slot frees within seconds; the database may take longer.
 			w.Header().Set("Retry-After", "1")
 		}
@@ -332,8 +332,8 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 		body, err := json.Marshal(res.json)
 		if err != nil {
 			s.log.Error("encode api answer", "request_id", rid, "gm", gm, "error", err)
-			s.writeCode(w, chat.CodeInternal)
-			return chat.CodeInternal
+			s.writeCode(w, codeInternal)
+			return codeInternal
 		}
 		w.Header().Set("Content-Type", "application/json; charset=utf-8")
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -344,8 +344,8 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, rid, gm, login st
 		// Set directly to keep the spelling of the design (Go would send X-Gc-Mid).
 		w.Header()["X-GC-MID"] = []string{strconv.FormatUint(uint64(res.mid), 10)}
 	}
-	s.writeCode(w, chat.CodeOK)
-	return chat.CodeOK
+	s.writeCode(w, codeOK)
+	return codeOK
 }
 
 // writeCode answers a 3-digit result code in the body, and as the status
@@ -356,7 +356,7 @@ func (s *Server) writeCode(w http.ResponseWriter, code int) {
 	if !s.opts.CodesInStatus {
 		status = http.StatusOK
 	}
-	if code == chat.CodeUnavailable && w.Header().Get("Retry-After") == "" {
+	if code == codeUnavailable && w.Header().Get("Retry-After") == "" {
 		w.Header().Set("Retry-After", retryAfterUnavailable)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")

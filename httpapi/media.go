@@ -45,13 +45,13 @@ func (s *Server) serveGroupFile(kind chat.MediaKind) http.HandlerFunc {
 		}
 		m, err := s.chat.GetMedia(r.Context(), chat.Caller{Login: acc.Login}, chat.GroupID(id), kind)
 		switch {
-		case chat.Code(err) == chat.CodeNotFound:
+		case Code(err) == codeNotFound:
 			code = http.StatusNotFound
 			http.NotFound(w, r)
 		case err != nil:
 			s.log.Error("serve group file", "request_id", rid, "group", id, "kind", kind, "error", err)
-			code = chat.Code(err) // 500, or 503 with Retry-After while the database is unavailable
-			if code == chat.CodeUnavailable {
+			code = Code(err) // 500, or 503 with Retry-After while the database is unavailable
+			if code == codeUnavailable {
 				w.Header().Set("Retry-After", retryAfterUnavailable)
 			}
 			http.Error(w, strconv.Itoa(code), code)

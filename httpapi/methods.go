@@ -16,8 +16,8 @@ func methodTable() map[string]method {
 		{"getCommonGroups", getCommonGroups},
 		{"getMyGroups", getMyGroups},
 		{"delGroup", delGroup},
-		{"setGroupSubject", setSubject("setGroupSubject")},
-		{"editGroup", setSubject("editGroup")},
+		{"setGroupSubject", setSubject(chat.ActionSetSubject)},
+		{"editGroup", setSubject(chat.ActionEditGroup)},
 		{"joinGroup", joinGroup},
 		{"leaveGroup", leaveGroup},
 		{"sendMessage", sendMessage},
@@ -260,13 +260,13 @@ func delGroup(ctx context.Context, s *Server, c call) (result, error) {
 	return result{}, s.chat.DeleteGroup(ctx, c.caller, chat.GroupID(*p.ID), p.DN)
 }
 
-func setSubject(op string) func(context.Context, *Server, call) (result, error) {
+func setSubject(action chat.Action) func(context.Context, *Server, call) (result, error) {
 	return func(ctx context.Context, s *Server, c call) (result, error) {
 		p, err := parse(c, "id", "gs")
 		if err != nil {
 			return result{}, err
 		}
-		return result{}, s.chat.SetSubject(ctx, c.caller, chat.GroupID(*p.ID), *p.GS, p.DN, op)
+		return result{}, s.chat.SetSubject(ctx, c.caller, chat.GroupID(*p.ID), *p.GS, p.DN, action)
 	}
 }
 
@@ -410,7 +410,7 @@ func encodeEvent(ev chat.Event) eventJSON {
 	if ev.Kind == chat.KindMessage {
 		e.MB = ev.Body
 	} else {
-		e.Op = ev.Body
+		e.Op = actionName(ev.Action)
 	}
 	return e
 }

@@ -114,14 +114,50 @@ func (m *Metrics) SIPResponseReceived(method string, code int, d time.Duration) 
 	m.sip.txDuration.WithLabelValues("out", method).Observe(d.Seconds())
 }
 
+// AuthFailure is why a digest authentication failed: the reason label of
+// gchd_sip_auth_failures_total, which dashboards and alerts select on.
+type AuthFailure string
+
+const (
+	AuthMissing     AuthFailure = "missing"   // no Authorization: the first request of a phone
+	AuthMalformed   AuthFailure = "malformed" // one that cannot be parsed
+	AuthRealm       AuthFailure = "realm"     // the phone answers another domain's challenge
+	AuthAlgorithm   AuthFailure = "algorithm" // a digest algorithm not offered
+	AuthNonce       AuthFailure = "nonce"     // a nonce not signed here
+	AuthQOP         AuthFailure = "qop"       // a qop other than auth
+	AuthCredentials AuthFailure = "credentials"
+	AuthStale       AuthFailure = "stale"  // an expired nonce
+	AuthReplay      AuthFailure = "replay" // a nonce-count used already
+	// AuthUserMismatch: the credentials are good, for another user than
+	// the request is from (From, or the REGISTER's To).
+	AuthUserMismatch AuthFailure = "user_mismatch"
+)
+
 // SIPAuthFailure counts a failed digest authentication.
-func (m *Metrics) SIPAuthFailure(reason string) {
-	m.sip.authFailures.WithLabelValues(reason).Inc()
+func (m *Metrics) SIPAuthFailure(reason AuthFailure) {
+	m.sip.authFailures.WithLabelValues(string(reason)).Inc()
 }
 
+// RegistrationResult is what became of a REGISTER: the result label of
+// gchd_registrar_registrations_total, which dashboards and alerts select on.
+type RegistrationResult string
+
+const (
+	RegistrationRegistered   RegistrationResult = "registered"   // a binding added or changed
+	RegistrationRefreshed    RegistrationResult = "refreshed"    // bindings renewed, none changed
+	RegistrationUnregistered RegistrationResult = "unregistered" // no binding left
+	RegistrationQueried      RegistrationResult = "queried"      // no Contact: a list of the bindings
+	// RegistrationChallenged: answered 401, also for a wrong password,
+	// which gets a new challenge.
+	RegistrationChallenged RegistrationResult = "challenged"
+	RegistrationForbidden  RegistrationResult = "forbidden"
+	RegistrationInvalid    RegistrationResult = "invalid"
+	RegistrationError      RegistrationResult = "error"
+)
+
 // Registration counts a REGISTER by result.
-func (m *Metrics) Registration(result string) {
-	m.sip.registrations.WithLabelValues(result).Inc()
+func (m *Metrics) Registration(result RegistrationResult) {
+	m.sip.registrations.WithLabelValues(string(result)).Inc()
 }
 
 // RegisterContactGauges exports the registered contacts by transport and

@@ -153,7 +153,8 @@ func DefaultPolicy() Policy {
 
 // Register errors. sipserver maps each to its response.
 var (
-	// ErrIntervalTooBrief: 423, with Min-Expires.
+	// ErrIntervalTooBrief: 423, with Min-Expires; Register returns it as
+	// an *IntervalTooBrief that carries the minimum.
 	ErrIntervalTooBrief = errors.New("interval too brief")
 	// ErrOutOfOrder: 400, a CSeq not above the binding's for the same Call-ID.
 	ErrOutOfOrder = errors.New("invalid CSeq number")
@@ -329,7 +330,7 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 			d = b.policy.DefaultExpires
 		}
 		if d > 0 && d < b.policy.MinExpires {
-			return RegisterResult{}, ErrIntervalTooBrief
+			return RegisterResult{}, &IntervalTooBrief{MinExpires: b.policy.MinExpires}
 		}
 		d = min(d, b.policy.MaxExpires)
 		want = append(want, wanted{expiry: d, bd: Binding{

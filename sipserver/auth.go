@@ -22,6 +22,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/limits"
+	"gchd/metrics"
 	"gchd/registrar"
 )
 
@@ -137,12 +138,12 @@ func (a *digestAuth) challenges(stale bool, transport string) []string {
 // authFailure explains why a request was not authenticated; the reason is
 // a metrics label and a log field, never shown to the client.
 type authFailure struct {
-	reason string
+	reason metrics.AuthFailure
 	stale  bool
 	user   string // the username the client gave, if any
 }
 
-func (f *authFailure) Error() string { return "digest authentication failed: " + f.reason }
+func (f *authFailure) Error() string { return "digest authentication failed: " + string(f.reason) }
 
 // verify checks the Authorization (or Proxy-Authorization) header of req
 // and returns the authenticated account.
@@ -159,11 +160,11 @@ func (a *digestAuth) verify(ctx context.Context, req *sip.Request, name string, 
 func (a *digestAuth) credentials(req *sip.Request, name string) (credentials, error) {
 	h := header(req, name)
 	if h == nil {
-		return credentials{}, &authFailure{reason: "missing"}
+		return credentials{}, &authFailure{reason: metrics.AuthMissing}
 	}
 	cred, err := parseCredentials(h.Value())
 	if err != nil || cred.Username == "" || cred.Response == "" {
-		return credentials{}, &authFailure{reason: "malformed"}
+		return credentials{}, &authFailure{reason: metrics.AuthMalformed}
 	}
 	return cred, nil
 }
@@ -171,21 +172,21 @@ func (a *digestAuth) credentials(req *sip.Request, name string) (credentials, er
 // check verifies parsed credentials of req and returns the account.
 func (a *digestAuth) check(ctx context.Context, req *sip.Request, cred *credentials, accounts Accounts) (registrar.Account, error) {
 	if cred.Realm != a.realm {
-		return registrar.Account{}, &authFailure{reason: "realm"}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthRealm}
 	}
 	alg := strings.ToUpper(cred.Algorithm)
 	if alg == "" {
 		alg = registrar.MD5
 	}
 	if !contains(a.algorithms, alg) {
-		return registrar.Account{}, &authFailure{reason: "algorithm"}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthAlgorithm}
 	}
 	stamp, slot, ok := a.parseNonce(cred.Nonce)
 	if !ok {
-		return registrar.Account{}, &authFailure{reason: "nonce"}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthNonce}
 	}
 	if cred.QOP != "" && cred.QOP != "auth" {
-		return registrar.Account{}, &authFailure{reason: "qop"}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthQOP}
 	}
 	acc, err := accounts.Lookup(ctx, cred.Username)
 	ha1 := acc.HA1(alg)
@@ -194,7 +195,7 @@ func (a *digestAuth) check(ctx context.Context, req *sip.Request, cred *credenti
 		// Compute anyway: an unknown user takes as long as a wrong password.
 		ha1 = strings.Repeat("0", 64)
 		expected(alg, ha1, string(req.Method), cred)
-		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthCredentials, user: cred.Username}
 	case err != nil:
 		return registrar.Account{}, fmt.Errorf("look up %s: %w", cred.Username, err)
 	}
@@ -203,13 +204,13 @@ func (a *digestAuth) check(ctx context.Context, req *sip.Request, cred *credenti
 	// Request-URI), as Kamailio does.
 	want := expected(alg, ha1, string(req.Method), cred)
 	if subtle.ConstantTimeCompare([]byte(want), []byte(strings.ToLower(cred.Response))) != 1 {
-		return registrar.Account{}, &authFailure{reason: "credentials", user: cred.Username}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthCredentials, user: cred.Username}
 	}
 	if a.now().Sub(time.UnixMicro(int64(stamp))) > a.lifetime {
-		return registrar.Account{}, &authFailure{reason: "stale", stale: true}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthStale, stale: true}
 	}
 	if !a.count(stamp, slot, cred) {
-		return registrar.Account{}, &authFailure{reason: "replay", stale: true}
+		return registrar.Account{}, &authFailure{reason: metrics.AuthReplay, stale: true}
 	}
 	return acc, nil
 }
@@ -348,15 +349,14 @@ func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.
 	}
 	var f *authFailure
 	if !errors.As(err, &f) {
-		s.log.Error("digest authentication", "call_id", callID(req), "error", err)
-		return registrar.Account{}, failed(req, err)
+		return registrar.Account{}, s.refuse(req, err, "digest authentication")
 	}
-	if f.reason != "missing" {
+	if f.reason != metrics.AuthMissing {
 		s.metrics.SIPAuthFailure(f.reason)
 		s.log.Info("sip authentication failed", "reason", f.reason, "method", req.Method, "call_id", callID(req),
 			"source", req.Source(), "from", fromUser(req))
 	}
-	if f.reason == "credentials" {
+	if f.reason == metrics.AuthCredentials {
 		// Wrong passwords (not stale nonces) count towards a ban.
 		banned, locked := logins.Failed(source, f.user)
 		if banned {

@@ -2,7 +2,6 @@ package sipserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"mime"
 	"strconv"
@@ -22,7 +21,7 @@ type Chat interface {
 	GetGroup(ctx context.Context, c chat.Caller, id chat.GroupID) (chat.GroupView, error)
 	Join(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
 	Leave(ctx context.Context, c chat.Caller, id chat.GroupID, dn string) error
-	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn, op string) error
+	SetSubject(ctx context.Context, c chat.Caller, id chat.GroupID, subject, dn string, action chat.Action) error
 	ConfirmMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
 	ReadMessage(ctx context.Context, c chat.Caller, id chat.GroupID, mid chat.MID) error
 	TypingRecipients(ctx context.Context, c chat.Caller, id chat.GroupID) ([]string, error)
@@ -131,22 +130,12 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 	}
 	mid, err := s.chat.SendMessage(ctx, caller, chat.Post{Group: id, DisplayName: fromDisplayName(req), Text: text,
 		Origin: flowKey(strings.ToUpper(req.Transport()), req.Source())})
-	switch {
-	case err == nil:
-		res := reply(req, 202, "Accepted")
-		res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
-		return res
-	case errors.Is(err, chat.ErrNotJoined):
-		return reply(req, 403, "Forbidden: Not Joined")
-	case chat.Code(err) == chat.CodeNotFound:
-		// No such group and not a member look alike.
-		return reply(req, 404, "Not Found")
-	case errors.Is(err, chat.ErrInvalid):
-		return reply(req, 400, "Bad Message")
-	default:
-		s.log.Error("post to group", "group", id, "login", sender, "call_id", callID(req), "error", err)
-		return failed(req, err)
+	if err != nil {
+		return s.refuse(req, err, "post to group", "group", id, "login", sender)
 	}
+	res := reply(req, 202, "Accepted")
+	res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
+	return res
 }
 
 // command recognises the commands a plain phone can type: the body is
@@ -186,7 +175,7 @@ func (s *Server) runCommand(req *sip.Request, c chat.Caller, id chat.GroupID, cm
 			answer = "You left the group."
 		}
 	case "#subject":
-		if err = s.chat.SetSubject(ctx, c, id, arg, "", "setGroupSubject"); err == nil {
+		if err = s.chat.SetSubject(ctx, c, id, arg, "", chat.ActionSetSubject); err == nil {
 			answer = "Subject set to: " + arg
 		}
 	case "#members":
@@ -198,7 +187,7 @@ func (s *Server) runCommand(req *sip.Request, c chat.Caller, id chat.GroupID, cm
 		answer = commandHelp
 	}
 	if err != nil {
-		answer = commandError(err)
+		answer = commandAnswer(err)
 	}
 	s.answer(req, id, answer)
 }
@@ -220,20 +209,6 @@ func membersText(v chat.GroupView) string {
 		}
 	}
 	return b.String()
-}
-
-func commandError(err error) string {
-	switch {
-	case errors.Is(err, chat.ErrNotJoined):
-		return "Join the group first (#join)."
-	case errors.Is(err, chat.ErrNotAllowed):
-		return "Only the group's admins may do that."
-	case chat.Code(err) == chat.CodeNotFound:
-		return "You are not a member of this group."
-	case errors.Is(err, chat.ErrInvalid):
-		return "That is not valid: " + strings.TrimPrefix(err.Error(), chat.ErrInvalid.Error()+": ")
-	}
-	return "Something went wrong; try again later."
 }
 
 // answer sends a command's answer to the device that asked, over its flow.
@@ -284,16 +259,7 @@ func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to
 	}
 	mid, err := s.chat.StoreDirect(ctx, chat.Caller{Login: sender}, chat.Direct{To: to, DisplayName: fromDisplayName(req), ContentType: ct, Text: text})
 	if err != nil {
-		if errors.Is(err, chat.ErrInvalid) {
-			return reply(req, 400, "Bad Message")
-		}
-		if errors.Is(err, chat.ErrPendingQuota) {
-			// A phone shows "busy" and does not retry by itself; the
-			// quota frees up once the recipient takes what waits.
-			return reply(req, 486, "Busy Here: Too Many Messages Waiting")
-		}
-		s.log.Error("store message", "to", to, "call_id", callID(req), "error", err)
-		return failed(req, err)
+		return s.refuse(req, err, "store message", "to", to)
 	}
 	res := reply(req, 202, "Accepted")
 	res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))

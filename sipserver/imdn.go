@@ -177,14 +177,10 @@ func (s *Server) onGroupIMDN(ctx context.Context, req *sip.Request, sender strin
 	default:
 		return reply(req, 200, "OK") // processed, failed, forbidden: nothing to record
 	}
-	switch {
-	case err == nil:
-	case errors.Is(err, chat.ErrNotJoined), chat.Code(err) == chat.CodeNotFound, errors.Is(err, chat.ErrInvalid):
-		// An invitation's NG, a message since deleted, a member who
-		// left: nothing to record, and nothing the phone could do.
-	default:
-		s.log.Error("record receipt", "group", id, "mid", mid, "login", sender, "call_id", callID(req), "error", err)
-		return failed(req, err)
+	// An invitation's NG, a message since deleted, a member who left:
+	// nothing to record, and nothing the phone could do.
+	if err != nil && statusOf(err).code >= 500 {
+		return s.refuse(req, err, "record receipt", "group", id, "mid", mid, "login", sender)
 	}
 	return reply(req, 200, "OK")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
+	"gchd/metrics"
 	"gchd/registrar"
 )
 
@@ -55,7 +56,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 			return challenge
 		}
 		if sender != acc.Login || !s.isOurDomain(from.Address.Host) {
-			s.metrics.SIPAuthFailure("user_mismatch")
+			s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
 			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
 		identity = acc.Login
@@ -71,8 +72,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		if errors.Is(err, registrar.ErrNoAccount) {
 			return reply(req, 404, "Not Found")
 		}
-		s.log.Error("look up account", "user", user, "error", err)
-		return failed(req, err)
+		return s.refuse(req, err, "look up account", "user", user)
 	}
 	targets := s.targetsOf(user)
 	var onFail func(best *sip.Response) *sip.Response
@@ -164,7 +164,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 			return challenge
 		}
 		if from := req.From(); from == nil || from.Address.User != acc.Login {
-			s.metrics.SIPAuthFailure("user_mismatch")
+			s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
 			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
 		identity = acc.Login

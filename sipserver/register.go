@@ -11,6 +11,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"gchd/metrics"
 	"gchd/registrar"
 )
 
@@ -23,46 +24,41 @@ func (s *Server) onRegister(ctx context.Context, req *sip.Request, tx sip.Server
 	return res
 }
 
-func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Response, string) {
+func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Response, metrics.RegistrationResult) {
 	to := req.To()
 	if to == nil || req.CallID() == nil || req.CSeq() == nil {
-		return reply(req, 400, "Bad Request"), "invalid"
+		return reply(req, 400, "Bad Request"), metrics.RegistrationInvalid
 	}
 	if !s.isOurDomain(req.Recipient.Host) || !s.isOurDomain(to.Address.Host) {
-		return reply(req, 403, "Domain Not Served"), "forbidden"
+		return reply(req, 403, "Domain Not Served"), metrics.RegistrationForbidden
 	}
 	acc, challenge := s.authenticate(ctx, req)
 	if challenge != nil {
 		if challenge.StatusCode == 401 {
-			return challenge, "challenged"
+			return challenge, metrics.RegistrationChallenged
 		}
-		return challenge, "error"
+		return challenge, metrics.RegistrationError
 	}
 	aor := to.Address.User
 	if aor != acc.Login {
-		s.metrics.SIPAuthFailure("user_mismatch")
+		s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
 		s.log.Info("REGISTER for another user refused", "login", acc.Login, "aor", aor, "source", req.Source())
-		return reply(req, 403, "Forbidden"), "forbidden"
+		return reply(req, 403, "Forbidden"), metrics.RegistrationForbidden
 	}
 	r, err := registerRequest(req, aor, s.trusted(req))
 	if err != nil {
-		return reply(req, 400, err.Error()), "invalid"
+		return reply(req, 400, err.Error()), metrics.RegistrationInvalid
 	}
 	out, err := s.reg.Register(ctx, r)
-	switch {
-	case errors.Is(err, registrar.ErrIntervalTooBrief):
-		res := reply(req, 423, "Interval Too Brief")
-		res.AppendHeader(sip.NewHeader("Min-Expires", strconv.Itoa(int(s.reg.Policy().MinExpires/time.Second))))
-		return res, "invalid"
-	case errors.Is(err, registrar.ErrOutOfOrder):
-		return reply(req, 400, "Invalid CSeq Number"), "invalid"
-	case errors.Is(err, registrar.ErrBadWildcard):
-		return reply(req, 400, "Invalid Wildcard Contact"), "invalid"
-	case errors.Is(err, registrar.ErrTooManyContacts):
-		return reply(req, 403, "Too Many Registered Contacts"), "forbidden"
-	case err != nil:
-		s.log.Error("register", "aor", aor, "call_id", callID(req), "error", err)
-		return failed(req, err), "error"
+	if err != nil {
+		res := s.refuse(req, err, "register", "aor", aor)
+		switch {
+		case res.StatusCode >= 500:
+			return res, metrics.RegistrationError
+		case res.StatusCode == 403:
+			return res, metrics.RegistrationForbidden
+		}
+		return res, metrics.RegistrationInvalid
 	}
 	res := reply(req, 200, "OK")
 	now := time.Now()
@@ -96,13 +92,13 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 	}
 	switch {
 	case len(r.Contacts) == 0 && !r.Wildcard:
-		return res, "queried"
+		return res, metrics.RegistrationQueried
 	case len(out.Bindings) == 0 || r.Wildcard:
-		return res, "unregistered"
+		return res, metrics.RegistrationUnregistered
 	case out.Changed:
-		return res, "registered"
+		return res, metrics.RegistrationRegistered
 	}
-	return res, "refreshed"
+	return res, metrics.RegistrationRefreshed
 }
 
 // registerRequest reduces a REGISTER to what the registrar needs.

@@ -1,28 +1,12 @@
 package sipserver
 
 import (
-	"errors"
 	"math/rand/v2"
 	"net"
 	"strconv"
 
 	"github.com/emiago/sipgo/sip"
-
-	"gchd/chat"
-	"gchd/registrar"
 )
-
-// failed answers a request that err stopped: 503 with Retry-After while
-// the database is down or cannot be written (RFC 3261 21.5.4: the phone
-// retries later, or another server), 500 for anything else.
-func failed(req *sip.Request, err error) *sip.Response {
-	if errors.Is(err, chat.ErrUnavailable) || errors.Is(err, registrar.ErrUnavailable) {
-		res := reply(req, 503, "Service Unavailable")
-		res.AppendHeader(sip.NewHeader("Retry-After", "5"))
-		return res
-	}
-	return reply(req, 500, "Server Internal Error")
-}
 
 // reply builds a response to req.
 //

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/xml"
-	"errors"
 	"mime"
 	"strconv"
 	"strings"
@@ -114,15 +113,8 @@ func (s *Server) onGroupTyping(ctx context.Context, req *sip.Request, sender str
 		return bad
 	}
 	logins, err := s.chat.TypingRecipients(ctx, chat.Caller{Login: sender}, id)
-	switch {
-	case err == nil:
-	case errors.Is(err, chat.ErrNotJoined):
-		return reply(req, 403, "Forbidden: Not Joined")
-	case chat.Code(err) == chat.CodeNotFound:
-		return reply(req, 404, "Not Found")
-	default:
-		s.log.Error("typing notice", "group", id, "login", sender, "call_id", callID(req), "error", err)
-		return failed(req, err)
+	if err != nil {
+		return s.refuse(req, err, "typing notice", "group", id, "login", sender)
 	}
 	if !s.typing.Allow(sender + "|" + strconv.FormatUint(uint64(id), 10)) {
 		s.metrics.LimitRejected("sip_typing")

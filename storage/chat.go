@@ -103,11 +103,52 @@ type eventRow struct {
 }
 
 func (r eventRow) event() chat.Event {
-	return chat.Event{
+	e := chat.Event{
 		MID: chat.MID(r.MID), Group: chat.GroupID(r.GroupID), Kind: chat.Kind(r.Kind), Sender: r.Sender,
 		SenderDN: r.SenderDN, Body: r.Body, Ref: chat.MID(r.Ref), Time: fromMicros(r.Created), Deleted: r.Deleted,
 		Origin: r.Origin, ContentType: r.CType,
 	}
+	if e.Kind.IsNotification() {
+		e.Action, e.Body = actionOfCode(r.Body), ""
+	}
+	return e
+}
+
+// actionCodes are what events.body holds for the action of a notification:
+// the names rows have held since the first schema (the API's method names
+// then), so that every row reads back alike.
+var actionCodes = [...]string{
+	chat.ActionCreateGroup:   "addGroup",
+	chat.ActionDeleteGroup:   "delGroup",
+	chat.ActionSetSubject:    "setGroupSubject",
+	chat.ActionEditGroup:     "editGroup",
+	chat.ActionJoin:          "joinGroup",
+	chat.ActionLeave:         "leaveGroup",
+	chat.ActionAddMembers:    "addMember",
+	chat.ActionRemoveMembers: "delMember",
+	chat.ActionGrantAdmin:    "addAdmin",
+	chat.ActionRevokeAdmin:   "delAdmin",
+	chat.ActionSetMedia:      "uploadAvatar",
+	chat.ActionDeleteMedia:   "delAvatar",
+	chat.ActionDeleteMessage: "delMessage",
+}
+
+// eventBody is what events.body holds for e: a message's text, or the code
+// of a notification's action.
+func eventBody(e chat.Event) string {
+	if e.Action != chat.ActionNone && int(e.Action) < len(actionCodes) {
+		return actionCodes[e.Action]
+	}
+	return e.Body
+}
+
+func actionOfCode(code string) chat.Action {
+	for a, c := range actionCodes {
+		if c == code && c != "" {
+			return chat.Action(a)
+		}
+	}
+	return chat.ActionNone
 }
 
 const eventColumns = "mid, group_id, kind, sender, sender_dn, body, ref, created_at, deleted, origin, content_type"
@@ -341,7 +382,7 @@ func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event, recipients []str
 	if ct == "" {
 		ct = "text/plain"
 	}
-	args := []any{int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, e.Body, int64(e.Ref), micros(e.Time), e.Origin, ct}
+	args := []any{int64(e.Group), string(e.Kind), e.Sender, e.SenderDN, eventBody(e), int64(e.Ref), micros(e.Time), e.Origin, ct}
 	// Deliveries of unsolicited events name their sender, for the quota
 	// of what one account leaves waiting for another (PendingFrom).
 	quotaSender := ""

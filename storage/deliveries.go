@@ -15,6 +15,10 @@ import (
 // DeliveryStore returns the dispatcher's bookkeeping store.
 func (db *DB) DeliveryStore() chat.DeliveryStore { return deliveryStore{db.reader()} }
 
+// deliveryStore keeps deliveries.state in the codes of the first schema:
+// 'p' pending, 'd' done, 'f' failed, 'x' expired. Statements spell them
+// out, as the partial indexes over state = 'p' need; Settle is where the
+// domain's DeliveryState maps onto them.
 type deliveryStore struct{ queries }
 
 type pendingRow struct {
