@@ -1,8 +1,9 @@
 // Package chat is the group chat domain: groups, their members and roles, the
 // per-group event log shared by messages and notifications, receipts, and the
-// rules that decide each result code. It knows nothing of SIP or HTTP; it
-// declares the small interfaces it needs (Store, DeliveryStore, Deliverer,
-// Publisher) and the adapters at the edge implement them.
+// kind of each failure (ErrorKind; each face maps kinds to its own codes). It
+// knows nothing of SIP or HTTP; it declares the small interfaces it needs
+// (Store, DeliveryStore, Deliverer, Publisher) and the adapters at the edge
+// implement them.
 package chat
 
 import (
