@@ -20,7 +20,8 @@ var allowedImports = map[string][]string{
 	"limits":              {},
 	"trace":               {},
 	"push":                {},
-	"storage":             {"chat", "registrar"},
+	"cluster":             {},
+	"storage":             {"chat", "registrar", "cluster"},
 	"storage/storagetest": {"storage"},
 	"sipserver":           {"chat", "registrar", "metrics", "limits"},
 	"httpapi":             {"chat", "registrar", "metrics", "limits"},
@@ -33,6 +34,7 @@ var forbiddenImports = map[string][]string{
 	"sipserver": {"net/http", "database/sql", "github.com/jmoiron/sqlx"},
 	"trace":     {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
 	"push":      {"github.com/emiago/sipgo", "database/sql", "github.com/jmoiron/sqlx"},
+	"cluster":   {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
 }
 
 func TestPackageDependencies(t *testing.T) {
