@@ -189,7 +189,7 @@ func (m *Membership) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			m.leave()
+			m.Leave()
 			return
 		case <-t.C:
 		}
@@ -259,7 +259,9 @@ func (m *Membership) refreshLive(ctx context.Context) {
 	m.mu.Unlock()
 }
 
-func (m *Membership) leave() {
+// Leave ends the lease at once, for a process that stops. Run leaves when
+// it ends; a process that joined and never ran calls Leave itself.
+func (m *Membership) Leave() {
 	if m.displaced.Load() {
 		return
 	}
