@@ -14,7 +14,8 @@ import (
 	"testing"
 
 	"gchd/configs"
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 func setupPair(t *testing.T, s *server) uint32 {
@@ -31,9 +32,8 @@ func setupPair(t *testing.T, s *server) uint32 {
 // Every bad input gets its documented code, the database is unchanged, and
 // the server goes on answering.
 func TestBadInputChangesNothing(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		members30 := make([]map[string]string, 30)
@@ -285,9 +285,8 @@ func TestDownloads(t *testing.T) {
 // 50 concurrent sendMessage calls on one group all succeed with distinct,
 // increasing MIDs and nothing lost.
 func TestConcurrentSendMessage(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		const n = 50

@@ -9,7 +9,8 @@ import (
 	"net/http"
 	"testing"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // The roles a caller can have towards a group, and the login playing each.
@@ -114,9 +115,8 @@ func TestEveryMethodAgainstEveryRole(t *testing.T) {
 		{"GET /groupchat/{id}/video", nil, false, []int{200, 200, 200, 200, 404, 404, 401}},
 		{"GET /groupchat/{id}/video-thumb", nil, false, []int{200, 200, 200, 200, 404, 404, 401}},
 	}
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		// One group per method and role, all created by own, who invites
 		// the same logins (offline) to each: beyond both quotas.
 		cfg.Chat.MaxGroupsPerHour = 0

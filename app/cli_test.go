@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"gchd/internal/testkit"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,8 +13,6 @@ import (
 
 	"gchd/storage"
 )
-
-func storageEngine(name string) storage.Engine { return storage.Engine(name) }
 
 // run calls the command line in-process.
 func run(t *testing.T, stdin string, env map[string]string, args ...string) (code int, stdout, stderr string) {
@@ -105,45 +104,43 @@ func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
 }
 
 func TestAccountsImport(t *testing.T) {
-	for _, engine := range []string{"sqlite", "postgres"} {
-		t.Run(engine, func(t *testing.T) {
-			env := map[string]string{"GCHD_DATABASE": testConfig(t, storageEngine(engine)).Database, "GCHD_DOMAIN": "example.org"}
-			// Bad rows are reported by line and nothing is imported.
-			bad := "login,password,display name\nalice,pw1,Alice\nb c,pw\nbob\nalice,again\ncarol,\n"
-			code, out, errOut := run(t, bad, env, "accounts", "import", "-")
-			for _, want := range []string{"line 3:", "line 4:", "line 5:", "already on line 2", "line 6:", "nothing imported"} {
-				if !strings.Contains(errOut, want) {
-					t.Errorf("bad file: stderr %q lacks %q", errOut, want)
-				}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		env := map[string]string{"GCHD_DATABASE": testConfig(t, engine).Database, "GCHD_DOMAIN": "example.org"}
+		// Bad rows are reported by line and nothing is imported.
+		bad := "login,password,display name\nalice,pw1,Alice\nb c,pw\nbob\nalice,again\ncarol,\n"
+		code, out, errOut := run(t, bad, env, "accounts", "import", "-")
+		for _, want := range []string{"line 3:", "line 4:", "line 5:", "already on line 2", "line 6:", "nothing imported"} {
+			if !strings.Contains(errOut, want) {
+				t.Errorf("bad file: stderr %q lacks %q", errOut, want)
 			}
-			if code != 1 {
-				t.Fatalf("bad file: exit %d, %q", code, out)
-			}
-			if _, out, _ := run(t, "", env, "accounts", "list"); strings.Contains(out, "alice") {
-				t.Fatal("a bad file imported some rows")
-			}
-			// 10,000 accounts in one go, then again as updates.
-			var b strings.Builder
-			for i := 0; i < 10000; i++ {
-				fmt.Fprintf(&b, "user%05d,pass%05d,User %d\n", i, i, i)
-			}
-			file := filepath.Join(t.TempDir(), "accounts.csv")
-			os.WriteFile(file, []byte(b.String()), 0o600)
-			start := time.Now()
-			code, out, errOut = run(t, "", env, "accounts", "import", file)
-			if code != 0 || !strings.Contains(out, "10000 added") {
-				t.Fatalf("import: exit %d %q %q", code, out, errOut)
-			}
-			took := time.Since(start)
-			t.Logf("imported 10,000 accounts into %s in %v", engine, took)
-			if took > 30*time.Second {
-				t.Errorf("import took %v", took)
-			}
-			if code, out, _ := run(t, "", env, "accounts", "import", file); code != 0 || !strings.Contains(out, "10000 updated") {
-				t.Fatalf("re-import: %q", out)
-			}
-		})
-	}
+		}
+		if code != 1 {
+			t.Fatalf("bad file: exit %d, %q", code, out)
+		}
+		if _, out, _ := run(t, "", env, "accounts", "list"); strings.Contains(out, "alice") {
+			t.Fatal("a bad file imported some rows")
+		}
+		// 10,000 accounts in one go, then again as updates.
+		var b strings.Builder
+		for i := 0; i < 10000; i++ {
+			fmt.Fprintf(&b, "user%05d,pass%05d,User %d\n", i, i, i)
+		}
+		file := filepath.Join(t.TempDir(), "accounts.csv")
+		os.WriteFile(file, []byte(b.String()), 0o600)
+		start := time.Now()
+		code, out, errOut = run(t, "", env, "accounts", "import", file)
+		if code != 0 || !strings.Contains(out, "10000 added") {
+			t.Fatalf("import: exit %d %q %q", code, out, errOut)
+		}
+		took := time.Since(start)
+		t.Logf("imported 10,000 accounts into %s in %v", engine, took)
+		if took > 30*time.Second {
+			t.Errorf("import took %v", took)
+		}
+		if code, out, _ := run(t, "", env, "accounts", "import", file); code != 0 || !strings.Contains(out, "10000 updated") {
+			t.Fatalf("re-import: %q", out)
+		}
+	})
 }
 
 func TestSendCommand(t *testing.T) {

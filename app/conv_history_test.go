@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // page is a getMessages answer.
@@ -68,9 +69,8 @@ var specTime = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$`)
 // over 500 messages every MID comes exactly once, in order, and more turns
 // false at the group's first event.
 func TestHistoryBackward(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		for _, l := range []string{"own", "mem", "wai"} {
 			s.addAccount(l, "pw-"+l, "")
@@ -205,9 +205,8 @@ func TestHistoryBackward(t *testing.T) {
 // messages of others she has not read; readUpTo, readMessage of the newest
 // message and delMessage change the count as a user expects.
 func TestUnreadCounts(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		for _, l := range []string{"own", "ann", "bob", "carl", "wai", "lef", "non"} {
 			s.addAccount(l, "pw-"+l, "")
@@ -339,9 +338,8 @@ var gcNotice = regexp.MustCompile(`^~\[GC M:'(NG|EG|DG|DM)' GID:(\d+) MID:(\d+)\
 // for each, and the confirmation settles the delivery; a notification that
 // was never the caller's is still 444.
 func TestConfirmNotifications(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		for _, l := range []string{"own", "ann", "wai", "non", "late"} {
 			s.addAccount(l, "pw-"+l, "")

@@ -242,7 +242,7 @@ func TestPushBurstAndUnregister(t *testing.T) {
 	if !slices.Equal(got, mids) {
 		t.Fatalf("after registering again bob received MIDs %v, want %v once each, in order", got, mids)
 	}
-	if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 1 || bs[0].Source != woken.udp.LocalAddr().String() {
+	if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 1 || bs[0].Source != woken.sip.Conn.LocalAddr().String() {
 		t.Errorf("bob's bindings %+v, want the one from the new port", bs)
 	}
 

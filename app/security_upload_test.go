@@ -22,7 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // progressiveJPEG is a valid grayscale progressive JPEG of w×h pixels with
@@ -231,9 +232,8 @@ func (zeros) Read(p []byte) (int, error) {
 // stored, and an ordinary avatar and one at exactly the pixel limit still
 // work.
 func TestUploadDecompressionBomb(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		pm := fmt.Sprintf(`{"id":%d}`, id)
@@ -301,9 +301,8 @@ func TestUploadDecompressionBomb(t *testing.T) {
 // stays taken), at most chat.max_concurrent_uploads of them buffered at a
 // time. Nothing is stored.
 func TestUploadFloodBoundedMemory(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		before := s.rowCounts()
@@ -416,9 +415,8 @@ func TestUploadSlotsFull(t *testing.T) {
 // message of chat.max_message_bytes whose every byte is escaped twice,
 // still fits.
 func TestBodyLimits(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		before := s.rowCounts()

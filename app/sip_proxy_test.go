@@ -279,9 +279,9 @@ func TestLoopDetection(t *testing.T) {
 	b.register()
 	// Replace bob's phone by a socket on the same port that bounces every
 	// request back to gchd with its own Via added, as a proxy would.
-	addr := b.udp.LocalAddr().String()
+	addr := b.sip.Conn.LocalAddr().String()
 	b.ua.Close()
-	b.udp.Close()
+	b.sip.Conn.Close()
 	bounce, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)

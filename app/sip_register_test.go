@@ -261,7 +261,7 @@ func TestBindingsSurviveRestart(t *testing.T) {
 	s2 := start(t, cfg)
 	// bob's MESSAGE reaches alice's phone without her registering again.
 	b := newPhone(t, s2, "bob", "UDP")
-	p.server = s2.app.SIPAddr("UDP")
+	p.sip.Target = s2.app.SIPAddr("UDP")
 	if res := b.message("alice", "after restart"); res.StatusCode != 200 {
 		t.Fatalf("MESSAGE after restart: %s", res.StartLine())
 	}
