@@ -24,57 +24,59 @@ func run(t *testing.T, stdin string, env map[string]string, args ...string) (cod
 }
 
 func TestAccountsCommands(t *testing.T) {
-	env := map[string]string{
-		"GCHD_DATABASE": "sqlite:" + filepath.Join(t.TempDir(), "gchd.db"),
-		"GCHD_DOMAIN":   "example.org",
-	}
-	steps := []struct {
-		stdin    string
-		args     []string
-		code     int
-		out, err string
-	}{
-		{"s3cret\n", []string{"accounts", "add", "alice", "-display-name", "Alice Liddell"}, 0, "added alice@example.org", ""},
-		{"x\n", []string{"accounts", "add", "-display-name", "B", "bob"}, 0, "added bob@example.org", ""},
-		{"again\n", []string{"accounts", "add", "alice"}, 1, "", "already exists"},
-		{"", []string{"accounts", "add", "carol"}, 1, "", "password"},
-		{"p\n", []string{"accounts", "add", "gc-1"}, 2, "", "login"},
-		{"p\n", []string{"accounts", "add", "a b"}, 2, "", "login"},
-		{"", []string{"accounts", "list"}, 0, "alice  Alice Liddell", ""},
-		{"n3w\n", []string{"accounts", "passwd", "alice"}, 0, "password of alice@example.org changed", ""},
-		{"n3w\n", []string{"accounts", "passwd", "nobody"}, 1, "", "no such account"},
-		{"", []string{"accounts", "del", "bob"}, 0, "deleted bob", ""},
-		{"", []string{"accounts", "del", "bob"}, 1, "", "no such account"},
-		{"", []string{"accounts", "rename", "x"}, 2, "", "unknown accounts command"},
-		{"", []string{"accounts"}, 2, "", "add|passwd|del|list"},
-		{"", []string{"migrate"}, 0, "schema version", ""},
-		{"", []string{"version"}, 0, "gchd ", ""},
-		{"", []string{"frobnicate"}, 2, "", "unknown command"},
-	}
-	for _, s := range steps {
-		code, out, errOut := run(t, s.stdin, env, s.args...)
-		if code != s.code || !strings.Contains(out, s.out) || !strings.Contains(errOut, s.err) {
-			t.Errorf("gchd %s: exit %d, out %q, err %q; want exit %d, out ~%q, err ~%q",
-				strings.Join(s.args, " "), code, out, errOut, s.code, s.out, s.err)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		env := map[string]string{
+			"GCHD_DATABASE": testkit.DSN(t, engine),
+			"GCHD_DOMAIN":   "example.org",
 		}
-	}
-	// The password set by passwd is what the server checks.
-	cfg := testConfig(t, "sqlite")
-	cfg.Database, cfg.Domain = env["GCHD_DATABASE"], "example.org"
-	srv := start(t, cfg)
-	if r := srv.call("alice", "n3w", "getMyGroups", "{}"); r.status != 200 {
-		t.Fatalf("login with the CLI's password: %s", r)
-	}
-	if r := srv.call("alice", "s3cret", "getMyGroups", "{}"); r.status != 401 {
-		t.Fatalf("old password: %s", r)
-	}
-	// An account added while the server runs works at once.
-	if code, _, errOut := run(t, "pw\n", env, "accounts", "add", "dave"); code != 0 {
-		t.Fatalf("add while serving: %s", errOut)
-	}
-	if r := srv.call("dave", "pw", "getMyGroups", "{}"); r.status != 200 {
-		t.Fatalf("account added while serving: %s", r)
-	}
+		steps := []struct {
+			stdin    string
+			args     []string
+			code     int
+			out, err string
+		}{
+			{"s3cret\n", []string{"accounts", "add", "alice", "-display-name", "Alice Liddell"}, 0, "added alice@example.org", ""},
+			{"x\n", []string{"accounts", "add", "-display-name", "B", "bob"}, 0, "added bob@example.org", ""},
+			{"again\n", []string{"accounts", "add", "alice"}, 1, "", "already exists"},
+			{"", []string{"accounts", "add", "carol"}, 1, "", "password"},
+			{"p\n", []string{"accounts", "add", "gc-1"}, 2, "", "login"},
+			{"p\n", []string{"accounts", "add", "a b"}, 2, "", "login"},
+			{"", []string{"accounts", "list"}, 0, "alice  Alice Liddell", ""},
+			{"n3w\n", []string{"accounts", "passwd", "alice"}, 0, "password of alice@example.org changed", ""},
+			{"n3w\n", []string{"accounts", "passwd", "nobody"}, 1, "", "no such account"},
+			{"", []string{"accounts", "del", "bob"}, 0, "deleted bob", ""},
+			{"", []string{"accounts", "del", "bob"}, 1, "", "no such account"},
+			{"", []string{"accounts", "rename", "x"}, 2, "", "unknown accounts command"},
+			{"", []string{"accounts"}, 2, "", "add|passwd|del|list"},
+			{"", []string{"migrate"}, 0, "schema version", ""},
+			{"", []string{"version"}, 0, "gchd ", ""},
+			{"", []string{"frobnicate"}, 2, "", "unknown command"},
+		}
+		for _, s := range steps {
+			code, out, errOut := run(t, s.stdin, env, s.args...)
+			if code != s.code || !strings.Contains(out, s.out) || !strings.Contains(errOut, s.err) {
+				t.Errorf("gchd %s: exit %d, out %q, err %q; want exit %d, out ~%q, err ~%q",
+					strings.Join(s.args, " "), code, out, errOut, s.code, s.out, s.err)
+			}
+		}
+		// The password set by passwd is what the server checks.
+		cfg := testConfig(t, engine)
+		cfg.Database, cfg.Domain = env["GCHD_DATABASE"], "example.org"
+		srv := start(t, cfg)
+		if r := srv.call("alice", "n3w", "getMyGroups", "{}"); r.status != 200 {
+			t.Fatalf("login with the CLI's password: %s", r)
+		}
+		if r := srv.call("alice", "s3cret", "getMyGroups", "{}"); r.status != 401 {
+			t.Fatalf("old password: %s", r)
+		}
+		// An account added while the server runs works at once.
+		if code, _, errOut := run(t, "pw\n", env, "accounts", "add", "dave"); code != 0 {
+			t.Fatalf("add while serving: %s", errOut)
+		}
+		if r := srv.call("dave", "pw", "getMyGroups", "{}"); r.status != 200 {
+			t.Fatalf("account added while serving: %s", r)
+		}
+	})
 }
 
 func TestBadConfigurationStopsWithAClearMessage(t *testing.T) {
@@ -144,22 +146,24 @@ func TestAccountsImport(t *testing.T) {
 }
 
 func TestSendCommand(t *testing.T) {
-	s := startEngine(t, "sqlite")
-	s.addAccount("own", "pw-own", "")
-	var g struct{ ID uint32 }
-	s.must("own", "addGroup", map[string]any{"gs": "smoke"}).json(t, &g)
-	env := map[string]string{"GCHD_PASSWORD": "pw-own"}
-	code, out, errOut := run(t, "", env, "send", "-url", s.base, "-user", "own", fmt.Sprint(g.ID), "smoke test")
-	if code != 0 || !strings.HasPrefix(out, "sent as MID ") {
-		t.Fatalf("send: exit %d, %q %q", code, out, errOut)
-	}
-	var hist struct{ M []struct{ MB string } }
-	s.must("own", "getMessages", map[string]any{"id": g.ID}).json(t, &hist)
-	if last := hist.M[len(hist.M)-1]; last.MB != "smoke test" {
-		t.Fatalf("history ends with %+v", last)
-	}
-	// A wrong password, from standard input, is reported.
-	if code, _, errOut := run(t, "wrong\n", nil, "send", "-url", s.base, "-user", "own", fmt.Sprint(g.ID), "x"); code != 1 || !strings.Contains(errOut, "401") {
-		t.Fatalf("wrong password: exit %d, %q", code, errOut)
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		s.addAccount("own", "pw-own", "")
+		var g struct{ ID uint32 }
+		s.must("own", "addGroup", map[string]any{"gs": "smoke"}).json(t, &g)
+		env := map[string]string{"GCHD_PASSWORD": "pw-own"}
+		code, out, errOut := run(t, "", env, "send", "-url", s.base, "-user", "own", fmt.Sprint(g.ID), "smoke test")
+		if code != 0 || !strings.HasPrefix(out, "sent as MID ") {
+			t.Fatalf("send: exit %d, %q %q", code, out, errOut)
+		}
+		var hist struct{ M []struct{ MB string } }
+		s.must("own", "getMessages", map[string]any{"id": g.ID}).json(t, &hist)
+		if last := hist.M[len(hist.M)-1]; last.MB != "smoke test" {
+			t.Fatalf("history ends with %+v", last)
+		}
+		// A wrong password, from standard input, is reported.
+		if code, _, errOut := run(t, "wrong\n", nil, "send", "-url", s.base, "-user", "own", fmt.Sprint(g.ID), "x"); code != 1 || !strings.Contains(errOut, "401") {
+			t.Fatalf("wrong password: exit %d, %q", code, errOut)
+		}
+	})
 }

@@ -457,30 +457,32 @@ func pendingMIDs(t *testing.T, s *server, login string) []uint64 {
 // A phone's owner whose app confirms every ~[GC ...] and every message her
 // phone shows gets 200 for each.
 func TestConfirmWhatThePhoneShows(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "ann"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	ann := newPhone(t, s, "ann", "UDP")
-	ann.register()
-	id := groupOf(t, s, "own", "ann")
-	s.must("ann", "joinGroup", map[string]any{"id": id})
-	s.must("own", "setGroupSubject", map[string]any{"id": id, "gs": "New"})
-	m := sendMID(t, s, "own", map[string]any{"id": id, "mb": "hello"})
-	s.must("own", "delMessage", map[string]any{"id": id, "mid": m})
-	got := notificationsOf(ann.waitFor(5)) // NG, EG, EG, the message, DM
-	for _, n := range got {
-		mid := n.mid
-		if sm := gcNotice.FindStringSubmatch(n.body); sm != nil {
-			mid, _ = strconv.ParseUint(sm[3], 10, 64)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "ann"} {
+			s.addAccount(l, "pw-"+l, "")
 		}
-		for _, gm := range []string{"confMessage", "readMessage"} {
-			r := s.call("ann", "pw-ann", gm, map[string]any{"id": id, "mid": mid})
-			// The message was deleted before the app confirmed it: its MID
-			// now stands for the DM, which ann received.
-			if r.code() != 200 {
-				t.Errorf("%s of %q (MID %d): %s", gm, n.body, mid, r)
+		ann := newPhone(t, s, "ann", "UDP")
+		ann.register()
+		id := groupOf(t, s, "own", "ann")
+		s.must("ann", "joinGroup", map[string]any{"id": id})
+		s.must("own", "setGroupSubject", map[string]any{"id": id, "gs": "New"})
+		m := sendMID(t, s, "own", map[string]any{"id": id, "mb": "hello"})
+		s.must("own", "delMessage", map[string]any{"id": id, "mid": m})
+		got := notificationsOf(ann.waitFor(5)) // NG, EG, EG, the message, DM
+		for _, n := range got {
+			mid := n.mid
+			if sm := gcNotice.FindStringSubmatch(n.body); sm != nil {
+				mid, _ = strconv.ParseUint(sm[3], 10, 64)
+			}
+			for _, gm := range []string{"confMessage", "readMessage"} {
+				r := s.call("ann", "pw-ann", gm, map[string]any{"id": id, "mid": mid})
+				// The message was deleted before the app confirmed it: its MID
+				// now stands for the DM, which ann received.
+				if r.code() != 200 {
+					t.Errorf("%s of %q (MID %d): %s", gm, n.body, mid, r)
+				}
 			}
 		}
-	}
+	})
 }

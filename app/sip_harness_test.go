@@ -25,6 +25,7 @@ import (
 	"gchd/configs"
 	"gchd/internal/testkit"
 	"gchd/internal/testkit/sipua"
+	"gchd/storage"
 )
 
 // phone is a SIP user agent built on sipgo (sipua) that registers with
@@ -261,8 +262,14 @@ func selfSigned(t testing.TB) (certFile, keyFile string) {
 // startSIP starts a server with every SIP transport on loopback.
 func startSIP(t testing.TB, mutate ...func(*configs.Config)) *server {
 	t.Helper()
+	return startSIPOn(t, storage.SQLite, mutate...)
+}
+
+// startSIPOn is startSIP on a database of the engine.
+func startSIPOn(t testing.TB, engine storage.Engine, mutate ...func(*configs.Config)) *server {
+	t.Helper()
 	cert, key := selfSigned(t)
-	return startEngine(t, "sqlite", append([]func(*configs.Config){func(c *configs.Config) {
+	return startEngine(t, engine, append([]func(*configs.Config){func(c *configs.Config) {
 		c.SIP.WSAddr = "127.0.0.1:0"
 		c.SIP.TLSAddr = "127.0.0.1:0"
 		c.SIP.WSSAddr = "127.0.0.1:0"

@@ -145,19 +145,21 @@ func TestGroupReceiptsOverSIP(t *testing.T) {
 // A notification to a user's address is relayed to the user's devices as
 // any MESSAGE is, deflated body and all, and their 200 comes back.
 func TestUserReceiptsRelayed(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"alice", "bob"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	bob := newPhone(t, s, "bob", "TCP")
-	bob.register()
-	alice := newPhone(t, s, "alice", "UDP")
-	doc := linphoneIMDN("bob-call-id", "delivery", "delivered")
-	if res := alice.send(imdnRequest(alice, "bob", doc, true)); res.StatusCode != 200 {
-		t.Fatalf("notification to bob: %s", res.StartLine())
-	}
-	got := bob.waitFor(1)[0]
-	if ct, ce := got.ContentType(), got.GetHeader("Content-Encoding"); ct == nil || ct.Value() != "message/imdn+xml" || ce == nil || ce.Value() != "deflate" {
-		t.Fatalf("bob received %v %v", ct, ce)
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"alice", "bob"} {
+			s.addAccount(l, "pw-"+l, "")
+		}
+		bob := newPhone(t, s, "bob", "TCP")
+		bob.register()
+		alice := newPhone(t, s, "alice", "UDP")
+		doc := linphoneIMDN("bob-call-id", "delivery", "delivered")
+		if res := alice.send(imdnRequest(alice, "bob", doc, true)); res.StatusCode != 200 {
+			t.Fatalf("notification to bob: %s", res.StartLine())
+		}
+		got := bob.waitFor(1)[0]
+		if ct, ce := got.ContentType(), got.GetHeader("Content-Encoding"); ct == nil || ct.Value() != "message/imdn+xml" || ce == nil || ce.Value() != "deflate" {
+			t.Fatalf("bob received %v %v", ct, ce)
+		}
+	})
 }
