@@ -328,15 +328,17 @@ func TestOfflineMembersCatchUp(t *testing.T) {
 	// once. They leave in MID order, but a receiver that handles requests
 	// concurrently (as this sipgo phone does) may see them in another:
 	// then only completeness is checked, and X-GC-MID gives the order.
-	for _, window := range []int{1, 4} {
-		t.Run(fmt.Sprintf("window %d", window), func(t *testing.T) {
-			testOfflineMembersCatchUp(t, window)
-		})
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		for _, window := range []int{1, 4} {
+			t.Run(fmt.Sprintf("window %d", window), func(t *testing.T) {
+				testOfflineMembersCatchUp(t, engine, window)
+			})
+		}
+	})
 }
 
-func testOfflineMembersCatchUp(t *testing.T, window int) {
-	s := startSIP(t, func(c *configs.Config) { c.Delivery.Window = window })
+func testOfflineMembersCatchUp(t *testing.T, engine storage.Engine, window int) {
+	s := startSIPOn(t, engine, func(c *configs.Config) { c.Delivery.Window = window })
 	for _, l := range []string{"own", "ann"} {
 		s.addAccount(l, "pw-"+l, "")
 	}
@@ -383,43 +385,45 @@ func testOfflineMembersCatchUp(t *testing.T, window int) {
 // escaped, and what the receiver parses is the group's address with the
 // name as given.
 func TestHostileDisplayNames(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "ann"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	id := groupOf(t, s, "own", "ann")
-	s.must("ann", "joinGroup", map[string]any{"id": id})
-	own := newPhone(t, s, "own", "TCP")
-	own.register()
-	own.waitFor(2)
-	hostile := []string{
-		`Mallory" <sip:evil@example.com>;tag=x`,
-		`back\slash \" quote`,
-		`"`,
-		`\`,
-		`a<b>c,d;e=f`,
-	}
-	for i, dn := range hostile {
-		mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": fmt.Sprint(i), "dn": dn})
-		var got notification
-		eventually(t, func() bool {
-			for _, n := range notificationsOf(own.received()) {
-				if n.mid == mid {
-					got = n
-					return true
-				}
-			}
-			return false
-		})
-		unescaped := strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(got.dn)
-		if got.from != fmt.Sprintf("gc-%d", id) || unescaped != dn || got.body != fmt.Sprint(i) {
-			t.Errorf("dn %q arrived as From %q <%s>", dn, got.dn, got.from)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "ann"} {
+			s.addAccount(l, "pw-"+l, "")
 		}
-	}
-	// Line breaks never get that far: the API refuses them.
-	if r := s.call("ann", "pw-ann", "sendMessage", map[string]any{"id": id, "mb": "x", "dn": "a\r\nX-Evil: 1"}); r.status != 400 {
-		t.Fatalf("dn with CRLF: %s", r)
-	}
+		id := groupOf(t, s, "own", "ann")
+		s.must("ann", "joinGroup", map[string]any{"id": id})
+		own := newPhone(t, s, "own", "TCP")
+		own.register()
+		own.waitFor(2)
+		hostile := []string{
+			`Mallory" <sip:evil@example.com>;tag=x`,
+			`back\slash \" quote`,
+			`"`,
+			`\`,
+			`a<b>c,d;e=f`,
+		}
+		for i, dn := range hostile {
+			mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": fmt.Sprint(i), "dn": dn})
+			var got notification
+			eventually(t, func() bool {
+				for _, n := range notificationsOf(own.received()) {
+					if n.mid == mid {
+						got = n
+						return true
+					}
+				}
+				return false
+			})
+			unescaped := strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(got.dn)
+			if got.from != fmt.Sprintf("gc-%d", id) || unescaped != dn || got.body != fmt.Sprint(i) {
+				t.Errorf("dn %q arrived as From %q <%s>", dn, got.dn, got.from)
+			}
+		}
+		// Line breaks never get that far: the API refuses them.
+		if r := s.call("ann", "pw-ann", "sendMessage", map[string]any{"id": id, "mb": "x", "dn": "a\r\nX-Evil: 1"}); r.status != 400 {
+			t.Fatalf("dn with CRLF: %s", r)
+		}
+	})
 }
 
 // A 30-member group with members on UDP, TCP and WebSocket: every message

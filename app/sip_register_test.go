@@ -210,46 +210,50 @@ func TestRegisterBindings(t *testing.T) {
 // The per-user contact limit: the oldest binding gives way (default), or
 // 403 under the reject policy.
 func TestContactLimit(t *testing.T) {
-	for _, policy := range []string{"replace", "reject"} {
-		t.Run(policy, func(t *testing.T) {
-			s := startSIP(t, func(c *configs.Config) { c.Registrar.MaxContacts = 2; c.Registrar.Overflow = policy })
-			s.addAccount("alice", "pw-alice", "")
-			p := newPhone(t, s, "alice", "UDP")
-			var last *sip.Response
-			for i := 1; i <= 3; i++ {
-				req := p.registerRequest(600)
-				req.ReplaceHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: fmt.Sprintf("192.0.2.%d", i)}})
-				last = p.send(req)
-			}
-			switch policy {
-			case "replace":
-				cs := last.GetHeaders("Contact")
-				if last.StatusCode != 200 || len(cs) != 2 || strings.Contains(cs[0].Value()+cs[1].Value(), "192.0.2.1>") {
-					t.Fatalf("third contact: %s %v", last.StartLine(), cs)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		for _, policy := range []string{"replace", "reject"} {
+			t.Run(policy, func(t *testing.T) {
+				s := startSIPOn(t, engine, func(c *configs.Config) { c.Registrar.MaxContacts = 2; c.Registrar.Overflow = policy })
+				s.addAccount("alice", "pw-alice", "")
+				p := newPhone(t, s, "alice", "UDP")
+				var last *sip.Response
+				for i := 1; i <= 3; i++ {
+					req := p.registerRequest(600)
+					req.ReplaceHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: fmt.Sprintf("192.0.2.%d", i)}})
+					last = p.send(req)
 				}
-			case "reject":
-				if last.StatusCode != 403 {
-					t.Fatalf("third contact: %s", last.StartLine())
+				switch policy {
+				case "replace":
+					cs := last.GetHeaders("Contact")
+					if last.StatusCode != 200 || len(cs) != 2 || strings.Contains(cs[0].Value()+cs[1].Value(), "192.0.2.1>") {
+						t.Fatalf("third contact: %s %v", last.StartLine(), cs)
+					}
+				case "reject":
+					if last.StatusCode != 403 {
+						t.Fatalf("third contact: %s", last.StartLine())
+					}
 				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // A device that registers again with the same instance (RFC 5626) replaces
 // its old binding, even from a new address.
 func TestInstanceReplacesBinding(t *testing.T) {
-	s := startSIP(t)
-	s.addAccount("alice", "pw-alice", "")
-	urn := "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"
-	p1 := newPhone(t, s, "alice", "UDP", withInstance(urn))
-	p1.register()
-	p2 := newPhone(t, s, "alice", "UDP", withInstance(urn))
-	res := p2.register()
-	if cs := res.GetHeaders("Contact"); len(cs) != 1 || !strings.Contains(cs[0].Value(), fmt.Sprint(p2.contact.Port)) ||
-		!strings.Contains(cs[0].Value(), "+sip.instance") {
-		t.Fatalf("bindings after the device moved: %v", cs)
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		s.addAccount("alice", "pw-alice", "")
+		urn := "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"
+		p1 := newPhone(t, s, "alice", "UDP", withInstance(urn))
+		p1.register()
+		p2 := newPhone(t, s, "alice", "UDP", withInstance(urn))
+		res := p2.register()
+		if cs := res.GetHeaders("Contact"); len(cs) != 1 || !strings.Contains(cs[0].Value(), fmt.Sprint(p2.contact.Port)) ||
+			!strings.Contains(cs[0].Value(), "+sip.instance") {
+			t.Fatalf("bindings after the device moved: %v", cs)
+		}
+	})
 }
 
 // Bindings survive a restart.
