@@ -16,6 +16,16 @@ func Password(login string) string { return "pw-" + login }
 // opens it.
 func AddAccounts(t testing.TB, dsn, domain string, logins ...string) {
 	t.Helper()
+	names := make(map[string]string, len(logins))
+	for _, l := range logins {
+		names[l] = l
+	}
+	AddNamedAccounts(t, dsn, domain, names)
+}
+
+// AddNamedAccounts is AddAccounts with a display name for each login.
+func AddNamedAccounts(t testing.TB, dsn, domain string, names map[string]string) {
+	t.Helper()
 	ctx := context.Background()
 	db, err := storage.Open(ctx, dsn, storage.Options{})
 	if err != nil {
@@ -23,8 +33,8 @@ func AddAccounts(t testing.TB, dsn, domain string, logins ...string) {
 	}
 	defer db.Close()
 	accounts := registrar.NewAccounts(db.AccountStore(), domain)
-	for _, login := range logins {
-		if err := accounts.Add(ctx, login, Password(login), login); err != nil {
+	for login, dn := range names {
+		if err := accounts.Add(ctx, login, Password(login), dn); err != nil {
 			t.Fatalf("add account %s: %v", login, err)
 		}
 	}
