@@ -22,9 +22,13 @@ var allowedImports = map[string][]string{
 	"push":                {},
 	"cluster":             {},
 	"storage":             {"chat", "registrar", "cluster"},
-	"storage/storagetest": {"storage"},
-	"sipserver":           {"chat", "registrar", "metrics", "limits"},
-	"httpapi":             {"chat", "registrar", "metrics", "limits"},
+	"storage/storagetest": {"chat", "registrar"},
+	// The test kit is support for tests and the benchmark tools
+	// (testSupport below).
+	"internal/testkit":       {"configs", "registrar", "storage"},
+	"internal/testkit/sipua": {},
+	"sipserver":              {"chat", "registrar", "metrics", "limits"},
+	"httpapi":                {"chat", "registrar", "metrics", "limits"},
 }
 
 var forbiddenImports = map[string][]string{
@@ -35,6 +39,24 @@ var forbiddenImports = map[string][]string{
 	"trace":     {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
 	"push":      {"github.com/emiago/sipgo", "database/sql", "github.com/jmoiron/sqlx"},
 	"cluster":   {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
+}
+
+// testSupport is imported by tests (and bench/, which drives gchd as a
+// client) and by no package that goes into gchd itself.
+var testSupport = []string{"internal/testkit", "storage/storagetest"}
+
+// mayUseTestSupport says whether a non-test file of pkg may import test
+// support.
+func mayUseTestSupport(pkg string) bool {
+	if pkg == "bench" || strings.HasPrefix(pkg, "bench/") {
+		return true
+	}
+	for _, s := range testSupport {
+		if pkg == s || strings.HasPrefix(pkg, s+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func TestPackageDependencies(t *testing.T) {
@@ -53,6 +75,11 @@ func TestPackageDependencies(t *testing.T) {
 		seen[pkg] = true
 		for _, imp := range f.Imports {
 			p := strings.Trim(imp.Path.Value, `"`)
+			for _, s := range testSupport {
+				if (p == module+s || strings.HasPrefix(p, module+s+"/")) && !mayUseTestSupport(pkg) {
+					t.Errorf("%s imports %s: test support is for tests only", path, p)
+				}
+			}
 			if ruled && strings.HasPrefix(p, module) && !slices.Contains(allowed, strings.TrimPrefix(p, module)) {
 				t.Errorf("%s imports %s: %s may import only %v", path, p, pkg, allowed)
 			}

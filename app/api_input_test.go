@@ -14,7 +14,8 @@ import (
 	"testing"
 
 	"gchd/configs"
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 func setupPair(t *testing.T, s *server) uint32 {
@@ -31,9 +32,8 @@ func setupPair(t *testing.T, s *server) uint32 {
 // Every bad input gets its documented code, the database is unchanged, and
 // the server goes on answering.
 func TestBadInputChangesNothing(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		members30 := make([]map[string]string, 30)
@@ -191,103 +191,106 @@ func TestRequestForms(t *testing.T) {
 }
 
 func TestGroupJSON(t *testing.T) {
-	s := startEngine(t, "sqlite")
-	for _, l := range []string{"own", "mem"} {
-		s.addAccount(l, "pw-"+l, l)
-	}
-	var g struct{ ID uint32 }
-	s.must("own", "addGroup", map[string]any{"gs": "Grupa 2", "dn": "48502159212", "gm": []map[string]string{
-		{"l": "mem", "dn": "48600316058"}, {"l": "48500103102", "dn": "48500103102"},
-	}}).json(t, &g)
-	var got struct {
-		GS, GO, TS, AE, AT, VE, VT string
-		GM                         []struct {
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		for _, l := range []string{"own", "mem"} {
+			s.addAccount(l, "pw-"+l, l)
+		}
+		var g struct{ ID uint32 }
+		s.must("own", "addGroup", map[string]any{"gs": "Grupa 2", "dn": "48502159212", "gm": []map[string]string{
+			{"l": "mem", "dn": "48600316058"}, {"l": "48500103102", "dn": "48500103102"},
+		}}).json(t, &g)
+		var got struct {
+			GS, GO, TS, AE, AT, VE, VT string
+			GM                         []struct {
+				L, DN, S, TS string
+				A            bool
+			}
+			GG []struct{ L, DN, TS string }
+		}
+		r := s.must("mem", "getGroup", map[string]any{"id": g.ID})
+		r.json(t, &got)
+		if got.GS != "Grupa 2" || got.GO != "own" || got.AE != "0" || got.VE != "0" || got.AT != "" || len(got.TS) != 19 {
+			t.Fatalf("group = %+v", got)
+		}
+		slices.SortFunc(got.GM, func(a, b struct {
 			L, DN, S, TS string
 			A            bool
+		}) int {
+			return strings.Compare(b.L, a.L)
+		})
+		if len(got.GM) != 2 || got.GM[0].L != "own" || !got.GM[0].A || got.GM[0].S != "j" || got.GM[0].DN != "48502159212" ||
+			got.GM[1].L != "mem" || got.GM[1].A || got.GM[1].S != "w" || got.GM[1].DN != "48600316058" {
+			t.Fatalf("gm = %+v", got.GM)
 		}
-		GG []struct{ L, DN, TS string }
-	}
-	r := s.must("mem", "getGroup", map[string]any{"id": g.ID})
-	r.json(t, &got)
-	if got.GS != "Grupa 2" || got.GO != "own" || got.AE != "0" || got.VE != "0" || got.AT != "" || len(got.TS) != 19 {
-		t.Fatalf("group = %+v", got)
-	}
-	slices.SortFunc(got.GM, func(a, b struct {
-		L, DN, S, TS string
-		A            bool
-	}) int {
-		return strings.Compare(b.L, a.L)
+		if len(got.GG) != 1 || got.GG[0].L != "48500103102" || got.GG[0].TS == "" {
+			t.Fatalf("gg = %+v", got.GG)
+		}
+		// "a" is a JSON boolean, "ae" and "ve" strings, as in the specification.
+		for _, frag := range []string{`"a":true`, `"a":false`, `"ae":"0"`, `"ve":"0"`} {
+			if !strings.Contains(string(r.body), frag) {
+				t.Errorf("getGroup body lacks %s: %s", frag, r.body)
+			}
+		}
 	})
-	if len(got.GM) != 2 || got.GM[0].L != "own" || !got.GM[0].A || got.GM[0].S != "j" || got.GM[0].DN != "48502159212" ||
-		got.GM[1].L != "mem" || got.GM[1].A || got.GM[1].S != "w" || got.GM[1].DN != "48600316058" {
-		t.Fatalf("gm = %+v", got.GM)
-	}
-	if len(got.GG) != 1 || got.GG[0].L != "48500103102" || got.GG[0].TS == "" {
-		t.Fatalf("gg = %+v", got.GG)
-	}
-	// "a" is a JSON boolean, "ae" and "ve" strings, as in the specification.
-	for _, frag := range []string{`"a":true`, `"a":false`, `"ae":"0"`, `"ve":"0"`} {
-		if !strings.Contains(string(r.body), frag) {
-			t.Errorf("getGroup body lacks %s: %s", frag, r.body)
-		}
-	}
 }
 
 func TestDownloads(t *testing.T) {
-	s := startEngine(t, "sqlite")
-	id := setupPair(t, s)
-	img := jpegOf(t, 32, 32)
-	if r := s.upload("own", "pw-own", map[string]any{"id": id}, "whatever", "a.jpg", img); r.status != 200 {
-		t.Fatal(r)
-	}
-	var at struct{ AT string }
-	s.upload("own", "pw-own", map[string]any{"id": id, "t": "video"}, "file", "v.mp4", mp4Header).json(t, &at)
-	if len(at.AT) != 19 {
-		t.Fatalf("upload answer %+v", at)
-	}
-	r := s.call("mem", "pw-mem", "downloadAvatar", map[string]any{"id": id, "t": "image"})
-	if r.status != 200 || !bytes.Equal(r.body, img) || r.header.Get("ETag") == "" {
-		t.Fatalf("download: %d, %d bytes, %v", r.status, len(r.body), r.header)
-	}
-	// Range and conditional requests.
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/groupchat/%d/video", s.base, id), nil)
-	req.SetBasicAuth("mem", "pw-mem")
-	req.Header.Set("Range", "bytes=4-7")
-	if rr := s.do(req); rr.status != http.StatusPartialContent || string(rr.body) != "ftyp" || rr.header.Get("Content-Type") != "video/mp4" {
-		t.Fatalf("range: %s %v", rr, rr.header)
-	}
-	req, _ = http.NewRequest(http.MethodGet, fmt.Sprintf("%s/groupchat/%d/video", s.base, id), nil)
-	req.SetBasicAuth("mem", "pw-mem")
-	etag := s.do(req).header.Get("ETag")
-	req.Header.Set("If-None-Match", etag)
-	if rr := s.do(req); rr.status != http.StatusNotModified {
-		t.Fatalf("If-None-Match: %s", rr)
-	}
-	// No thumbnail yet, no such group, bad id, not a member: all 404.
-	for _, c := range []struct{ path, login string }{
-		{fmt.Sprintf("/groupchat/%d/video-thumb", id), "mem"},
-		{"/groupchat/999999/video", "mem"},
-		{"/groupchat/abc/video", "mem"},
-		{"/groupchat/99999999999/video", "mem"},
-		{fmt.Sprintf("/groupchat/%d/video", id), "non"},
-	} {
-		if rr := s.get(c.path, c.login, "pw-"+c.login, nil); rr.status != 404 {
-			t.Errorf("%s as %s: %s, want 404", c.path, c.login, rr)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		id := setupPair(t, s)
+		img := jpegOf(t, 32, 32)
+		if r := s.upload("own", "pw-own", map[string]any{"id": id}, "whatever", "a.jpg", img); r.status != 200 {
+			t.Fatal(r)
 		}
-	}
-	// After delAvatar the avatar is gone and ae is "0".
-	s.must("own", "delAvatar", map[string]any{"id": id})
-	if r := s.call("mem", "pw-mem", "downloadAvatar", map[string]any{"id": id}); r.status != 404 {
-		t.Fatalf("deleted avatar: %s", r)
-	}
+		var at struct{ AT string }
+		s.upload("own", "pw-own", map[string]any{"id": id, "t": "video"}, "file", "v.mp4", mp4Header).json(t, &at)
+		if len(at.AT) != 19 {
+			t.Fatalf("upload answer %+v", at)
+		}
+		r := s.call("mem", "pw-mem", "downloadAvatar", map[string]any{"id": id, "t": "image"})
+		if r.status != 200 || !bytes.Equal(r.body, img) || r.header.Get("ETag") == "" {
+			t.Fatalf("download: %d, %d bytes, %v", r.status, len(r.body), r.header)
+		}
+		// Range and conditional requests.
+		req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/groupchat/%d/video", s.base, id), nil)
+		req.SetBasicAuth("mem", "pw-mem")
+		req.Header.Set("Range", "bytes=4-7")
+		if rr := s.do(req); rr.status != http.StatusPartialContent || string(rr.body) != "ftyp" || rr.header.Get("Content-Type") != "video/mp4" {
+			t.Fatalf("range: %s %v", rr, rr.header)
+		}
+		req, _ = http.NewRequest(http.MethodGet, fmt.Sprintf("%s/groupchat/%d/video", s.base, id), nil)
+		req.SetBasicAuth("mem", "pw-mem")
+		etag := s.do(req).header.Get("ETag")
+		req.Header.Set("If-None-Match", etag)
+		if rr := s.do(req); rr.status != http.StatusNotModified {
+			t.Fatalf("If-None-Match: %s", rr)
+		}
+		// No thumbnail yet, no such group, bad id, not a member: all 404.
+		for _, c := range []struct{ path, login string }{
+			{fmt.Sprintf("/groupchat/%d/video-thumb", id), "mem"},
+			{"/groupchat/999999/video", "mem"},
+			{"/groupchat/abc/video", "mem"},
+			{"/groupchat/99999999999/video", "mem"},
+			{fmt.Sprintf("/groupchat/%d/video", id), "non"},
+		} {
+			if rr := s.get(c.path, c.login, "pw-"+c.login, nil); rr.status != 404 {
+				t.Errorf("%s as %s: %s, want 404", c.path, c.login, rr)
+			}
+		}
+		// After delAvatar the avatar is gone and ae is "0".
+		s.must("own", "delAvatar", map[string]any{"id": id})
+		if r := s.call("mem", "pw-mem", "downloadAvatar", map[string]any{"id": id}); r.status != 404 {
+			t.Fatalf("deleted avatar: %s", r)
+		}
+	})
 }
 
 // 50 concurrent sendMessage calls on one group all succeed with distinct,
 // increasing MIDs and nothing lost.
 func TestConcurrentSendMessage(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		const n = 50

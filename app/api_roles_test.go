@@ -9,7 +9,8 @@ import (
 	"net/http"
 	"testing"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // The roles a caller can have towards a group, and the login playing each.
@@ -114,9 +115,8 @@ func TestEveryMethodAgainstEveryRole(t *testing.T) {
 		{"GET /groupchat/{id}/video", nil, false, []int{200, 200, 200, 200, 404, 404, 401}},
 		{"GET /groupchat/{id}/video-thumb", nil, false, []int{200, 200, 200, 200, 404, 404, 401}},
 	}
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		// One group per method and role, all created by own, who invites
 		// the same logins (offline) to each: beyond both quotas.
 		cfg.Chat.MaxGroupsPerHour = 0
@@ -164,24 +164,26 @@ func TestEveryMethodAgainstEveryRole(t *testing.T) {
 
 // A dn naming someone else grants nothing: identity is the basic-auth login.
 func TestDisplayNameGrantsNothing(t *testing.T) {
-	s := startEngine(t, "sqlite")
-	for _, l := range []string{"own", "mem"} {
-		s.addAccount(l, "pw-"+l, l)
-	}
-	var g struct{ ID uint32 }
-	s.must("own", "addGroup", map[string]any{"gs": "g", "dn": "own", "gm": []map[string]string{{"l": "mem"}}}).json(t, &g)
-	s.must("mem", "joinGroup", map[string]any{"id": g.ID})
-	for _, gm := range []string{"delGroup", "setGroupSubject", "addAdmin"} {
-		pm := map[string]any{"id": g.ID, "dn": "own", "gs": "hijack", "gm": []string{"mem"}}
-		if r := s.call("mem", "pw-mem", gm, pm); r.status != 444 {
-			t.Errorf("%s by mem claiming dn=own: %s, want 444", gm, r)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		for _, l := range []string{"own", "mem"} {
+			s.addAccount(l, "pw-"+l, l)
 		}
-	}
-	// A wrong password or an unknown login gets 401 with a challenge.
-	for _, cred := range [][2]string{{"own", "wrong"}, {"nobody", "pw"}, {"", ""}} {
-		r := s.call(cred[0], cred[1], "getGroup", map[string]any{"id": g.ID})
-		if r.status != 401 || r.header.Get("WWW-Authenticate") != `Basic realm="test.local", charset="UTF-8"` {
-			t.Errorf("credentials %q: %s %v", cred, r, r.header)
+		var g struct{ ID uint32 }
+		s.must("own", "addGroup", map[string]any{"gs": "g", "dn": "own", "gm": []map[string]string{{"l": "mem"}}}).json(t, &g)
+		s.must("mem", "joinGroup", map[string]any{"id": g.ID})
+		for _, gm := range []string{"delGroup", "setGroupSubject", "addAdmin"} {
+			pm := map[string]any{"id": g.ID, "dn": "own", "gs": "hijack", "gm": []string{"mem"}}
+			if r := s.call("mem", "pw-mem", gm, pm); r.status != 444 {
+				t.Errorf("%s by mem claiming dn=own: %s, want 444", gm, r)
+			}
 		}
-	}
+		// A wrong password or an unknown login gets 401 with a challenge.
+		for _, cred := range [][2]string{{"own", "wrong"}, {"nobody", "pw"}, {"", ""}} {
+			r := s.call(cred[0], cred[1], "getGroup", map[string]any{"id": g.ID})
+			if r.status != 401 || r.header.Get("WWW-Authenticate") != `Basic realm="test.local", charset="UTF-8"` {
+				t.Errorf("credentials %q: %s %v", cred, r, r.header)
+			}
+		}
+	})
 }

@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // baresip is baresip 1.0 (Debian 12's), headless: commands on its
@@ -123,30 +124,28 @@ func TestBaresipRegister(t *testing.T) {
 // harness, and a message that waited for baresip while it was offline.
 func TestBaresipMessages(t *testing.T) {
 	needClient(t, "baresip", "baresip")
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			s.addAccount("alice", "pw-alice", "Alice")
-			s.addAccount("bob", "pw-bob", "Bob")
-			bob := newPhone(t, s, "bob", "TCP")
-			bob.register()
-			// alice is offline: the message waits for her.
-			if res := bob.message("alice", "while you were away"); res.StatusCode != 202 {
-				t.Fatalf("MESSAGE to offline alice: %s", res.StartLine())
-			}
-			alice := startBaresip(t, s, "alice", "UDP", baresipContacts("sip:bob@"+testDomain))
-			alice.expectMessage("bob", "while you were away")
-			if res := bob.message("alice", "hello alice"); res.StatusCode != 200 {
-				t.Fatalf("MESSAGE to alice: %s", res.StartLine())
-			}
-			alice.expectMessage("bob", "hello alice")
-			alice.message("hello bob")
-			got := bob.waitFor(1)
-			if m := got[0]; string(m.Body()) != "hello bob" || m.From().Address.User != "alice" {
-				t.Fatalf("bob received %q from %s", m.Body(), m.From().Address.User)
-			}
-		})
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		s.addAccount("alice", "pw-alice", "Alice")
+		s.addAccount("bob", "pw-bob", "Bob")
+		bob := newPhone(t, s, "bob", "TCP")
+		bob.register()
+		// alice is offline: the message waits for her.
+		if res := bob.message("alice", "while you were away"); res.StatusCode != 202 {
+			t.Fatalf("MESSAGE to offline alice: %s", res.StartLine())
+		}
+		alice := startBaresip(t, s, "alice", "UDP", baresipContacts("sip:bob@"+testDomain))
+		alice.expectMessage("bob", "while you were away")
+		if res := bob.message("alice", "hello alice"); res.StatusCode != 200 {
+			t.Fatalf("MESSAGE to alice: %s", res.StartLine())
+		}
+		alice.expectMessage("bob", "hello alice")
+		alice.message("hello bob")
+		got := bob.waitFor(1)
+		if m := got[0]; string(m.Body()) != "hello bob" || m.From().Address.User != "alice" {
+			t.Fatalf("bob received %q from %s", m.Body(), m.From().Address.User)
+		}
+	})
 }
 
 // A group's NG and texts reach baresip from the group's address (NG while
@@ -154,27 +153,25 @@ func TestBaresipMessages(t *testing.T) {
 // group's address is posted to the group.
 func TestBaresipGroup(t *testing.T) {
 	needClient(t, "baresip", "baresip")
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			s.addAccount("own", "pw-own", "Owner")
-			s.addAccount("alice", "pw-alice", "Alice")
-			id := groupOf(t, s, "own", "alice")
-			gc := fmt.Sprintf("gc-%d", id)
-			alice := startBaresip(t, s, "alice", "TCP", baresipContacts("sip:own@"+testDomain, "sip:"+gc+"@"+testDomain))
-			alice.expect(fmt.Sprintf("sip:%s@%s: \"~[GC M:'NG' GID:%d MID:", gc, testDomain, id))
-			// baresip 1.0's /message goes to the current contact: the
-			// group's address is selected first.
-			alice.send("/contact_next")
-			alice.expect("Current contact:  <sip:" + gc + "@" + testDomain + ">")
-			alice.message("#join")
-			alice.expectMessage(gc, "You joined the group.")
-			s.must("own", "sendMessage", map[string]any{"id": id, "mb": "welcome, alice"})
-			alice.expectMessage(gc, "welcome, alice")
-			alice.message("hello from baresip")
-			waitGroupMessage(t, s, "own", id, "alice: hello from baresip")
-		})
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		s.addAccount("own", "pw-own", "Owner")
+		s.addAccount("alice", "pw-alice", "Alice")
+		id := groupOf(t, s, "own", "alice")
+		gc := fmt.Sprintf("gc-%d", id)
+		alice := startBaresip(t, s, "alice", "TCP", baresipContacts("sip:own@"+testDomain, "sip:"+gc+"@"+testDomain))
+		alice.expect(fmt.Sprintf("sip:%s@%s: \"~[GC M:'NG' GID:%d MID:", gc, testDomain, id))
+		// baresip 1.0's /message goes to the current contact: the
+		// group's address is selected first.
+		alice.send("/contact_next")
+		alice.expect("Current contact:  <sip:" + gc + "@" + testDomain + ">")
+		alice.message("#join")
+		alice.expectMessage(gc, "You joined the group.")
+		s.must("own", "sendMessage", map[string]any{"id": id, "mb": "welcome, alice"})
+		alice.expectMessage(gc, "welcome, alice")
+		alice.message("hello from baresip")
+		waitGroupMessage(t, s, "own", id, "alice: hello from baresip")
+	})
 }
 
 // A call from one baresip to another through gchd, without any audio

@@ -14,7 +14,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // linphonec is Linphone's console client (Debian 12's linphone-cli,
@@ -136,62 +137,58 @@ func TestLinphoneRegister(t *testing.T) {
 // harness, and a message that waited for linphonec while it was offline.
 func TestLinphoneMessages(t *testing.T) {
 	needClient(t, "linphonec", "linphone-cli")
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			s.addAccount("carol", "pw-carol", "Carol")
-			s.addAccount("bob", "pw-bob", "Bob")
-			bob := newPhone(t, s, "bob", "UDP")
-			bob.register()
-			if res := bob.message("carol", "while you were away"); res.StatusCode != 202 {
-				t.Fatalf("MESSAGE to offline carol: %s", res.StartLine())
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		s.addAccount("carol", "pw-carol", "Carol")
+		s.addAccount("bob", "pw-bob", "Bob")
+		bob := newPhone(t, s, "bob", "UDP")
+		bob.register()
+		if res := bob.message("carol", "while you were away"); res.StatusCode != 202 {
+			t.Fatalf("MESSAGE to offline carol: %s", res.StartLine())
+		}
+		carol := startLinphonec(t, s, "carol", "TCP", false)
+		carol.expectMessage("bob", "while you were away")
+		res := bob.message("carol", "hello carol")
+		if res.StatusCode != 200 {
+			t.Fatalf("MESSAGE to carol: %s", res.StartLine())
+		}
+		carol.expectMessage("bob", "hello carol")
+		// linphonec's delivery notification comes back to bob through
+		// gchd, naming bob's MESSAGE by its Call-ID.
+		receiptFor(t, bob, res.CallID().Value())
+		carol.chat("sip:bob@"+testDomain, "hello bob")
+		deadline := time.Now().Add(clientWait)
+		for len(texts(bob.received())) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("bob received no text from carol: %d requests", len(bob.received()))
 			}
-			carol := startLinphonec(t, s, "carol", "TCP", false)
-			carol.expectMessage("bob", "while you were away")
-			res := bob.message("carol", "hello carol")
-			if res.StatusCode != 200 {
-				t.Fatalf("MESSAGE to carol: %s", res.StartLine())
-			}
-			carol.expectMessage("bob", "hello carol")
-			// linphonec's delivery notification comes back to bob through
-			// gchd, naming bob's MESSAGE by its Call-ID.
-			receiptFor(t, bob, res.CallID().Value())
-			carol.chat("sip:bob@"+testDomain, "hello bob")
-			deadline := time.Now().Add(clientWait)
-			for len(texts(bob.received())) == 0 {
-				if time.Now().After(deadline) {
-					t.Fatalf("bob received no text from carol: %d requests", len(bob.received()))
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-			if m := texts(bob.received())[0]; string(m.Body()) != "hello bob" || m.From().Address.User != "carol" {
-				t.Fatalf("bob received %q from %s", m.Body(), m.From().Address.User)
-			}
-		})
-	}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if m := texts(bob.received())[0]; string(m.Body()) != "hello bob" || m.From().Address.User != "carol" {
+			t.Fatalf("bob received %q from %s", m.Body(), m.From().Address.User)
+		}
+	})
 }
 
 // A group's NG and texts reach linphonec from the group's address, and a
 // text linphonec sends to the group's address is posted to the group.
 func TestLinphoneGroup(t *testing.T) {
 	needClient(t, "linphonec", "linphone-cli")
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			s.addAccount("own", "pw-own", "Owner")
-			s.addAccount("carol", "pw-carol", "Carol")
-			carol := startLinphonec(t, s, "carol", "UDP", false)
-			id := groupOf(t, s, "own", "carol")
-			gc := fmt.Sprintf("gc-%d", id)
-			carol.expectMessage(gc, fmt.Sprintf("~[GC M:'NG' GID:%d MID:", id))
-			carol.chat("sip:"+gc+"@"+testDomain, "#join")
-			carol.expectMessage(gc, "You joined the group.")
-			s.must("own", "sendMessage", map[string]any{"id": id, "mb": "welcome, carol"})
-			carol.expectMessage(gc, "welcome, carol")
-			carol.chat("sip:"+gc+"@"+testDomain, "hello from linphone")
-			waitGroupMessage(t, s, "own", id, "carol: hello from linphone")
-		})
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		s.addAccount("own", "pw-own", "Owner")
+		s.addAccount("carol", "pw-carol", "Carol")
+		carol := startLinphonec(t, s, "carol", "UDP", false)
+		id := groupOf(t, s, "own", "carol")
+		gc := fmt.Sprintf("gc-%d", id)
+		carol.expectMessage(gc, fmt.Sprintf("~[GC M:'NG' GID:%d MID:", id))
+		carol.chat("sip:"+gc+"@"+testDomain, "#join")
+		carol.expectMessage(gc, "You joined the group.")
+		s.must("own", "sendMessage", map[string]any{"id": id, "mb": "welcome, carol"})
+		carol.expectMessage(gc, "welcome, carol")
+		carol.chat("sip:"+gc+"@"+testDomain, "hello from linphone")
+		waitGroupMessage(t, s, "own", id, "carol: hello from linphone")
+	})
 }
 
 // Calls through gchd between linphonec and baresip, both without an audio
@@ -308,49 +305,47 @@ func (l *linphonec) imdnAnswers(uri string) []string {
 // notification in the same form, naming what linphonec names, sets rd.
 func TestLinphoneReceipts(t *testing.T) {
 	needClient(t, "linphonec", "linphone-cli")
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			s.addAccount("own", "pw-own", "Owner")
-			s.addAccount("carol", "pw-carol", "Carol")
-			id := groupOf(t, s, "own", "carol")
-			s.must("carol", "joinGroup", map[string]any{"id": id})
-			carol := startLinphonec(t, s, "carol", "UDP", false)
-			gc := fmt.Sprintf("gc-%d", id)
-			mid := sendMID(t, s, "own", map[string]any{"id": id, "mb": "read me"})
-			carol.expectMessage(gc, "read me")
-			// What linphonec names the message by in its receipt.
-			named := regexp.MustCompile(fmt.Sprintf(`<message-id>(%s-%d-[^<]+)</message-id>`, gc, mid))
-			var messageID string
-			deadline := time.Now().Add(clientWait)
-			for messageID == "" {
-				if m := named.FindStringSubmatch(carol.sipLog()); m != nil {
-					messageID = m[1]
-				} else if time.Now().After(deadline) {
-					t.Fatalf("linphonec sent no receipt naming MID %d", mid)
-				} else {
-					time.Sleep(50 * time.Millisecond)
-				}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		s.addAccount("own", "pw-own", "Owner")
+		s.addAccount("carol", "pw-carol", "Carol")
+		id := groupOf(t, s, "own", "carol")
+		s.must("carol", "joinGroup", map[string]any{"id": id})
+		carol := startLinphonec(t, s, "carol", "UDP", false)
+		gc := fmt.Sprintf("gc-%d", id)
+		mid := sendMID(t, s, "own", map[string]any{"id": id, "mb": "read me"})
+		carol.expectMessage(gc, "read me")
+		// What linphonec names the message by in its receipt.
+		named := regexp.MustCompile(fmt.Sprintf(`<message-id>(%s-%d-[^<]+)</message-id>`, gc, mid))
+		var messageID string
+		deadline := time.Now().Add(clientWait)
+		for messageID == "" {
+			if m := named.FindStringSubmatch(carol.sipLog()); m != nil {
+				messageID = m[1]
+			} else if time.Now().After(deadline) {
+				t.Fatalf("linphonec sent no receipt naming MID %d", mid)
+			} else {
+				time.Sleep(50 * time.Millisecond)
 			}
-			for _, a := range carol.imdnAnswers("sip:" + gc + "@" + testDomain) {
-				if !strings.HasPrefix(a, "SIP/2.0 200") {
-					t.Errorf("gchd answered linphonec's receipt %q", a)
-				}
+		}
+		for _, a := range carol.imdnAnswers("sip:" + gc + "@" + testDomain) {
+			if !strings.HasPrefix(a, "SIP/2.0 200") {
+				t.Errorf("gchd answered linphonec's receipt %q", a)
 			}
-			if r := receiptOf(t, s, "own", id, mid, "carol"); r.CF == "" || r.RD != "" {
-				t.Fatalf("after delivery: %+v", r)
-			}
-			// linphonec has no command to mark a chat read; its display
-			// notification would be this, from carol's other device.
-			dev := newPhone(t, s, "carol", "TCP")
-			if res := dev.send(imdnRequest(dev, gc, linphoneIMDN(messageID, "display", "displayed"), true)); res.StatusCode != 200 {
-				t.Fatalf("display notification: %s", res.StartLine())
-			}
-			if r := receiptOf(t, s, "own", id, mid, "carol"); r.CF == "" || r.RD == "" {
-				t.Fatalf("after display notification: %+v", r)
-			}
-		})
-	}
+		}
+		if r := receiptOf(t, s, "own", id, mid, "carol"); r.CF == "" || r.RD != "" {
+			t.Fatalf("after delivery: %+v", r)
+		}
+		// linphonec has no command to mark a chat read; its display
+		// notification would be this, from carol's other device.
+		dev := newPhone(t, s, "carol", "TCP")
+		if res := dev.send(imdnRequest(dev, gc, linphoneIMDN(messageID, "display", "displayed"), true)); res.StatusCode != 200 {
+			t.Fatalf("display notification: %s", res.StartLine())
+		}
+		if r := receiptOf(t, s, "own", id, mid, "carol"); r.CF == "" || r.RD == "" {
+			t.Fatalf("after display notification: %+v", r)
+		}
+	})
 }
 
 // receiptFor waits until a phone received a delivery notification naming

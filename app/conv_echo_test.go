@@ -11,7 +11,8 @@ import (
 	gsip "github.com/ghettovoice/gosip/sip"
 
 	"gchd/configs"
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // withMID returns the requests that carry X-GC-MID mid.
@@ -160,75 +161,71 @@ func deliveriesAdded(s *server, fn func()) int {
 // other member gets it and none of hers does, and no delivery is recorded
 // for her.
 func TestOwnMessagesNotEchoed(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			e := newEchoSetup(t, s)
-			annPhones := []*phone{e.annUDP, e.annTCP}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		e := newEchoSetup(t, s)
+		annPhones := []*phone{e.annUDP, e.annTCP}
 
-			var mid uint64
-			if n := deliveriesAdded(s, func() { mid = sendMID(t, s, "ann", map[string]any{"id": e.id, "mb": "over http"}) }); n != 1 {
-				t.Errorf("a post over HTTP recorded %d deliveries, want 1 (own's)", n)
-			}
-			if got := waitMID(t, e.own, mid); got.GetHeader("X-GC-Copy") != nil || string(got.Body()) != "over http" {
-				t.Errorf("own received:\n%s", got)
-			}
-			noneOf(t, annPhones, mid)
-			noBody(t, e.annGosip, "over http")
+		var mid uint64
+		if n := deliveriesAdded(s, func() { mid = sendMID(t, s, "ann", map[string]any{"id": e.id, "mb": "over http"}) }); n != 1 {
+			t.Errorf("a post over HTTP recorded %d deliveries, want 1 (own's)", n)
+		}
+		if got := waitMID(t, e.own, mid); got.GetHeader("X-GC-Copy") != nil || string(got.Body()) != "over http" {
+			t.Errorf("own received:\n%s", got)
+		}
+		noneOf(t, annPhones, mid)
+		noBody(t, e.annGosip, "over http")
 
-			var mid2 uint64
-			if n := deliveriesAdded(s, func() { mid2 = postSIP(t, e.annUDP, e.id, "over sip") }); n != 1 {
-				t.Errorf("a post over SIP recorded %d deliveries, want 1", n)
-			}
-			waitMID(t, e.own, mid2)
-			mid3 := postGosip(t, s, e.annGosip, e.id, "over gosip")
-			waitMID(t, e.own, mid3)
-			noneOf(t, annPhones, mid2, mid3)
-			noBody(t, e.annGosip, "over sip")
-			noBody(t, e.annGosip, "over gosip")
-		})
-	}
+		var mid2 uint64
+		if n := deliveriesAdded(s, func() { mid2 = postSIP(t, e.annUDP, e.id, "over sip") }); n != 1 {
+			t.Errorf("a post over SIP recorded %d deliveries, want 1", n)
+		}
+		waitMID(t, e.own, mid2)
+		mid3 := postGosip(t, s, e.annGosip, e.id, "over gosip")
+		waitMID(t, e.own, mid3)
+		noneOf(t, annPhones, mid2, mid3)
+		noBody(t, e.annGosip, "over sip")
+		noBody(t, e.annGosip, "over gosip")
+	})
 }
 
 // A sender without a device leaves nothing pending for herself: the
 // pending-delivery gauge stays at zero, and no delivery row names her.
 func TestNoPendingSelfDelivery(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			for _, l := range []string{"own", "solo"} {
-				s.addAccount(l, "pw-"+l, "")
-			}
-			own, solo := newPhone(t, s, "own", "UDP"), newPhone(t, s, "solo", "TCP")
-			own.register()
-			solo.register()
-			id := groupOf(t, s, "own", "solo")
-			s.must("solo", "joinGroup", map[string]any{"id": id})
-			solo.waitFor(2)
-			// solo's phone goes away: what is due to her from now on waits.
-			if res := solo.send(solo.registerRequest(0)); res.StatusCode != 200 {
-				t.Fatalf("unregister: %s", res.StartLine())
-			}
-			pending := func() float64 { return value(t, s, "gchd_delivery_pending", nil) }
-			eventually(t, func() bool { return pending() == 0 })
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		for _, l := range []string{"own", "solo"} {
+			s.addAccount(l, "pw-"+l, "")
+		}
+		own, solo := newPhone(t, s, "own", "UDP"), newPhone(t, s, "solo", "TCP")
+		own.register()
+		solo.register()
+		id := groupOf(t, s, "own", "solo")
+		s.must("solo", "joinGroup", map[string]any{"id": id})
+		solo.waitFor(2)
+		// solo's phone goes away: what is due to her from now on waits.
+		if res := solo.send(solo.registerRequest(0)); res.StatusCode != 200 {
+			t.Fatalf("unregister: %s", res.StartLine())
+		}
+		pending := func() float64 { return value(t, s, "gchd_delivery_pending", nil) }
+		eventually(t, func() bool { return pending() == 0 })
 
-			mid := sendMID(t, s, "solo", map[string]any{"id": id, "mb": "nobody home"})
-			waitMID(t, own, mid)
-			// own's delivery is settled once its 200 is written; then
-			// nothing is left pending, and it stays so.
-			eventually(t, func() bool { return pending() == 0 })
-			for i := 0; i < 10; i++ {
-				if got := pending(); got != 0 {
-					t.Fatalf("pending deliveries = %v after solo's own post, want 0", got)
-				}
-				time.Sleep(30 * time.Millisecond)
+		mid := sendMID(t, s, "solo", map[string]any{"id": id, "mb": "nobody home"})
+		waitMID(t, own, mid)
+		// own's delivery is settled once its 200 is written; then
+		// nothing is left pending, and it stays so.
+		eventually(t, func() bool { return pending() == 0 })
+		for i := 0; i < 10; i++ {
+			if got := pending(); got != 0 {
+				t.Fatalf("pending deliveries = %v after solo's own post, want 0", got)
 			}
-			ps, err := s.app.db.DeliveryStore().PendingFor(context.Background(), "solo", 0, 10)
-			if err != nil || len(ps) != 0 {
-				t.Fatalf("pending for solo: %+v, %v", ps, err)
-			}
-		})
-	}
+			time.Sleep(30 * time.Millisecond)
+		}
+		ps, err := s.app.db.DeliveryStore().PendingFor(context.Background(), "solo", 0, 10)
+		if err != nil || len(ps) != 0 {
+			t.Fatalf("pending for solo: %+v, %v", ps, err)
+		}
+	})
 }
 
 // With delivery.copy_to_sender on, the sender's other devices get a copy
@@ -236,60 +233,58 @@ func TestNoPendingSelfDelivery(t *testing.T) {
 // posting one over SIP. Copies are never stored: a device that registers
 // later gets none, and none is recorded or pending.
 func TestCopiesToSender(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine, func(c *configs.Config) { c.Delivery.CopyToSender = true })
-			e := newEchoSetup(t, s)
-			gid := fmt.Sprint(e.id)
-			isCopy := func(p *phone, r *sip.Request, text string) {
-				t.Helper()
-				n := notificationsOf([]*sip.Request{r})[0]
-				if h := r.GetHeader("X-GC-Copy"); h == nil || h.Value() != "sent" || n.body != text || n.from != "gc-"+gid ||
-					n.xf != "ann" || n.gid != gid || r.To().Address.User != "ann" {
-					t.Errorf("%s/%s: not a marked copy of %q:\n%s", p.login, p.transport, text, r)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine, func(c *configs.Config) { c.Delivery.CopyToSender = true })
+		e := newEchoSetup(t, s)
+		gid := fmt.Sprint(e.id)
+		isCopy := func(p *phone, r *sip.Request, text string) {
+			t.Helper()
+			n := notificationsOf([]*sip.Request{r})[0]
+			if h := r.GetHeader("X-GC-Copy"); h == nil || h.Value() != "sent" || n.body != text || n.from != "gc-"+gid ||
+				n.xf != "ann" || n.gid != gid || r.To().Address.User != "ann" {
+				t.Errorf("%s/%s: not a marked copy of %q:\n%s", p.login, p.transport, text, r)
+			}
+		}
+		notCopy := func(r *sip.Request) {
+			t.Helper()
+			if r.GetHeader("X-GC-Copy") != nil {
+				t.Errorf("own's delivery is marked as a copy:\n%s", r)
+			}
+		}
+
+		var mid uint64
+		if n := deliveriesAdded(s, func() { mid = sendMID(t, s, "ann", map[string]any{"id": e.id, "mb": "over http"}) }); n != 1 {
+			t.Errorf("a post over HTTP recorded %d deliveries, want 1 (own's)", n)
+		}
+		notCopy(waitMID(t, e.own, mid))
+		for _, p := range []*phone{e.annUDP, e.annTCP} {
+			isCopy(p, waitMID(t, p, mid), "over http")
+		}
+		waitBody(t, e.annGosip, "over http")
+
+		// Over SIP the posting device is skipped, by its flow.
+		mid2 := postSIP(t, e.annUDP, e.id, "over sip")
+		notCopy(waitMID(t, e.own, mid2))
+		isCopy(e.annTCP, waitMID(t, e.annTCP, mid2), "over sip")
+		waitBody(t, e.annGosip, "over sip")
+		mid3 := postGosip(t, s, e.annGosip, e.id, "over gosip")
+		for _, p := range []*phone{e.annUDP, e.annTCP} {
+			isCopy(p, waitMID(t, p, mid3), "over gosip")
+		}
+		noneOf(t, []*phone{e.annUDP}, mid2)
+		noBody(t, e.annGosip, "over gosip")
+		for p, mids := range map[*phone][]uint64{e.annUDP: {mid, mid3}, e.annTCP: {mid, mid2, mid3}} {
+			for _, m := range mids {
+				if n := len(withMID(p.received(), m)); n != 1 {
+					t.Errorf("%s/%s received %d copies of %d, want 1", p.login, p.transport, n, m)
 				}
 			}
-			notCopy := func(r *sip.Request) {
-				t.Helper()
-				if r.GetHeader("X-GC-Copy") != nil {
-					t.Errorf("own's delivery is marked as a copy:\n%s", r)
-				}
-			}
+		}
 
-			var mid uint64
-			if n := deliveriesAdded(s, func() { mid = sendMID(t, s, "ann", map[string]any{"id": e.id, "mb": "over http"}) }); n != 1 {
-				t.Errorf("a post over HTTP recorded %d deliveries, want 1 (own's)", n)
-			}
-			notCopy(waitMID(t, e.own, mid))
-			for _, p := range []*phone{e.annUDP, e.annTCP} {
-				isCopy(p, waitMID(t, p, mid), "over http")
-			}
-			waitBody(t, e.annGosip, "over http")
-
-			// Over SIP the posting device is skipped, by its flow.
-			mid2 := postSIP(t, e.annUDP, e.id, "over sip")
-			notCopy(waitMID(t, e.own, mid2))
-			isCopy(e.annTCP, waitMID(t, e.annTCP, mid2), "over sip")
-			waitBody(t, e.annGosip, "over sip")
-			mid3 := postGosip(t, s, e.annGosip, e.id, "over gosip")
-			for _, p := range []*phone{e.annUDP, e.annTCP} {
-				isCopy(p, waitMID(t, p, mid3), "over gosip")
-			}
-			noneOf(t, []*phone{e.annUDP}, mid2)
-			noBody(t, e.annGosip, "over gosip")
-			for p, mids := range map[*phone][]uint64{e.annUDP: {mid, mid3}, e.annTCP: {mid, mid2, mid3}} {
-				for _, m := range mids {
-					if n := len(withMID(p.received(), m)); n != 1 {
-						t.Errorf("%s/%s received %d copies of %d, want 1", p.login, p.transport, n, m)
-					}
-				}
-			}
-
-			// Nothing was kept: a device registered now gets no copy.
-			late := newPhone(t, s, "ann", "TCP")
-			late.register()
-			noneOf(t, []*phone{late}, mid, mid2, mid3)
-			eventually(t, func() bool { return value(t, s, "gchd_delivery_pending", nil) == 0 })
-		})
-	}
+		// Nothing was kept: a device registered now gets no copy.
+		late := newPhone(t, s, "ann", "TCP")
+		late.register()
+		noneOf(t, []*phone{late}, mid, mid2, mid3)
+		eventually(t, func() bool { return value(t, s, "gchd_delivery_pending", nil) == 0 })
+	})
 }

@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // page is a getMessages answer.
@@ -68,9 +69,8 @@ var specTime = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$`)
 // over 500 messages every MID comes exactly once, in order, and more turns
 // false at the group's first event.
 func TestHistoryBackward(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		for _, l := range []string{"own", "mem", "wai"} {
 			s.addAccount(l, "pw-"+l, "")
@@ -205,9 +205,8 @@ func TestHistoryBackward(t *testing.T) {
 // messages of others she has not read; readUpTo, readMessage of the newest
 // message and delMessage change the count as a user expects.
 func TestUnreadCounts(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		for _, l := range []string{"own", "ann", "bob", "carl", "wai", "lef", "non"} {
 			s.addAccount(l, "pw-"+l, "")
@@ -339,9 +338,8 @@ var gcNotice = regexp.MustCompile(`^~\[GC M:'(NG|EG|DG|DM)' GID:(\d+) MID:(\d+)\
 // for each, and the confirmation settles the delivery; a notification that
 // was never the caller's is still 444.
 func TestConfirmNotifications(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		for _, l := range []string{"own", "ann", "wai", "non", "late"} {
 			s.addAccount(l, "pw-"+l, "")
@@ -459,30 +457,32 @@ func pendingMIDs(t *testing.T, s *server, login string) []uint64 {
 // A phone's owner whose app confirms every ~[GC ...] and every message her
 // phone shows gets 200 for each.
 func TestConfirmWhatThePhoneShows(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "ann"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	ann := newPhone(t, s, "ann", "UDP")
-	ann.register()
-	id := groupOf(t, s, "own", "ann")
-	s.must("ann", "joinGroup", map[string]any{"id": id})
-	s.must("own", "setGroupSubject", map[string]any{"id": id, "gs": "New"})
-	m := sendMID(t, s, "own", map[string]any{"id": id, "mb": "hello"})
-	s.must("own", "delMessage", map[string]any{"id": id, "mid": m})
-	got := notificationsOf(ann.waitFor(5)) // NG, EG, EG, the message, DM
-	for _, n := range got {
-		mid := n.mid
-		if sm := gcNotice.FindStringSubmatch(n.body); sm != nil {
-			mid, _ = strconv.ParseUint(sm[3], 10, 64)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "ann"} {
+			s.addAccount(l, "pw-"+l, "")
 		}
-		for _, gm := range []string{"confMessage", "readMessage"} {
-			r := s.call("ann", "pw-ann", gm, map[string]any{"id": id, "mid": mid})
-			// The message was deleted before the app confirmed it: its MID
-			// now stands for the DM, which ann received.
-			if r.code() != 200 {
-				t.Errorf("%s of %q (MID %d): %s", gm, n.body, mid, r)
+		ann := newPhone(t, s, "ann", "UDP")
+		ann.register()
+		id := groupOf(t, s, "own", "ann")
+		s.must("ann", "joinGroup", map[string]any{"id": id})
+		s.must("own", "setGroupSubject", map[string]any{"id": id, "gs": "New"})
+		m := sendMID(t, s, "own", map[string]any{"id": id, "mb": "hello"})
+		s.must("own", "delMessage", map[string]any{"id": id, "mid": m})
+		got := notificationsOf(ann.waitFor(5)) // NG, EG, EG, the message, DM
+		for _, n := range got {
+			mid := n.mid
+			if sm := gcNotice.FindStringSubmatch(n.body); sm != nil {
+				mid, _ = strconv.ParseUint(sm[3], 10, 64)
+			}
+			for _, gm := range []string{"confMessage", "readMessage"} {
+				r := s.call("ann", "pw-ann", gm, map[string]any{"id": id, "mid": mid})
+				// The message was deleted before the app confirmed it: its MID
+				// now stands for the DM, which ann received.
+				if r.code() != 200 {
+					t.Errorf("%s of %q (MID %d): %s", gm, n.body, mid, r)
+				}
 			}
 		}
-	}
+	})
 }

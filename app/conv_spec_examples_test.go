@@ -9,8 +9,8 @@ import (
 	"net/url"
 	"testing"
 
+	"gchd/internal/testkit"
 	"gchd/storage"
-	"gchd/storage/storagetest"
 )
 
 // setLastID makes the next row of table take last+1 as its ID, as in a
@@ -67,15 +67,14 @@ func setLastID(t *testing.T, dsn, table, column string, last int64) {
 // numbers as strings are read as the reference read them. Malformed pm
 // still gets 400 and changes nothing.
 func TestSpecExamplesVerbatim(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
-		db, err := storage.Open(context.Background(), dsn, storage.Options{})
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
+		db, err := storage.Open(context.Background(), cfg.Database, storage.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		db.Close()
-		setLastID(t, dsn, "chat_groups", "id", 99)
+		setLastID(t, cfg.Database, "chat_groups", "id", 99)
 		s := start(t, cfg)
 
 		// The logins of the examples; the owner is the "go" of getGroup's.
@@ -108,8 +107,8 @@ func TestSpecExamplesVerbatim(t *testing.T) {
 
 		// Restart with the counters at the examples' next MID and group.
 		s.stop()
-		setLastID(t, dsn, "events", "mid", 122)
-		setLastID(t, dsn, "chat_groups", "id", 84277)
+		setLastID(t, cfg.Database, "events", "mid", 122)
+		setLastID(t, cfg.Database, "chat_groups", "id", 84277)
 		s = start(t, cfg)
 
 		for i, from := range []string{"1000005", "1000001"} {

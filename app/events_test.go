@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"gchd/configs"
+	"gchd/internal/testkit"
 	"gchd/storage"
-	"gchd/storage/storagetest"
 )
 
 // sseEvent is one event of a stream as a client parses it.
@@ -205,193 +205,187 @@ func eventsServer(t *testing.T, engine storage.Engine, mutate ...func(*configs.C
 // API and over SIP reach the right streams, in MID order, with the fields
 // and values getMessages shows; the sender's own are on her streams too.
 func TestEventStreams(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := eventsServer(t, engine)
-			if r := s.get("/gch/events", "", "", nil); r.status != 401 || !strings.HasPrefix(r.header.Get("WWW-Authenticate"), `Basic realm="test.local"`) {
-				t.Fatalf("without credentials: %s %v", r, r.header)
-			}
-			if r := s.get("/gch/events", "alice", "wrong", nil); r.status != 401 {
-				t.Fatalf("wrong password: %s", r)
-			}
-			if r := s.get("/gch/events", "alice", "pw-alice", map[string][]string{"last_event_id": {"x1"}}); r.status != 400 {
-				t.Fatalf("last_event_id x1: %s", r)
-			}
-			id := groupOf(t, s, "alice", "bob")
-			s.must("bob", "joinGroup", map[string]any{"id": id})
-			other := groupOf(t, s, "carol") // nobody of the streams is in it
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := eventsServer(t, engine)
+		if r := s.get("/gch/events", "", "", nil); r.status != 401 || !strings.HasPrefix(r.header.Get("WWW-Authenticate"), `Basic realm="test.local"`) {
+			t.Fatalf("without credentials: %s %v", r, r.header)
+		}
+		if r := s.get("/gch/events", "alice", "wrong", nil); r.status != 401 {
+			t.Fatalf("wrong password: %s", r)
+		}
+		if r := s.get("/gch/events", "alice", "pw-alice", map[string][]string{"last_event_id": {"x1"}}); r.status != 400 {
+			t.Fatalf("last_event_id x1: %s", r)
+		}
+		id := groupOf(t, s, "alice", "bob")
+		s.must("bob", "joinGroup", map[string]any{"id": id})
+		other := groupOf(t, s, "carol") // nobody of the streams is in it
 
-			alice1, alice2 := openEvents(t, s, "alice", nil, ""), openEvents(t, s, "alice", nil, "")
-			bob := openEvents(t, s, "bob", nil, "")
-			for k, v := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"} {
-				if got := bob.res.Header.Get(k); got != v {
-					t.Errorf("%s: %q, want %q", k, got, v)
-				}
+		alice1, alice2 := openEvents(t, s, "alice", nil, ""), openEvents(t, s, "alice", nil, "")
+		bob := openEvents(t, s, "bob", nil, "")
+		for k, v := range map[string]string{"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"} {
+			if got := bob.res.Header.Get(k); got != v {
+				t.Errorf("%s: %q, want %q", k, got, v)
 			}
-			phone := newPhone(t, s, "bob", "UDP")
-			phone.register()
+		}
+		phone := newPhone(t, s, "bob", "UDP")
+		phone.register()
 
-			// A fresh stream starts live: nothing of before.
-			alice1.none(200*time.Millisecond, "a stream without Last-Event-ID")
-			byAPI := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "über die API 🎉", "dn": "Alice A."})
-			sendMID(t, s, "carol", map[string]any{"id": other, "mb": "not for them"})
-			res := phone.message(fmt.Sprintf("gc-%d", id), "über SIP")
-			if res.StatusCode != 202 || res.GetHeader("X-GC-MID") == nil {
-				t.Fatalf("SIP post: %s", res.StartLine())
-			}
-			bySIP, _ := strconv.ParseUint(res.GetHeader("X-GC-MID").Value(), 10, 64)
-			if !(byAPI < bySIP) {
-				t.Fatalf("MIDs %d then %d", byAPI, bySIP)
-			}
+		// A fresh stream starts live: nothing of before.
+		alice1.none(200*time.Millisecond, "a stream without Last-Event-ID")
+		byAPI := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "über die API 🎉", "dn": "Alice A."})
+		sendMID(t, s, "carol", map[string]any{"id": other, "mb": "not for them"})
+		res := phone.message(fmt.Sprintf("gc-%d", id), "über SIP")
+		if res.StatusCode != 202 || res.GetHeader("X-GC-MID") == nil {
+			t.Fatalf("SIP post: %s", res.StartLine())
+		}
+		bySIP, _ := strconv.ParseUint(res.GetHeader("X-GC-MID").Value(), 10, 64)
+		if !(byAPI < bySIP) {
+			t.Fatalf("MIDs %d then %d", byAPI, bySIP)
+		}
 
-			var hist struct{ M []map[string]any }
-			s.must("alice", "getMessages", map[string]any{"id": id}).json(t, &hist)
-			logged := map[uint64]map[string]any{}
-			for _, m := range hist.M {
-				logged[uint64(m["mid"].(float64))] = m
-			}
-			for name, st := range map[string]*sseStream{"alice 1": alice1, "alice 2": alice2, "bob": bob} {
-				var raw []sseEvent
-				for range 2 {
-					ev, ok := st.next(15 * time.Second)
-					if !ok {
-						t.Fatalf("%s: %d events, want 2", name, len(raw))
-					}
-					raw = append(raw, ev)
+		var hist struct{ M []map[string]any }
+		s.must("alice", "getMessages", map[string]any{"id": id}).json(t, &hist)
+		logged := map[uint64]map[string]any{}
+		for _, m := range hist.M {
+			logged[uint64(m["mid"].(float64))] = m
+		}
+		for name, st := range map[string]*sseStream{"alice 1": alice1, "alice 2": alice2, "bob": bob} {
+			var raw []sseEvent
+			for range 2 {
+				ev, ok := st.next(15 * time.Second)
+				if !ok {
+					t.Fatalf("%s: %d events, want 2", name, len(raw))
 				}
-				var got []uint64
-				for _, ev := range raw {
-					var m map[string]any
-					json.Unmarshal([]byte(ev.data), &m)
-					if m["gid"] != float64(id) {
-						t.Errorf("%s: gid %v, want %d", name, m["gid"], id)
-					}
-					delete(m, "gid")
-					mid := uint64(m["mid"].(float64))
-					if want := logged[mid]; fmt.Sprint(m) != fmt.Sprint(want) {
-						t.Errorf("%s: event %v, getMessages %v", name, m, want)
-					}
-					got = append(got, mid)
-				}
-				if !slices.Equal(got, []uint64{byAPI, bySIP}) {
-					t.Errorf("%s: MIDs %v, want %v", name, got, []uint64{byAPI, bySIP})
-				}
-				st.none(200*time.Millisecond, name+" after the two messages")
+				raw = append(raw, ev)
 			}
-			if v, _ := metricValue(t, s, "gchd_http_event_streams"); v != 3 {
-				t.Errorf("gchd_http_event_streams = %v, want 3", v)
+			var got []uint64
+			for _, ev := range raw {
+				var m map[string]any
+				json.Unmarshal([]byte(ev.data), &m)
+				if m["gid"] != float64(id) {
+					t.Errorf("%s: gid %v, want %d", name, m["gid"], id)
+				}
+				delete(m, "gid")
+				mid := uint64(m["mid"].(float64))
+				if want := logged[mid]; fmt.Sprint(m) != fmt.Sprint(want) {
+					t.Errorf("%s: event %v, getMessages %v", name, m, want)
+				}
+				got = append(got, mid)
 			}
-			alice2.close()
-			eventually(t, func() bool { v, _ := metricValue(t, s, "gchd_http_event_streams"); return v == 2 })
-		})
-	}
+			if !slices.Equal(got, []uint64{byAPI, bySIP}) {
+				t.Errorf("%s: MIDs %v, want %v", name, got, []uint64{byAPI, bySIP})
+			}
+			st.none(200*time.Millisecond, name+" after the two messages")
+		}
+		if v, _ := metricValue(t, s, "gchd_http_event_streams"); v != 3 {
+			t.Errorf("gchd_http_event_streams = %v, want 3", v)
+		}
+		alice2.close()
+		eventually(t, func() bool { v, _ := metricValue(t, s, "gchd_http_event_streams"); return v == 2 })
+	})
 }
 
 // A client that reconnects with Last-Event-ID (or last_event_id) gets what
 // it missed from the log, then live events, with no gap and nothing
 // twice, also while messages keep coming.
 func TestEventStreamResume(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := eventsServer(t, engine)
-			id := groupOf(t, s, "alice", "bob")
-			s.must("bob", "joinGroup", map[string]any{"id": id})
-			bob := openEvents(t, s, "bob", nil, "")
-			first := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "one"})
-			if got := bob.take(1); got[0].MID != first || got[0].MB != "one" {
-				t.Fatalf("first event %+v", got)
-			}
-			bob.close()
-			missed := []uint64{
-				sendMID(t, s, "alice", map[string]any{"id": id, "mb": "two"}),
-				sendMID(t, s, "bob", map[string]any{"id": id, "mb": "three, bob's own"}),
-			}
-			s.must("alice", "setGroupSubject", map[string]any{"id": id, "gs": "Renamed"})
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := eventsServer(t, engine)
+		id := groupOf(t, s, "alice", "bob")
+		s.must("bob", "joinGroup", map[string]any{"id": id})
+		bob := openEvents(t, s, "bob", nil, "")
+		first := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "one"})
+		if got := bob.take(1); got[0].MID != first || got[0].MB != "one" {
+			t.Fatalf("first event %+v", got)
+		}
+		bob.close()
+		missed := []uint64{
+			sendMID(t, s, "alice", map[string]any{"id": id, "mb": "two"}),
+			sendMID(t, s, "bob", map[string]any{"id": id, "mb": "three, bob's own"}),
+		}
+		s.must("alice", "setGroupSubject", map[string]any{"id": id, "gs": "Renamed"})
 
-			// The header, as EventSource sends it; it wins over the query
-			// the stream was first opened with.
-			re := openEvents(t, s, "bob", http.Header{"Last-Event-ID": {strconv.FormatUint(first, 10)}}, "last_event_id=0")
-			got := re.take(3)
-			if !slices.Equal(midsOf(got[:2]), missed) || got[2].K != "EG" || got[2].MID <= missed[1] {
-				t.Fatalf("resumed with %+v, want %v then EG", got, missed)
-			}
-			live := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "four"})
-			if g := re.take(1); g[0].MID != live {
-				t.Fatalf("live after resume: %+v, want %d", g, live)
-			}
-			re.none(200*time.Millisecond, "after the live event")
-			re.close()
-			// The query, for clients that cannot set headers.
-			q := openEvents(t, s, "bob", nil, "last_event_id="+strconv.FormatUint(missed[1], 10))
-			if g := q.take(2); g[0].K != "EG" || g[1].MID != live {
-				t.Fatalf("resumed by query: %+v", g)
-			}
-			q.close()
+		// The header, as EventSource sends it; it wins over the query
+		// the stream was first opened with.
+		re := openEvents(t, s, "bob", http.Header{"Last-Event-ID": {strconv.FormatUint(first, 10)}}, "last_event_id=0")
+		got := re.take(3)
+		if !slices.Equal(midsOf(got[:2]), missed) || got[2].K != "EG" || got[2].MID <= missed[1] {
+			t.Fatalf("resumed with %+v, want %v then EG", got, missed)
+		}
+		live := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "four"})
+		if g := re.take(1); g[0].MID != live {
+			t.Fatalf("live after resume: %+v, want %d", g, live)
+		}
+		re.none(200*time.Millisecond, "after the live event")
+		re.close()
+		// The query, for clients that cannot set headers.
+		q := openEvents(t, s, "bob", nil, "last_event_id="+strconv.FormatUint(missed[1], 10))
+		if g := q.take(2); g[0].K != "EG" || g[1].MID != live {
+			t.Fatalf("resumed by query: %+v", g)
+		}
+		q.close()
 
-			// Reconnecting again and again while alice posts: every MID
-			// once, in order.
-			const total = 120
-			var posted []uint64
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				for n := range total {
-					posted = append(posted, sendMID(t, s, "alice", map[string]any{"id": id, "mb": fmt.Sprint("burst ", n)}))
-				}
-			}()
-			var seen []uint64
-			last := live
-			for len(seen) < total {
-				st := openEvents(t, s, "bob", http.Header{"Last-Event-ID": {strconv.FormatUint(last, 10)}}, "")
-				for range 1 + len(seen)%17 {
-					ev, ok := st.next(15 * time.Second)
-					if !ok {
-						t.Fatalf("stalled after %d of %d", len(seen), total)
-					}
-					e := ev.decode(t)
-					seen = append(seen, e.MID)
-					last = e.MID
-					if len(seen) == total {
-						break
-					}
-				}
-				st.close()
+		// Reconnecting again and again while alice posts: every MID
+		// once, in order.
+		const total = 120
+		var posted []uint64
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for n := range total {
+				posted = append(posted, sendMID(t, s, "alice", map[string]any{"id": id, "mb": fmt.Sprint("burst ", n)}))
 			}
-			<-done
-			if !slices.Equal(seen, posted) {
-				t.Fatalf("resumed streams showed %v,\nposted %v", seen, posted)
+		}()
+		var seen []uint64
+		last := live
+		for len(seen) < total {
+			st := openEvents(t, s, "bob", http.Header{"Last-Event-ID": {strconv.FormatUint(last, 10)}}, "")
+			for range 1 + len(seen)%17 {
+				ev, ok := st.next(15 * time.Second)
+				if !ok {
+					t.Fatalf("stalled after %d of %d", len(seen), total)
+				}
+				e := ev.decode(t)
+				seen = append(seen, e.MID)
+				last = e.MID
+				if len(seen) == total {
+					break
+				}
 			}
-		})
-	}
+			st.close()
+		}
+		<-done
+		if !slices.Equal(seen, posted) {
+			t.Fatalf("resumed streams showed %v,\nposted %v", seen, posted)
+		}
+	})
 }
 
 // A member removed from a group gets the notice of her removal and then
 // nothing more of it; her other groups go on.
 func TestEventStreamMemberRemoved(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := eventsServer(t, engine)
-			id := groupOf(t, s, "alice", "carol")
-			s.must("carol", "joinGroup", map[string]any{"id": id})
-			still := groupOf(t, s, "bob", "carol")
-			s.must("carol", "joinGroup", map[string]any{"id": still})
-			carol := openEvents(t, s, "carol", nil, "")
-			before := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "before"})
-			s.must("alice", "delMember", map[string]any{"id": id, "gm": []string{"carol"}})
-			sendMID(t, s, "alice", map[string]any{"id": id, "mb": "after: not for carol"})
-			marker := sendMID(t, s, "bob", map[string]any{"id": still, "mb": "the other group"})
-			got := carol.take(3)
-			if got[0].MID != before || got[1].K != "EG" || got[1].GID != id || got[2].MID != marker {
-				t.Fatalf("carol's stream: %+v", got)
-			}
-			// Nor does a resume from before her removal show more.
-			re := openEvents(t, s, "carol", http.Header{"Last-Event-ID": {strconv.FormatUint(before-1, 10)}}, "")
-			if g := re.take(3); !slices.Equal(midsOf(g), midsOf(got)) {
-				t.Fatalf("resumed: %+v, live %+v", g, got)
-			}
-			re.none(200*time.Millisecond, "resumed after the marker")
-		})
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := eventsServer(t, engine)
+		id := groupOf(t, s, "alice", "carol")
+		s.must("carol", "joinGroup", map[string]any{"id": id})
+		still := groupOf(t, s, "bob", "carol")
+		s.must("carol", "joinGroup", map[string]any{"id": still})
+		carol := openEvents(t, s, "carol", nil, "")
+		before := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "before"})
+		s.must("alice", "delMember", map[string]any{"id": id, "gm": []string{"carol"}})
+		sendMID(t, s, "alice", map[string]any{"id": id, "mb": "after: not for carol"})
+		marker := sendMID(t, s, "bob", map[string]any{"id": still, "mb": "the other group"})
+		got := carol.take(3)
+		if got[0].MID != before || got[1].K != "EG" || got[1].GID != id || got[2].MID != marker {
+			t.Fatalf("carol's stream: %+v", got)
+		}
+		// Nor does a resume from before her removal show more.
+		re := openEvents(t, s, "carol", http.Header{"Last-Event-ID": {strconv.FormatUint(before-1, 10)}}, "")
+		if g := re.take(3); !slices.Equal(midsOf(g), midsOf(got)) {
+			t.Fatalf("resumed: %+v, live %+v", g, got)
+		}
+		re.none(200*time.Millisecond, "resumed after the marker")
+	})
 }
 
 // Streams are bounded per account and per source (429, Retry-After).
@@ -478,121 +472,103 @@ func openRaw(t testing.TB, s *server, login string, rcvbuf int) *rawStream {
 // comments keep an idle stream open, and a stream outlives the server's
 // read and write timeouts.
 func TestEventStreamSlowReaderAndKeepalive(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			cfg := testConfig(t, engine)
-			cfg.HTTP.EventsWriteTimeout = 500 * time.Millisecond
-			cfg.HTTP.EventsKeepalive = 200 * time.Millisecond
-			s := startTuned(t, cfg, func(a *App) {
-				// As if the server's own timeouts were short: a stream
-				// must not end when they pass.
-				for _, h := range a.httpServers {
-					h.srv.ReadTimeout, h.srv.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
-				}
-			})
-			for _, l := range []string{"alice", "bob", "carol"} {
-				s.addAccount(l, "pw-"+l, l)
-			}
-			id := groupOf(t, s, "alice", "bob", "carol")
-			s.must("bob", "joinGroup", map[string]any{"id": id})
-			s.must("carol", "joinGroup", map[string]any{"id": id})
-			reader := openEvents(t, s, "carol", nil, "")
-			slow := openRaw(t, s, "bob", 4096)
-
-			time.Sleep(time.Second) // past the server's timeouts, idle
-			reader.mu.Lock()
-			keepalives := len(reader.comments)
-			reader.mu.Unlock()
-			if keepalives < 2 {
-				t.Errorf("%d keep-alive comments in a second of silence every 200ms", keepalives)
-			}
-			first := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "after a quiet second"})
-			if got := reader.take(1); got[0].MID != first {
-				t.Fatalf("after the server's timeouts: %+v", got)
-			}
-
-			// 16 KiB messages until the server gives up on bob, who reads
-			// nothing.
-			text := strings.Repeat("x", 16<<10)
-			sent := 1
-			deadline := time.Now().Add(60 * time.Second)
-			for !metricAtLeast(t, s, `gchd_http_event_streams_dropped_total{reason="write_timeout"}`, 1) &&
-				!metricAtLeast(t, s, `gchd_http_event_streams_dropped_total{reason="backlog"}`, 1) {
-				if time.Now().After(deadline) {
-					t.Fatalf("the slow reader is still served after %d messages", sent)
-				}
-				sendMID(t, s, "alice", map[string]any{"id": id, "mb": text})
-				sent++
-				if sent%50 == 0 {
-					time.Sleep(600 * time.Millisecond) // a write blocks for the timeout
-				}
-			}
-			byTimeout, _ := metricValue(t, s, `gchd_http_event_streams_dropped_total{reason="write_timeout"}`)
-			byBacklog, _ := metricValue(t, s, `gchd_http_event_streams_dropped_total{reason="backlog"}`)
-			t.Logf("slow reader dropped after %d messages of 16 KiB (write_timeout %v, backlog %v)", sent, byTimeout, byBacklog)
-			if got := reader.take(sent - 1); len(got) != sent-1 {
-				t.Fatalf("the reader that kept up got %d of %d", len(got), sent-1)
-			}
-			eventually(t, func() bool { v, _ := metricValue(t, s, "gchd_http_event_streams"); return v == 1 })
-			// The dropped stream's connection is closed: after what is in
-			// its buffers, bob's socket reads the end.
-			slow.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
-			if _, err := io.Copy(io.Discard, slow.br); err != nil {
-				t.Fatalf("the dropped stream's connection did not end: %v", err)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
+		cfg.HTTP.EventsWriteTimeout = 500 * time.Millisecond
+		cfg.HTTP.EventsKeepalive = 200 * time.Millisecond
+		s := startTuned(t, cfg, func(a *App) {
+			// As if the server's own timeouts were short: a stream
+			// must not end when they pass.
+			for _, h := range a.httpServers {
+				h.srv.ReadTimeout, h.srv.WriteTimeout = 300*time.Millisecond, 300*time.Millisecond
 			}
 		})
-	}
+		for _, l := range []string{"alice", "bob", "carol"} {
+			s.addAccount(l, "pw-"+l, l)
+		}
+		id := groupOf(t, s, "alice", "bob", "carol")
+		s.must("bob", "joinGroup", map[string]any{"id": id})
+		s.must("carol", "joinGroup", map[string]any{"id": id})
+		reader := openEvents(t, s, "carol", nil, "")
+		slow := openRaw(t, s, "bob", 4096)
+
+		time.Sleep(time.Second) // past the server's timeouts, idle
+		reader.mu.Lock()
+		keepalives := len(reader.comments)
+		reader.mu.Unlock()
+		if keepalives < 2 {
+			t.Errorf("%d keep-alive comments in a second of silence every 200ms", keepalives)
+		}
+		first := sendMID(t, s, "alice", map[string]any{"id": id, "mb": "after a quiet second"})
+		if got := reader.take(1); got[0].MID != first {
+			t.Fatalf("after the server's timeouts: %+v", got)
+		}
+
+		// 16 KiB messages until the server gives up on bob, who reads
+		// nothing.
+		text := strings.Repeat("x", 16<<10)
+		sent := 1
+		deadline := time.Now().Add(60 * time.Second)
+		for !metricAtLeast(t, s, `gchd_http_event_streams_dropped_total{reason="write_timeout"}`, 1) &&
+			!metricAtLeast(t, s, `gchd_http_event_streams_dropped_total{reason="backlog"}`, 1) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the slow reader is still served after %d messages", sent)
+			}
+			sendMID(t, s, "alice", map[string]any{"id": id, "mb": text})
+			sent++
+			if sent%50 == 0 {
+				time.Sleep(600 * time.Millisecond) // a write blocks for the timeout
+			}
+		}
+		byTimeout, _ := metricValue(t, s, `gchd_http_event_streams_dropped_total{reason="write_timeout"}`)
+		byBacklog, _ := metricValue(t, s, `gchd_http_event_streams_dropped_total{reason="backlog"}`)
+		t.Logf("slow reader dropped after %d messages of 16 KiB (write_timeout %v, backlog %v)", sent, byTimeout, byBacklog)
+		if got := reader.take(sent - 1); len(got) != sent-1 {
+			t.Fatalf("the reader that kept up got %d of %d", len(got), sent-1)
+		}
+		eventually(t, func() bool { v, _ := metricValue(t, s, "gchd_http_event_streams"); return v == 1 })
+		// The dropped stream's connection is closed: after what is in
+		// its buffers, bob's socket reads the end.
+		slow.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		if _, err := io.Copy(io.Discard, slow.br); err != nil {
+			t.Fatalf("the dropped stream's connection did not end: %v", err)
+		}
+	})
 }
 
 // startTuned is start with a hook between New and Run.
 func startTuned(t testing.TB, cfg configs.Config, tune func(*App)) *server {
 	t.Helper()
-	if err := cfg.Validate(); err != nil {
-		t.Fatalf("test config: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, testLogger())
-	if err != nil {
-		cancel()
-		t.Fatalf("start gchd: %v", err)
-	}
-	tune(a)
-	s := &server{t: t, app: a, cfg: cfg, base: "http://" + a.HTTPAddr(), cancel: cancel, done: make(chan error, 1),
-		client: &http.Client{Timeout: 30 * time.Second}}
-	go func() { s.done <- a.Run(ctx) }()
-	t.Cleanup(s.stop)
-	return s
+	return startWith(t, cfg, testLogger(), tune)
 }
 
 // Shutdown ends every stream at once and cleanly (the response ends as
 // HTTP says), rather than wait out the grace period.
 func TestEventStreamShutdown(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := eventsServer(t, engine, func(c *configs.Config) { c.Shutdown.Grace = 20 * time.Second })
-			var streams []*sseStream
-			for _, l := range []string{"alice", "alice", "bob", "carol"} {
-				streams = append(streams, openEvents(t, s, l, nil, ""))
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := eventsServer(t, engine, func(c *configs.Config) { c.Shutdown.Grace = 20 * time.Second })
+		var streams []*sseStream
+		for _, l := range []string{"alice", "alice", "bob", "carol"} {
+			streams = append(streams, openEvents(t, s, l, nil, ""))
+		}
+		start := time.Now()
+		s.stop()
+		took := time.Since(start)
+		for i, st := range streams {
+			select {
+			case <-st.ended:
+			case <-time.After(5 * time.Second):
+				t.Fatalf("stream %d still open after the server stopped", i)
 			}
-			start := time.Now()
-			s.stop()
-			took := time.Since(start)
-			for i, st := range streams {
-				select {
-				case <-st.ended:
-				case <-time.After(5 * time.Second):
-					t.Fatalf("stream %d still open after the server stopped", i)
-				}
-				if st.endErr != io.EOF {
-					t.Errorf("stream %d ended with %v, want a clean end", i, st.endErr)
-				}
+			if st.endErr != io.EOF {
+				t.Errorf("stream %d ended with %v, want a clean end", i, st.endErr)
 			}
-			if took > 5*time.Second {
-				t.Errorf("stopping with 4 open streams took %v (grace 20s)", took)
-			}
-			t.Logf("stopped with 4 open streams in %v", took)
-		})
-	}
+		}
+		if took > 5*time.Second {
+			t.Errorf("stopping with 4 open streams took %v (grace 20s)", took)
+		}
+		t.Logf("stopped with 4 open streams in %v", took)
+	})
 }
 
 // memoryInUse is the heap and stacks in use after a collection, and the
@@ -667,33 +643,31 @@ func TestEventStreamIdleMemory(t *testing.T) {
 //
 //	go test -count=1 -run TestEventStreamLatency -v ./app/
 func TestEventStreamLatency(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			const posts = 200
-			s := eventsServer(t, engine)
-			id := groupOf(t, s, "alice", "bob")
-			s.must("bob", "joinGroup", map[string]any{"id": id})
-			bob := openEvents(t, s, "bob", nil, "")
-			var toEvent, toAnswer []time.Duration
-			for n := range posts {
-				start := time.Now()
-				mid := sendMID(t, s, "alice", map[string]any{"id": id, "mb": fmt.Sprint("ping ", n)})
-				answered := time.Since(start)
-				ev, ok := bob.next(10 * time.Second)
-				if !ok || ev.decode(t).MID != mid {
-					t.Fatalf("post %d: no event %d (%v, %s)", n, mid, ok, ev.data)
-				}
-				toEvent = append(toEvent, ev.at.Sub(start))
-				toAnswer = append(toAnswer, answered)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		const posts = 200
+		s := eventsServer(t, engine)
+		id := groupOf(t, s, "alice", "bob")
+		s.must("bob", "joinGroup", map[string]any{"id": id})
+		bob := openEvents(t, s, "bob", nil, "")
+		var toEvent, toAnswer []time.Duration
+		for n := range posts {
+			start := time.Now()
+			mid := sendMID(t, s, "alice", map[string]any{"id": id, "mb": fmt.Sprint("ping ", n)})
+			answered := time.Since(start)
+			ev, ok := bob.next(10 * time.Second)
+			if !ok || ev.decode(t).MID != mid {
+				t.Fatalf("post %d: no event %d (%v, %s)", n, mid, ok, ev.data)
 			}
-			slices.Sort(toEvent)
-			slices.Sort(toAnswer)
-			q := func(d []time.Duration, p float64) time.Duration { return d[int(p*float64(len(d)-1))] }
-			t.Logf("%s, %d posts one after another: post to event p50 %v, p99 %v, max %v; post to the API's answer p50 %v, p99 %v",
-				engine, posts, q(toEvent, .5), q(toEvent, .99), toEvent[len(toEvent)-1], q(toAnswer, .5), q(toAnswer, .99))
-			if p50 := q(toEvent, .5); p50 > 100*time.Millisecond {
-				t.Errorf("half the events took over %v from the post, want within 100 ms", p50)
-			}
-		})
-	}
+			toEvent = append(toEvent, ev.at.Sub(start))
+			toAnswer = append(toAnswer, answered)
+		}
+		slices.Sort(toEvent)
+		slices.Sort(toAnswer)
+		q := func(d []time.Duration, p float64) time.Duration { return d[int(p*float64(len(d)-1))] }
+		t.Logf("%s, %d posts one after another: post to event p50 %v, p99 %v, max %v; post to the API's answer p50 %v, p99 %v",
+			engine, posts, q(toEvent, .5), q(toEvent, .99), toEvent[len(toEvent)-1], q(toAnswer, .5), q(toAnswer, .99))
+		if p50 := q(toEvent, .5); p50 > 100*time.Millisecond {
+			t.Errorf("half the events took over %v from the post, want within 100 ms", p50)
+		}
+	})
 }

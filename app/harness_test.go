@@ -11,17 +11,16 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"gchd/configs"
+	"gchd/internal/testkit"
 	"gchd/storage"
-	"gchd/storage/storagetest"
 )
 
-const testDomain = "test.local"
+const testDomain = testkit.Domain
 
 // server is a real gchd started on ephemeral ports for one test.
 type server struct {
@@ -29,54 +28,45 @@ type server struct {
 	app    *App
 	cfg    configs.Config
 	base   string // http://127.0.0.1:port
-	cancel context.CancelFunc
-	done   chan error
+	run    *testkit.Running[*App]
 	client *http.Client
 }
 
 // testLogger logs to stderr when GCHD_TEST_LOG is set, else nowhere.
-func testLogger() *slog.Logger {
-	if os.Getenv("GCHD_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func testLogger() *slog.Logger { return testkit.Logger() }
 
 // testConfig is the configuration of a test server on a fresh database.
 func testConfig(t testing.TB, engine storage.Engine) configs.Config {
-	cfg := configs.Default()
-	cfg.Domain = testDomain
-	cfg.Database = storagetest.DSN(t, engine)
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.SIP.Addr = "127.0.0.1:0"
-	cfg.Storage.SQLiteSynchronous = "NORMAL"
-	cfg.Shutdown.Grace = 5 * time.Second
-	// Tests send hundreds of requests a second from one address; the
-	// limits have tests of their own.
-	cfg.Limits = configs.Limits{}
-	return cfg
+	t.Helper()
+	return testkit.Config(t, engine)
 }
 
 // start runs a server with cfg until the test ends.
 func start(t testing.TB, cfg configs.Config) *server {
 	t.Helper()
+	return startWith(t, cfg, testLogger(), nil)
+}
+
+// startWith is start with a logger and a hook between New and Run.
+func startWith(t testing.TB, cfg configs.Config, log *slog.Logger, tune func(*App)) *server {
+	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, testLogger())
-	if err != nil {
-		cancel()
-		t.Fatalf("start gchd: %v", err)
-	}
-	s := &server{t: t, app: a, cfg: cfg, base: "http://" + a.HTTPAddr(), cancel: cancel, done: make(chan error, 1),
+	run := testkit.Start(t, func(ctx context.Context) (*App, error) {
+		a, err := New(ctx, cfg, log)
+		if err == nil && tune != nil {
+			tune(a)
+		}
+		return a, err
+	})
+	a := run.Server
+	return &server{t: t, app: a, cfg: cfg, base: "http://" + a.HTTPAddr(), run: run,
 		client: &http.Client{Timeout: 30 * time.Second}}
-	go func() { s.done <- a.Run(ctx) }()
-	t.Cleanup(s.stop)
-	return s
 }
 
 func startEngine(t testing.TB, engine storage.Engine, mutate ...func(*configs.Config)) *server {
+	t.Helper()
 	cfg := testConfig(t, engine)
 	for _, m := range mutate {
 		m(&cfg)
@@ -84,19 +74,11 @@ func startEngine(t testing.TB, engine storage.Engine, mutate ...func(*configs.Co
 	return start(t, cfg)
 }
 
+// stop ends the server before the test does; a stand-in of a server
+// started elsewhere (run nil) has nothing to stop.
 func (s *server) stop() {
-	if s.cancel == nil {
-		return
-	}
-	s.cancel()
-	s.cancel = nil
-	select {
-	case err := <-s.done:
-		if err != nil {
-			s.t.Errorf("gchd stopped with %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		s.t.Errorf("gchd did not stop")
+	if s.run != nil {
+		s.run.Stop()
 	}
 }
 

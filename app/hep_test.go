@@ -158,7 +158,7 @@ func TestHEPMirror(t *testing.T) {
 	after := time.Now().Add(time.Millisecond)
 
 	server := netip.MustParseAddrPort(s.app.SIPAddr("UDP"))
-	phone := ann.udp.LocalAddr().(*net.UDPAddr).AddrPort()
+	phone := ann.sip.Conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	req := col.find(t, "REGISTER sip:", ann.callID)
 	if !strings.Contains(req.payload, "Authorization: Digest") {
 		req = col.find(t, "REGISTER sip:", ann.callID) // the first, unauthenticated, is also there

@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"gchd/internal/testkit"
+	"gchd/storage"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -105,7 +107,13 @@ func withPush(provider, prid, param string) phoneOption {
 
 func startPush(t *testing.T, g *pushGateway, mutate ...func(*configs.Config)) *server {
 	t.Helper()
-	return startEngine(t, "sqlite", append([]func(*configs.Config){func(c *configs.Config) {
+	return startPushOn(t, storage.SQLite, g, mutate...)
+}
+
+// startPushOn is startPush on a database of the engine.
+func startPushOn(t *testing.T, engine storage.Engine, g *pushGateway, mutate ...func(*configs.Config)) *server {
+	t.Helper()
+	return startEngine(t, engine, append([]func(*configs.Config){func(c *configs.Config) {
 		c.Push.GatewayURL = g.URL + "/_matrix/push/v1/notify"
 	}}, mutate...)...)
 }
@@ -242,7 +250,7 @@ func TestPushBurstAndUnregister(t *testing.T) {
 	if !slices.Equal(got, mids) {
 		t.Fatalf("after registering again bob received MIDs %v, want %v once each, in order", got, mids)
 	}
-	if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 1 || bs[0].Source != woken.udp.LocalAddr().String() {
+	if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 1 || bs[0].Source != woken.sip.Conn.LocalAddr().String() {
 		t.Errorf("bob's bindings %+v, want the one from the new port", bs)
 	}
 
@@ -297,65 +305,67 @@ func TestPushGatewayRetried(t *testing.T) {
 // pn-provider alone asks what the server supports and registers without
 // pushes; with no gateway the parameters are kept but not answered for.
 func TestPushParameters(t *testing.T) {
-	g := newPushGateway(t)
-	s := startPush(t, g)
-	s.addAccount("bob", "pw-bob", "Bob")
-	for _, c := range []struct {
-		name   string
-		uri    sip.HeaderParams // of the Contact URI
-		header sip.HeaderParams // of the Contact
-		reason string
-	}{
-		{"pn-prid without pn-provider", sip.HeaderParams{{K: "pn-prid", V: "token"}}, nil, "Push Parameters Without pn-provider"},
-		{"empty pn-prid", sip.HeaderParams{{K: "pn-provider", V: "apns"}, {K: "pn-prid", V: ""}}, nil, "Invalid pn-prid"},
-		{"empty pn-provider", sip.HeaderParams{{K: "pn-provider", V: ""}, {K: "pn-prid", V: "token"}}, nil, "Invalid pn-provider"},
-		{"space in pn-prid", nil, sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: `"a b"`}}, "Invalid pn-prid"},
-		{"pn-prid too long", sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: strings.Repeat("a", 1025)}}, nil, "Invalid pn-prid"},
-		{"quote in pn-param", nil, sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: "t"}, {K: "pn-param", V: `"a\"b"`}}, "Invalid pn-param"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			p := newPhone(t, s, "bob", "UDP")
-			p.contact.UriParams = c.uri
-			req := p.registerRequest(300)
-			if c.header != nil {
-				req.Contact().Params = c.header
-			}
-			res := p.send(req)
-			if res.StatusCode != 400 || res.Reason != c.reason {
-				t.Fatalf("REGISTER answered %s, want 400 %s", res.StartLine(), c.reason)
-			}
-		})
-	}
-	if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 0 {
-		t.Fatalf("refused registrations left bindings: %+v", bs)
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		g := newPushGateway(t)
+		s := startPushOn(t, engine, g)
+		s.addAccount("bob", "pw-bob", "Bob")
+		for _, c := range []struct {
+			name   string
+			uri    sip.HeaderParams // of the Contact URI
+			header sip.HeaderParams // of the Contact
+			reason string
+		}{
+			{"pn-prid without pn-provider", sip.HeaderParams{{K: "pn-prid", V: "token"}}, nil, "Push Parameters Without pn-provider"},
+			{"empty pn-prid", sip.HeaderParams{{K: "pn-provider", V: "apns"}, {K: "pn-prid", V: ""}}, nil, "Invalid pn-prid"},
+			{"empty pn-provider", sip.HeaderParams{{K: "pn-provider", V: ""}, {K: "pn-prid", V: "token"}}, nil, "Invalid pn-provider"},
+			{"space in pn-prid", nil, sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: `"a b"`}}, "Invalid pn-prid"},
+			{"pn-prid too long", sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: strings.Repeat("a", 1025)}}, nil, "Invalid pn-prid"},
+			{"quote in pn-param", nil, sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: "t"}, {K: "pn-param", V: `"a\"b"`}}, "Invalid pn-param"},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				p := newPhone(t, s, "bob", "UDP")
+				p.contact.UriParams = c.uri
+				req := p.registerRequest(300)
+				if c.header != nil {
+					req.Contact().Params = c.header
+				}
+				res := p.send(req)
+				if res.StatusCode != 400 || res.Reason != c.reason {
+					t.Fatalf("REGISTER answered %s, want 400 %s", res.StartLine(), c.reason)
+				}
+			})
+		}
+		if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 0 {
+			t.Fatalf("refused registrations left bindings: %+v", bs)
+		}
 
-	// Given as the Contact's own parameters, they are kept and listed
-	// back there.
-	p := newPhone(t, s, "bob", "UDP")
-	req := p.registerRequest(300)
-	req.Contact().Params = sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: "token-3"}}
-	res := p.send(req)
-	if c := res.GetHeader("Contact"); res.StatusCode != 200 || c == nil || !strings.Contains(c.Value(), ";pn-provider=fcm;pn-prid=token-3") {
-		t.Fatalf("REGISTER with header parameters: %s, Contact %v", res.StartLine(), c)
-	}
-	if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 1 || bs[0].Push.PRID != "token-3" {
-		t.Fatalf("stored %+v", bs)
-	}
+		// Given as the Contact's own parameters, they are kept and listed
+		// back there.
+		p := newPhone(t, s, "bob", "UDP")
+		req := p.registerRequest(300)
+		req.Contact().Params = sip.HeaderParams{{K: "pn-provider", V: "fcm"}, {K: "pn-prid", V: "token-3"}}
+		res := p.send(req)
+		if c := res.GetHeader("Contact"); res.StatusCode != 200 || c == nil || !strings.Contains(c.Value(), ";pn-provider=fcm;pn-prid=token-3") {
+			t.Fatalf("REGISTER with header parameters: %s, Contact %v", res.StartLine(), c)
+		}
+		if bs, _ := s.app.db.ListBindings(context.Background(), "bob", time.Now()); len(bs) != 1 || bs[0].Push.PRID != "token-3" {
+			t.Fatalf("stored %+v", bs)
+		}
 
-	// A query: pn-provider alone.
-	q := newPhone(t, s, "bob", "UDP")
-	q.contact.UriParams = sip.HeaderParams{{K: "pn-provider", V: "apns"}}
-	res = q.send(q.registerRequest(300))
-	if fc := res.GetHeader("Feature-Caps"); res.StatusCode != 200 || fc == nil || fc.Value() != `*;+sip.pns="apns"` {
-		t.Fatalf("query REGISTER: %s, Feature-Caps %v", res.StartLine(), fc)
-	}
+		// A query: pn-provider alone.
+		q := newPhone(t, s, "bob", "UDP")
+		q.contact.UriParams = sip.HeaderParams{{K: "pn-provider", V: "apns"}}
+		res = q.send(q.registerRequest(300))
+		if fc := res.GetHeader("Feature-Caps"); res.StatusCode != 200 || fc == nil || fc.Value() != `*;+sip.pns="apns"` {
+			t.Fatalf("query REGISTER: %s, Feature-Caps %v", res.StartLine(), fc)
+		}
 
-	// Without a gateway nothing is promised.
-	off := startEngine(t, "sqlite")
-	off.addAccount("bob", "pw-bob", "Bob")
-	p2 := newPhone(t, off, "bob", "UDP", withPush("apns", "token-4", ""))
-	if res := p2.register(); res.GetHeader("Feature-Caps") != nil {
-		t.Errorf("Feature-Caps without a push gateway: %v", res.GetHeader("Feature-Caps"))
-	}
+		// Without a gateway nothing is promised.
+		off := startEngine(t, engine)
+		off.addAccount("bob", "pw-bob", "Bob")
+		p2 := newPhone(t, off, "bob", "UDP", withPush("apns", "token-4", ""))
+		if res := p2.register(); res.GetHeader("Feature-Caps") != nil {
+			t.Errorf("Feature-Caps without a push gateway: %v", res.GetHeader("Feature-Caps"))
+		}
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"gchd/internal/testkit"
 	"net"
 	"net/http"
 	"net/url"
@@ -310,43 +311,41 @@ func TestSecurityOthersCannotLockOwnerOut(t *testing.T) {
 // An unknown login takes as long to refuse as a wrong password, so that
 // timing does not tell which logins exist.
 func TestSecurityUnknownLoginTiming(t *testing.T) {
-	for _, engine := range []storage.Engine{"sqlite", "postgres"} {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			s.addAccount("alice", "pw-alice", "")
-			client := httpFrom("127.0.0.1")
-			const tries = 400
-			var known, unknown []time.Duration
-			measure := func(login string) time.Duration {
-				start := time.Now()
-				if code := s.callFrom(client, login, "wrong"); code != 401 {
-					t.Fatalf("%s: %d", login, code)
-				}
-				return time.Since(start)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		s.addAccount("alice", "pw-alice", "")
+		client := httpFrom("127.0.0.1")
+		const tries = 400
+		var known, unknown []time.Duration
+		measure := func(login string) time.Duration {
+			start := time.Now()
+			if code := s.callFrom(client, login, "wrong"); code != 401 {
+				t.Fatalf("%s: %d", login, code)
 			}
-			for i := 0; i < 50; i++ { // warm up connections and caches
-				measure("alice")
-				measure("nobody")
-			}
-			for i := 0; i < tries; i++ {
-				known = append(known, measure("alice"))
-				unknown = append(unknown, measure(fmt.Sprintf("nobody%d", i%5)))
-			}
-			median := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
-			k, u := median(known), median(unknown)
-			t.Logf("median over %d: wrong password %v, unknown login %v", tries, k, u)
-			diff := u - k
-			if diff < 0 {
-				diff = -diff
-			}
-			if diff > 60*time.Microsecond && diff > k/5 {
-				t.Fatalf("unknown login %v, wrong password %v: timing tells them apart", u, k)
-			}
-			// A login remembered as unknown can log in once created.
-			s.addAccount("nobody0", "pw-nobody0", "")
-			if code := s.callFrom(client, "nobody0", "pw-nobody0"); code != 200 {
-				t.Fatalf("a new account, looked up before it existed: %d", code)
-			}
-		})
-	}
+			return time.Since(start)
+		}
+		for i := 0; i < 50; i++ { // warm up connections and caches
+			measure("alice")
+			measure("nobody")
+		}
+		for i := 0; i < tries; i++ {
+			known = append(known, measure("alice"))
+			unknown = append(unknown, measure(fmt.Sprintf("nobody%d", i%5)))
+		}
+		median := func(d []time.Duration) time.Duration { slices.Sort(d); return d[len(d)/2] }
+		k, u := median(known), median(unknown)
+		t.Logf("median over %d: wrong password %v, unknown login %v", tries, k, u)
+		diff := u - k
+		if diff < 0 {
+			diff = -diff
+		}
+		if diff > 60*time.Microsecond && diff > k/5 {
+			t.Fatalf("unknown login %v, wrong password %v: timing tells them apart", u, k)
+		}
+		// A login remembered as unknown can log in once created.
+		s.addAccount("nobody0", "pw-nobody0", "")
+		if code := s.callFrom(client, "nobody0", "pw-nobody0"); code != 200 {
+			t.Fatalf("a new account, looked up before it existed: %d", code)
+		}
+	})
 }

@@ -15,8 +15,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/configs"
+	"gchd/internal/testkit"
 	"gchd/storage"
-	"gchd/storage/storagetest"
 )
 
 // countingConn counts the MESSAGE datagrams a phone's socket receives,
@@ -37,8 +37,8 @@ func (c countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 // countingMessages makes a UDP phone count the MESSAGE datagrams it receives.
 func countingMessages(n *atomic.Int64) phoneOption {
 	return func(p *phone) {
-		if p.udp != nil {
-			p.udp = countingConn{p.udp, n}
+		if p.sip.Conn != nil {
+			p.sip.Conn = countingConn{p.sip.Conn, n}
 		}
 	}
 }
@@ -76,9 +76,9 @@ func storedBindings(t *testing.T, s *server, aor string) int {
 // evicted was written back, and after a restart one 11-byte MESSAGE went
 // to every one of them.)
 func TestContactFloodStaysWithinLimit(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
 		for _, transport := range []string{"UDP", "TCP"} {
-			t.Run(string(engine)+"/"+transport, func(t *testing.T) {
+			t.Run(transport, func(t *testing.T) {
 				cfg := testConfig(t, engine)
 				limit := cfg.Registrar.MaxContacts
 				s := start(t, cfg)
@@ -152,7 +152,7 @@ func TestContactFloodStaysWithinLimit(t *testing.T) {
 				}
 				s.stop()
 				s2 := start(t, cfg)
-				p.server = s2.app.SIPAddr("UDP")
+				p.sip.Target = s2.app.SIPAddr("UDP")
 				check(s2, "after a restart")
 				n := message(s2)
 				t.Logf("after a restart: %d bindings in memory, one MESSAGE made %d datagrams", len(s2.app.bindings.Lookup("alice")), n)
@@ -161,7 +161,7 @@ func TestContactFloodStaysWithinLimit(t *testing.T) {
 				}
 			})
 		}
-	}
+	})
 }
 
 // contactCanary is a UDP socket that counts what reaches it and answers every

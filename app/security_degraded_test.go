@@ -20,8 +20,8 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/configs"
+	"gchd/internal/testkit"
 	"gchd/storage"
-	"gchd/storage/storagetest"
 )
 
 // What the docs promise while the database cannot serve: /readyz is not
@@ -104,16 +104,7 @@ func pgAdmin(t *testing.T, s *server) (*sql.DB, string) {
 		t.Fatal(err)
 	}
 	name := strings.TrimPrefix(u.Path, "/")
-	base := os.Getenv("GCHD_TEST_POSTGRES")
-	if base == "" {
-		base = storagetest.DefaultPostgres
-	}
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
-	return admin, name
+	return testkit.PostgresAdmin(t), name
 }
 
 func pgExec(t *testing.T, admin *sql.DB, query string) {
@@ -271,18 +262,10 @@ func TestDegradedPostgresFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := strings.TrimPrefix(u.Path, "/")
-	base := os.Getenv("GCHD_TEST_POSTGRES")
-	if base == "" {
-		base = storagetest.DefaultPostgres
-	}
 	if h := u.Hostname(); h != "127.0.0.1" && h != "localhost" {
 		t.Skipf("SKIPPED: PostgreSQL at %s is not on this machine: its disk cannot be filled from here", h)
 	}
-	admin, err := sql.Open("postgres", base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close() })
+	admin := testkit.PostgresAdmin(t)
 	var dataDir string
 	if err := admin.QueryRow("SHOW data_directory").Scan(&dataDir); err != nil {
 		t.Skipf("SKIPPED: cannot read data_directory (%v)", err)

@@ -9,7 +9,8 @@ import (
 	"time"
 
 	"gchd/chat"
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // One account cannot leave more than chat.max_pending_per_sender
@@ -19,9 +20,8 @@ import (
 // are not affected, and once the recipient's phone took what waited, the
 // sender may again.
 func TestSecurityQuotaPendingPerSender(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		cfg.Chat.MaxPendingPerSender = 3
 		cfg.Chat.MaxGroupsPerHour = 0
 		s := start(t, cfg)
@@ -93,9 +93,8 @@ func TestSecurityQuotaPendingPerSender(t *testing.T) {
 // hour: deleting them does not give the quota back, a restart keeps it,
 // other accounts are not affected.
 func TestSecurityQuotaGroupsPerHour(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		cfg.Chat.MaxGroupsPerHour = 5
 		s := start(t, cfg)
 		s.addAccount("att", "pw-att", "")
@@ -136,9 +135,8 @@ func TestSecurityQuotaGroupsPerHour(t *testing.T) {
 // chat.purge_interval). Members got DG, and a member who was offline gets
 // only DG, not the invitation of a group that no longer exists.
 func TestSecurityDeletedGroupHistoryGoes(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		cfg.Chat.PurgeInterval = 200 * time.Millisecond
 		s := start(t, cfg)
 		for _, l := range []string{"own", "mem", "off"} {

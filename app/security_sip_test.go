@@ -213,14 +213,14 @@ func TestInviteRetransmitted2xxReachesCaller(t *testing.T) {
 	// changed), which only relayStray can relay.
 	again := res.Clone()
 	again.SetDestination(s.app.SIPAddr("UDP"))
-	b.udp.WriteTo([]byte(again.String()), udpAddr(t, s.app.SIPAddr("UDP")))
+	b.sip.Conn.WriteTo([]byte(again.String()), udpAddr(t, s.app.SIPAddr("UDP")))
 	read200("retransmitted 200")
 	stray := res.Clone()
 	via := stray.Via()
 	branch, _ := via.Params.Get("branch")
 	key, tok, _ := strings.Cut(branch, ".")
 	via.Params.Add("branch", key[:len(key)-1]+"Z."+tok)
-	b.udp.WriteTo([]byte(stray.String()), udpAddr(t, s.app.SIPAddr("UDP")))
+	b.sip.Conn.WriteTo([]byte(stray.String()), udpAddr(t, s.app.SIPAddr("UDP")))
 	read200("stray 200 after the transaction")
 }
 

@@ -22,7 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // progressiveJPEG is a valid grayscale progressive JPEG of w×h pixels with
@@ -231,9 +232,8 @@ func (zeros) Read(p []byte) (int, error) {
 // stored, and an ordinary avatar and one at exactly the pixel limit still
 // work.
 func TestUploadDecompressionBomb(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		pm := fmt.Sprintf(`{"id":%d}`, id)
@@ -301,9 +301,8 @@ func TestUploadDecompressionBomb(t *testing.T) {
 // stays taken), at most chat.max_concurrent_uploads of them buffered at a
 // time. Nothing is stored.
 func TestUploadFloodBoundedMemory(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		before := s.rowCounts()
@@ -360,54 +359,56 @@ func TestUploadFloodBoundedMemory(t *testing.T) {
 // When every upload slot is taken, an upload waits chat.upload_wait and is
 // answered 503 with Retry-After; it goes through once a slot is free.
 func TestUploadSlotsFull(t *testing.T) {
-	cfg := testConfig(t, "sqlite")
-	cfg.Chat.UploadWait = 300 * time.Millisecond
-	s := start(t, cfg)
-	id := setupPair(t, s)
-	pm := fmt.Sprintf(`{"id":%d}`, id)
-	// Slow senders: each has sent its fields and the start of its file,
-	// so it holds a slot, and sends the rest only when told.
-	var writers []*io.PipeWriter
-	var wg sync.WaitGroup
-	for range s.cfg.Chat.MaxUploads {
-		pr, pw := io.Pipe()
-		writers = append(writers, pw)
-		var pre bytes.Buffer
-		mw := multipart.NewWriter(&pre)
-		mw.WriteField("gm", "uploadAvatar")
-		mw.WriteField("pm", pm)
-		mw.CreateFormFile("file", "slow.jpg")
-		req, _ := http.NewRequest(http.MethodPost, s.base+"/gch.ashx", pr)
-		req.Header.Set("Content-Type", mw.FormDataContentType())
-		req.SetBasicAuth("own", "pw-own")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := s.client.Do(req)
-			if err == nil {
-				res.Body.Close()
-			}
-		}()
-		pw.Write(pre.Bytes())
-		pw.Write(make([]byte, 5000)) // past the multipart reader's 4 KiB look-ahead
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	var r reply
-	for time.Now().Before(deadline) {
-		if r = s.upload("own", "pw-own", pm, "file", "a.jpg", jpegOf(t, 8, 8)); r.code() == 503 {
-			break
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
+		cfg.Chat.UploadWait = 300 * time.Millisecond
+		s := start(t, cfg)
+		id := setupPair(t, s)
+		pm := fmt.Sprintf(`{"id":%d}`, id)
+		// Slow senders: each has sent its fields and the start of its file,
+		// so it holds a slot, and sends the rest only when told.
+		var writers []*io.PipeWriter
+		var wg sync.WaitGroup
+		for range s.cfg.Chat.MaxUploads {
+			pr, pw := io.Pipe()
+			writers = append(writers, pw)
+			var pre bytes.Buffer
+			mw := multipart.NewWriter(&pre)
+			mw.WriteField("gm", "uploadAvatar")
+			mw.WriteField("pm", pm)
+			mw.CreateFormFile("file", "slow.jpg")
+			req, _ := http.NewRequest(http.MethodPost, s.base+"/gch.ashx", pr)
+			req.Header.Set("Content-Type", mw.FormDataContentType())
+			req.SetBasicAuth("own", "pw-own")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				res, err := s.client.Do(req)
+				if err == nil {
+					res.Body.Close()
+				}
+			}()
+			pw.Write(pre.Bytes())
+			pw.Write(make([]byte, 5000)) // past the multipart reader's 4 KiB look-ahead
 		}
-	}
-	if r.code() != 503 || r.header.Get("Retry-After") == "" {
-		t.Errorf("upload with every slot taken: %s %v, want 503 with Retry-After", r, r.header)
-	}
-	for _, pw := range writers {
-		pw.CloseWithError(io.ErrUnexpectedEOF)
-	}
-	wg.Wait()
-	if r := s.upload("own", "pw-own", pm, "file", "a.jpg", jpegOf(t, 8, 8)); r.status != 200 {
-		t.Errorf("upload once the slots are free: %s", r)
-	}
+		deadline := time.Now().Add(5 * time.Second)
+		var r reply
+		for time.Now().Before(deadline) {
+			if r = s.upload("own", "pw-own", pm, "file", "a.jpg", jpegOf(t, 8, 8)); r.code() == 503 {
+				break
+			}
+		}
+		if r.code() != 503 || r.header.Get("Retry-After") == "" {
+			t.Errorf("upload with every slot taken: %s %v, want 503 with Retry-After", r, r.header)
+		}
+		for _, pw := range writers {
+			pw.CloseWithError(io.ErrUnexpectedEOF)
+		}
+		wg.Wait()
+		if r := s.upload("own", "pw-own", pm, "file", "a.jpg", jpegOf(t, 8, 8)); r.status != 200 {
+			t.Errorf("upload once the slots are free: %s", r)
+		}
+	})
 }
 
 // An API call's body is read up to http.max_body_bytes: a 1 MiB form is
@@ -416,9 +417,8 @@ func TestUploadSlotsFull(t *testing.T) {
 // message of chat.max_message_bytes whose every byte is escaped twice,
 // still fits.
 func TestBodyLimits(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		before := s.rowCounts()

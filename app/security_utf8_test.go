@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // Invalid UTF-8 is refused with 400, over HTTP (in mb, gs and dn, in a form,
@@ -15,9 +16,8 @@ import (
 // would turn into U+FFFD just as silently) and with 400 over SIP (a post to
 // a group, a message to be stored for an offline user). Nothing is stored.
 func TestSecurityInvalidUTF8(t *testing.T) {
-	storagetest.Each(t, func(t *testing.T, dsn string) {
-		cfg := testConfig(t, "sqlite")
-		cfg.Database = dsn
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
 		s := start(t, cfg)
 		id := setupPair(t, s)
 		before := s.rowCounts()

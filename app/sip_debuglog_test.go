@@ -1,10 +1,8 @@
 package app
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -15,17 +13,7 @@ import (
 // startLogged runs a server with cfg that logs to log, as start does.
 func startLogged(t *testing.T, cfg configs.Config, log *slog.Logger) *server {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	a, err := New(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatalf("start gchd: %v", err)
-	}
-	s := &server{t: t, app: a, cfg: cfg, base: "http://" + a.HTTPAddr(), cancel: cancel, done: make(chan error, 1),
-		client: &http.Client{Timeout: 30 * time.Second}}
-	go func() { s.done <- a.Run(ctx) }()
-	t.Cleanup(s.stop)
-	return s
+	return startWith(t, cfg, log, nil)
 }
 
 // At debug level every SIP request and every answer has a line with its
@@ -49,7 +37,7 @@ func TestSIPDebugLog(t *testing.T) {
 	}
 	bob.waitFor(1)
 
-	src := ann.udp.LocalAddr().String()
+	src := ann.sip.Conn.LocalAddr().String()
 	want := []string{
 		fmt.Sprintf(`msg="sip request" part=sip method=REGISTER call_id=%s from=ann@test.local to=ann@test.local source=%s transport=UDP`, ann.callID, src),
 		fmt.Sprintf(`msg="sip answer" part=sip status=401 reason=Unauthorized method=REGISTER call_id=%s from=ann@test.local to=ann@test.local destination=%s`, ann.callID, src),

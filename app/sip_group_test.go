@@ -2,6 +2,8 @@ package app
 
 import (
 	"fmt"
+	"gchd/internal/testkit"
+	"gchd/storage"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,113 +76,117 @@ func sendMID(t *testing.T, s *server, login string, pm map[string]any) uint64 {
 // The notifications of the specification reach members' phones as SIP
 // MESSAGE requests from the group's address.
 func TestNotificationsOverSIP(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "ann", "bob"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	own, ann, bob := newPhone(t, s, "own", "UDP"), newPhone(t, s, "ann", "TCP"), newPhone(t, s, "bob", "WS")
-	for _, p := range []*phone{own, ann, bob} {
-		p.register()
-	}
-	id := groupOf(t, s, "own", "ann", "bob")
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "ann", "bob"} {
+			s.addAccount(l, "pw-"+l, "")
+		}
+		own, ann, bob := newPhone(t, s, "own", "UDP"), newPhone(t, s, "ann", "TCP"), newPhone(t, s, "bob", "WS")
+		for _, p := range []*phone{own, ann, bob} {
+			p.register()
+		}
+		id := groupOf(t, s, "own", "ann", "bob")
 
-	// NG to every participant, the invited included.
-	for _, p := range []*phone{own, ann, bob} {
-		n := notificationsOf(p.waitFor(1))[0]
-		if n.body != gcBody("NG", id, n.mid) || n.from != fmt.Sprintf("gc-%d", id) || n.gid != fmt.Sprint(id) ||
-			!strings.HasPrefix(n.ct, "text/plain") {
-			t.Fatalf("%s: NG = %+v", p.login, n)
-		}
-	}
-	// ann joins: EG to the joined members (own and ann), not to bob.
-	s.must("ann", "joinGroup", map[string]any{"id": id})
-	for _, p := range []*phone{own, ann} {
-		if n := notificationsOf(p.waitFor(2))[1]; n.body != gcBody("EG", id, n.mid) {
-			t.Fatalf("%s: after join %+v", p.login, n)
-		}
-	}
-	// A message, then its deletion: DM names the deleted message.
-	mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": "oops", "dn": "Ann"})
-	s.must("ann", "delMessage", map[string]any{"id": id, "mid": mid})
-	// own gets NG, EG, the message and DM; ann, who sent it, all but it.
-	for p, n := range map[*phone]int{own: 4, ann: 3} {
-		got := notificationsOf(p.waitFor(n))
-		last := got[len(got)-1]
-		if last.body != gcBody("DM", id, mid) || last.mid <= mid {
-			t.Fatalf("%s: DM = %+v (deleted %d)", p.login, last, mid)
-		}
-	}
-	// The owner deletes the group: DG to everyone active, bob included.
-	s.must("own", "delGroup", map[string]any{"id": id})
-	for _, p := range []*phone{own, ann, bob} {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			got := notificationsOf(p.received())
-			if len(got) > 0 && strings.HasPrefix(got[len(got)-1].body, "~[GC M:'DG' GID:"+fmt.Sprint(id)) {
-				break
+		// NG to every participant, the invited included.
+		for _, p := range []*phone{own, ann, bob} {
+			n := notificationsOf(p.waitFor(1))[0]
+			if n.body != gcBody("NG", id, n.mid) || n.from != fmt.Sprintf("gc-%d", id) || n.gid != fmt.Sprint(id) ||
+				!strings.HasPrefix(n.ct, "text/plain") {
+				t.Fatalf("%s: NG = %+v", p.login, n)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s got no DG: %v", p.login, got)
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
-	}
-	if got := bodies(bob.received()); len(got) != 2 {
-		t.Fatalf("bob (never joined) received %v, want NG and DG only", got)
-	}
+		// ann joins: EG to the joined members (own and ann), not to bob.
+		s.must("ann", "joinGroup", map[string]any{"id": id})
+		for _, p := range []*phone{own, ann} {
+			if n := notificationsOf(p.waitFor(2))[1]; n.body != gcBody("EG", id, n.mid) {
+				t.Fatalf("%s: after join %+v", p.login, n)
+			}
+		}
+		// A message, then its deletion: DM names the deleted message.
+		mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": "oops", "dn": "Ann"})
+		s.must("ann", "delMessage", map[string]any{"id": id, "mid": mid})
+		// own gets NG, EG, the message and DM; ann, who sent it, all but it.
+		for p, n := range map[*phone]int{own: 4, ann: 3} {
+			got := notificationsOf(p.waitFor(n))
+			last := got[len(got)-1]
+			if last.body != gcBody("DM", id, mid) || last.mid <= mid {
+				t.Fatalf("%s: DM = %+v (deleted %d)", p.login, last, mid)
+			}
+		}
+		// The owner deletes the group: DG to everyone active, bob included.
+		s.must("own", "delGroup", map[string]any{"id": id})
+		for _, p := range []*phone{own, ann, bob} {
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				got := notificationsOf(p.received())
+				if len(got) > 0 && strings.HasPrefix(got[len(got)-1].body, "~[GC M:'DG' GID:"+fmt.Sprint(id)) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s got no DG: %v", p.login, got)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if got := bodies(bob.received()); len(got) != 2 {
+			t.Fatalf("bob (never joined) received %v, want NG and DG only", got)
+		}
+	})
 }
 
 // Group text reaches every joined member but the sender, byte-exact, from
 // the group's address with the sender's display name; it is confirmed (cf)
 // by the first 2xx.
 func TestGroupTextOverSIP(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "ann", "bob"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	id := groupOf(t, s, "own", "ann", "bob")
-	s.must("ann", "joinGroup", map[string]any{"id": id})
-	own, ownDesk, ann, bob := newPhone(t, s, "own", "UDP"), newPhone(t, s, "own", "TCP"), newPhone(t, s, "ann", "WS"), newPhone(t, s, "bob", "UDP")
-	for _, p := range []*phone{own, ownDesk, ann, bob} {
-		p.register()
-	}
-	// Pending notifications arrive on registration; wait for them.
-	ann.waitFor(2)
-	text := "Zażółć gęślą jaźń \"quoted\" \\ <b>&amp;</b>\r\nline two 🎉"
-	mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": text, "dn": "Ann Smith"})
-	for _, p := range []*phone{own, ownDesk} {
-		var got notification
-		deadline := time.Now().Add(10 * time.Second)
-		for got.mid != mid {
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "ann", "bob"} {
+			s.addAccount(l, "pw-"+l, "")
+		}
+		id := groupOf(t, s, "own", "ann", "bob")
+		s.must("ann", "joinGroup", map[string]any{"id": id})
+		own, ownDesk, ann, bob := newPhone(t, s, "own", "UDP"), newPhone(t, s, "own", "TCP"), newPhone(t, s, "ann", "WS"), newPhone(t, s, "bob", "UDP")
+		for _, p := range []*phone{own, ownDesk, ann, bob} {
+			p.register()
+		}
+		// Pending notifications arrive on registration; wait for them.
+		ann.waitFor(2)
+		text := "Zażółć gęślą jaźń \"quoted\" \\ <b>&amp;</b>\r\nline two 🎉"
+		mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": text, "dn": "Ann Smith"})
+		for _, p := range []*phone{own, ownDesk} {
+			var got notification
+			deadline := time.Now().Add(10 * time.Second)
+			for got.mid != mid {
+				for _, n := range notificationsOf(p.received()) {
+					if n.mid == mid {
+						got = n
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s/%s never got message %d", p.login, p.transport, mid)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if got.body != text || got.dn != "Ann Smith" || got.from != fmt.Sprintf("gc-%d", id) || got.xf != "ann" || got.gid != fmt.Sprint(id) {
+				t.Fatalf("%s/%s: %+v", p.login, p.transport, got)
+			}
+		}
+		// bob has not joined: no text for him; ann sent it: none for her
+		// either (copies to her devices are off by default).
+		time.Sleep(200 * time.Millisecond)
+		for _, p := range []*phone{bob, ann} {
 			for _, n := range notificationsOf(p.received()) {
 				if n.mid == mid {
-					got = n
+					t.Fatalf("%s received the group text", p.login)
 				}
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s/%s never got message %d", p.login, p.transport, mid)
-			}
-			time.Sleep(10 * time.Millisecond)
 		}
-		if got.body != text || got.dn != "Ann Smith" || got.from != fmt.Sprintf("gc-%d", id) || got.xf != "ann" || got.gid != fmt.Sprint(id) {
-			t.Fatalf("%s/%s: %+v", p.login, p.transport, got)
-		}
-	}
-	// bob has not joined: no text for him; ann sent it: none for her
-	// either (copies to her devices are off by default).
-	time.Sleep(200 * time.Millisecond)
-	for _, p := range []*phone{bob, ann} {
-		for _, n := range notificationsOf(p.received()) {
-			if n.mid == mid {
-				t.Fatalf("%s received the group text", p.login)
-			}
-		}
-	}
-	// The phones' 200s set cf.
-	eventually(t, func() bool {
-		var info []map[string]string
-		s.must("ann", "getMessageInfo", map[string]any{"id": id, "mid": mid}).json(t, &info)
-		return len(info) == 1 && info[0]["l"] == "own" && info[0]["cf"] != ""
+		// The phones' 200s set cf.
+		eventually(t, func() bool {
+			var info []map[string]string
+			s.must("ann", "getMessageInfo", map[string]any{"id": id, "mid": mid}).json(t, &info)
+			return len(info) == 1 && info[0]["l"] == "own" && info[0]["cf"] != ""
+		})
 	})
 }
 
@@ -198,117 +204,121 @@ func eventually(t *testing.T, cond func() bool) {
 // A MESSAGE to the group's address from a joined member posts to the
 // group like sendMessage; others are refused with nothing posted.
 func TestPostingOverSIP(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "ann", "bob", "eve"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	id := groupOf(t, s, "own", "ann", "bob")
-	s.must("ann", "joinGroup", map[string]any{"id": id})
-	own, ann, bob, eve := newPhone(t, s, "own", "TCP"), newPhone(t, s, "ann", "UDP"), newPhone(t, s, "bob", "UDP"), newPhone(t, s, "eve", "UDP")
-	for _, p := range []*phone{own, ann, bob, eve} {
-		p.register()
-	}
-	own.waitFor(2) // NG, EG
-	group := fmt.Sprintf("gc-%d", id)
-
-	req := ann.messageRequest(group, "posted from a phone")
-	req.ReplaceHeader(&sip.FromHeader{DisplayName: "Ann on the go", Address: sip.Uri{Scheme: "sip", User: "ann", Host: testDomain}, Params: sip.HeaderParams{{K: "tag", V: "t1"}}})
-	res := ann.send(req)
-	if res.StatusCode != 202 || res.GetHeader("X-GC-MID") == nil {
-		t.Fatalf("post: %s", res.StartLine())
-	}
-	mid, _ := strconv.ParseUint(res.GetHeader("X-GC-MID").Value(), 10, 64)
-	got := notificationsOf(own.waitFor(3))[2]
-	if got.mid != mid || got.body != "posted from a phone" || got.dn != "Ann on the go" || got.xf != "ann" {
-		t.Fatalf("own received %+v", got)
-	}
-	// Not back to the device it came from.
-	time.Sleep(200 * time.Millisecond)
-	for _, n := range notificationsOf(ann.received()) {
-		if n.mid == mid {
-			t.Fatal("the posting device received its own message")
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "ann", "bob", "eve"} {
+			s.addAccount(l, "pw-"+l, "")
 		}
-	}
-	before := s.rowCounts()
-	if res := eve.message(group, "intruder"); res.StatusCode != 404 {
-		t.Errorf("non-member: %s", res.StartLine())
-	}
-	if res := bob.message(group, "not joined yet"); res.StatusCode != 403 {
-		t.Errorf("waiting member: %s", res.StartLine())
-	}
-	if res := eve.message("gc-999999", "no such group"); res.StatusCode != 404 {
-		t.Errorf("no such group: %s", res.StartLine())
-	}
-	req = ann.messageRequest(group, "<b>html</b>")
-	req.ReplaceHeader(sip.NewHeader("Content-Type", "text/html"))
-	if res := ann.send(req); res.StatusCode != 415 {
-		t.Errorf("text/html: %s", res.StartLine())
-	}
-	// A delivery of ours forwarded back (it carries X-GC-MID) is refused.
-	if res := ann.message(group, "echo", sip.NewHeader("X-GC-MID", "1")); res.StatusCode != 403 {
-		t.Errorf("bounced delivery: %s", res.StartLine())
-	}
-	if res := ann.message(group, gcBody("EG", id, 1)); res.StatusCode != 403 {
-		t.Errorf("notification text: %s", res.StartLine())
-	}
-	if after := s.rowCounts(); after["events"] != before["events"] {
-		t.Errorf("refused posts changed the log: %v -> %v", before, after)
-	}
+		id := groupOf(t, s, "own", "ann", "bob")
+		s.must("ann", "joinGroup", map[string]any{"id": id})
+		own, ann, bob, eve := newPhone(t, s, "own", "TCP"), newPhone(t, s, "ann", "UDP"), newPhone(t, s, "bob", "UDP"), newPhone(t, s, "eve", "UDP")
+		for _, p := range []*phone{own, ann, bob, eve} {
+			p.register()
+		}
+		own.waitFor(2) // NG, EG
+		group := fmt.Sprintf("gc-%d", id)
+
+		req := ann.messageRequest(group, "posted from a phone")
+		req.ReplaceHeader(&sip.FromHeader{DisplayName: "Ann on the go", Address: sip.Uri{Scheme: "sip", User: "ann", Host: testDomain}, Params: sip.HeaderParams{{K: "tag", V: "t1"}}})
+		res := ann.send(req)
+		if res.StatusCode != 202 || res.GetHeader("X-GC-MID") == nil {
+			t.Fatalf("post: %s", res.StartLine())
+		}
+		mid, _ := strconv.ParseUint(res.GetHeader("X-GC-MID").Value(), 10, 64)
+		got := notificationsOf(own.waitFor(3))[2]
+		if got.mid != mid || got.body != "posted from a phone" || got.dn != "Ann on the go" || got.xf != "ann" {
+			t.Fatalf("own received %+v", got)
+		}
+		// Not back to the device it came from.
+		time.Sleep(200 * time.Millisecond)
+		for _, n := range notificationsOf(ann.received()) {
+			if n.mid == mid {
+				t.Fatal("the posting device received its own message")
+			}
+		}
+		before := s.rowCounts()
+		if res := eve.message(group, "intruder"); res.StatusCode != 404 {
+			t.Errorf("non-member: %s", res.StartLine())
+		}
+		if res := bob.message(group, "not joined yet"); res.StatusCode != 403 {
+			t.Errorf("waiting member: %s", res.StartLine())
+		}
+		if res := eve.message("gc-999999", "no such group"); res.StatusCode != 404 {
+			t.Errorf("no such group: %s", res.StartLine())
+		}
+		req = ann.messageRequest(group, "<b>html</b>")
+		req.ReplaceHeader(sip.NewHeader("Content-Type", "text/html"))
+		if res := ann.send(req); res.StatusCode != 415 {
+			t.Errorf("text/html: %s", res.StartLine())
+		}
+		// A delivery of ours forwarded back (it carries X-GC-MID) is refused.
+		if res := ann.message(group, "echo", sip.NewHeader("X-GC-MID", "1")); res.StatusCode != 403 {
+			t.Errorf("bounced delivery: %s", res.StartLine())
+		}
+		if res := ann.message(group, gcBody("EG", id, 1)); res.StatusCode != 403 {
+			t.Errorf("notification text: %s", res.StartLine())
+		}
+		if after := s.rowCounts(); after["events"] != before["events"] {
+			t.Errorf("refused posts changed the log: %v -> %v", before, after)
+		}
+	})
 }
 
 // A plain phone takes part with commands in the message body.
 func TestCommandsOverSIP(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "bob"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	id := groupOf(t, s, "own", "bob")
-	bob := newPhone(t, s, "bob", "UDP")
-	bob.register()
-	bob.waitFor(1) // NG
-	group := fmt.Sprintf("gc-%d", id)
-	steps := []struct {
-		cmd, answer string
-	}{
-		{"#help", "Commands:"},
-		{"#members", "OWN (own) joined, admin, owner"},
-		{"#subject New name", "Only the group's admins"},
-		{"#join", "You joined the group."},
-		{"#members", "BOB (bob) joined"},
-		{"#leave", "You left the group."},
-		{"#join", "You are not a member"},
-	}
-	n := 1
-	for _, st := range steps {
-		if res := bob.message(group, st.cmd); res.StatusCode != 200 {
-			t.Fatalf("%s: %s", st.cmd, res.StartLine())
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "bob"} {
+			s.addAccount(l, "pw-"+l, "")
 		}
-		n++
-		got := bodies(bob.waitFor(n))
-		var answer string
-		// Answers and EG notifications may interleave; find the answer.
-		deadline := time.Now().Add(5 * time.Second)
-		for answer == "" {
-			for _, b := range got[1:] {
-				if !strings.HasPrefix(b, "~[GC") && strings.Contains(b, st.answer) {
-					answer = b
+		id := groupOf(t, s, "own", "bob")
+		bob := newPhone(t, s, "bob", "UDP")
+		bob.register()
+		bob.waitFor(1) // NG
+		group := fmt.Sprintf("gc-%d", id)
+		steps := []struct {
+			cmd, answer string
+		}{
+			{"#help", "Commands:"},
+			{"#members", "OWN (own) joined, admin, owner"},
+			{"#subject New name", "Only the group's admins"},
+			{"#join", "You joined the group."},
+			{"#members", "BOB (bob) joined"},
+			{"#leave", "You left the group."},
+			{"#join", "You are not a member"},
+		}
+		n := 1
+		for _, st := range steps {
+			if res := bob.message(group, st.cmd); res.StatusCode != 200 {
+				t.Fatalf("%s: %s", st.cmd, res.StartLine())
+			}
+			n++
+			got := bodies(bob.waitFor(n))
+			var answer string
+			// Answers and EG notifications may interleave; find the answer.
+			deadline := time.Now().Add(5 * time.Second)
+			for answer == "" {
+				for _, b := range got[1:] {
+					if !strings.HasPrefix(b, "~[GC") && strings.Contains(b, st.answer) {
+						answer = b
+					}
+				}
+				if answer == "" {
+					if time.Now().After(deadline) {
+						t.Fatalf("%s: no answer containing %q in %q", st.cmd, st.answer, got)
+					}
+					time.Sleep(20 * time.Millisecond)
+					got = bodies(bob.received())
 				}
 			}
-			if answer == "" {
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: no answer containing %q in %q", st.cmd, st.answer, got)
-				}
-				time.Sleep(20 * time.Millisecond)
-				got = bodies(bob.received())
-			}
+			n = len(got)
 		}
-		n = len(got)
-	}
-	// "#hashtag" is a message, not a command: it is posted (as a left
-	// member, refused).
-	if res := bob.message(group, "#hashtag party"); res.StatusCode != 403 {
-		t.Fatalf("#hashtag: %s", res.StartLine())
-	}
+		// "#hashtag" is a message, not a command: it is posted (as a left
+		// member, refused).
+		if res := bob.message(group, "#hashtag party"); res.StatusCode != 403 {
+			t.Fatalf("#hashtag: %s", res.StartLine())
+		}
+	})
 }
 
 // Members offline when events happen get them, in MID order, when they
@@ -318,15 +328,17 @@ func TestOfflineMembersCatchUp(t *testing.T) {
 	// once. They leave in MID order, but a receiver that handles requests
 	// concurrently (as this sipgo phone does) may see them in another:
 	// then only completeness is checked, and X-GC-MID gives the order.
-	for _, window := range []int{1, 4} {
-		t.Run(fmt.Sprintf("window %d", window), func(t *testing.T) {
-			testOfflineMembersCatchUp(t, window)
-		})
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		for _, window := range []int{1, 4} {
+			t.Run(fmt.Sprintf("window %d", window), func(t *testing.T) {
+				testOfflineMembersCatchUp(t, engine, window)
+			})
+		}
+	})
 }
 
-func testOfflineMembersCatchUp(t *testing.T, window int) {
-	s := startSIP(t, func(c *configs.Config) { c.Delivery.Window = window })
+func testOfflineMembersCatchUp(t *testing.T, engine storage.Engine, window int) {
+	s := startSIPOn(t, engine, func(c *configs.Config) { c.Delivery.Window = window })
 	for _, l := range []string{"own", "ann"} {
 		s.addAccount(l, "pw-"+l, "")
 	}
@@ -373,43 +385,45 @@ func testOfflineMembersCatchUp(t *testing.T, window int) {
 // escaped, and what the receiver parses is the group's address with the
 // name as given.
 func TestHostileDisplayNames(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"own", "ann"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	id := groupOf(t, s, "own", "ann")
-	s.must("ann", "joinGroup", map[string]any{"id": id})
-	own := newPhone(t, s, "own", "TCP")
-	own.register()
-	own.waitFor(2)
-	hostile := []string{
-		`Mallory" <sip:evil@example.com>;tag=x`,
-		`back\slash \" quote`,
-		`"`,
-		`\`,
-		`a<b>c,d;e=f`,
-	}
-	for i, dn := range hostile {
-		mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": fmt.Sprint(i), "dn": dn})
-		var got notification
-		eventually(t, func() bool {
-			for _, n := range notificationsOf(own.received()) {
-				if n.mid == mid {
-					got = n
-					return true
-				}
-			}
-			return false
-		})
-		unescaped := strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(got.dn)
-		if got.from != fmt.Sprintf("gc-%d", id) || unescaped != dn || got.body != fmt.Sprint(i) {
-			t.Errorf("dn %q arrived as From %q <%s>", dn, got.dn, got.from)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"own", "ann"} {
+			s.addAccount(l, "pw-"+l, "")
 		}
-	}
-	// Line breaks never get that far: the API refuses them.
-	if r := s.call("ann", "pw-ann", "sendMessage", map[string]any{"id": id, "mb": "x", "dn": "a\r\nX-Evil: 1"}); r.status != 400 {
-		t.Fatalf("dn with CRLF: %s", r)
-	}
+		id := groupOf(t, s, "own", "ann")
+		s.must("ann", "joinGroup", map[string]any{"id": id})
+		own := newPhone(t, s, "own", "TCP")
+		own.register()
+		own.waitFor(2)
+		hostile := []string{
+			`Mallory" <sip:evil@example.com>;tag=x`,
+			`back\slash \" quote`,
+			`"`,
+			`\`,
+			`a<b>c,d;e=f`,
+		}
+		for i, dn := range hostile {
+			mid := sendMID(t, s, "ann", map[string]any{"id": id, "mb": fmt.Sprint(i), "dn": dn})
+			var got notification
+			eventually(t, func() bool {
+				for _, n := range notificationsOf(own.received()) {
+					if n.mid == mid {
+						got = n
+						return true
+					}
+				}
+				return false
+			})
+			unescaped := strings.NewReplacer(`\"`, `"`, `\\`, `\`).Replace(got.dn)
+			if got.from != fmt.Sprintf("gc-%d", id) || unescaped != dn || got.body != fmt.Sprint(i) {
+				t.Errorf("dn %q arrived as From %q <%s>", dn, got.dn, got.from)
+			}
+		}
+		// Line breaks never get that far: the API refuses them.
+		if r := s.call("ann", "pw-ann", "sendMessage", map[string]any{"id": id, "mb": "x", "dn": "a\r\nX-Evil: 1"}); r.status != 400 {
+			t.Fatalf("dn with CRLF: %s", r)
+		}
+	})
 }
 
 // A 30-member group with members on UDP, TCP and WebSocket: every message

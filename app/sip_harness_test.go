@@ -23,20 +23,22 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/configs"
+	"gchd/internal/testkit"
+	"gchd/internal/testkit/sipua"
+	"gchd/storage"
 )
 
-// phone is a SIP user agent built on sipgo that registers with gchd and
-// records what it receives.
+// phone is a SIP user agent built on sipgo (sipua) that registers with
+// gchd and records what it receives.
 type phone struct {
 	t         testing.TB
 	login     string
 	password  string
 	transport string // UDP, TCP, TLS, WS, WSS
-	server    string // gchd's address for the transport
+	sip       *sipua.Phone
 	ua        *sipgo.UserAgent
 	cli       *sipgo.Client
 	srv       *sipgo.Server
-	udp       net.PacketConn
 	contact   sip.Uri
 	instance  string
 
@@ -81,26 +83,24 @@ func newRemotePhone(t testing.TB, login, addr string) *phone {
 
 func newPhoneAt(t testing.TB, server, login, transport string, opts ...phoneOption) *phone {
 	t.Helper()
-	p := &phone{t: t, login: login, password: "pw-" + login, transport: transport, server: server,
+	p := &phone{t: t, login: login, password: testkit.Password(login), transport: transport,
 		notify: make(chan struct{}, 1000), answer: 200, callID: fmt.Sprintf("%s-%d@test", login, time.Now().UnixNano())}
 	var tlsConf *tls.Config
 	if transport == "TLS" || transport == "WSS" {
 		tlsConf = &tls.Config{InsecureSkipVerify: true}
 	}
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("test-"+login), sipgo.WithUserAgentHostname("client.invalid"), sipgo.WithUserAgenTLSConfig(tlsConf))
+	sp, err := sipua.New(transport, server, sipua.WithName("test-"+login), sipua.WithTLS(tlsConf))
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.ua = ua
-	p.srv, _ = sipgo.NewServer(ua)
-	p.cli, _ = sipgo.NewClient(ua, sipgo.WithClientHostname("127.0.0.1"))
+	p.sip, p.ua, p.cli, p.srv = sp, sp.UA, sp.Client, sp.Server
+	t.Cleanup(p.close)
 	p.contact = sip.Uri{Scheme: "sip", User: login, Host: "127.0.0.1"}
 	if transport == "UDP" {
-		p.udp, err = net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
+		if err := sp.ListenUDP("127.0.0.1:0"); err != nil {
 			t.Fatal(err)
 		}
-		p.contact.Port = p.udp.LocalAddr().(*net.UDPAddr).Port
+		p.contact.Port = sp.Addr().Port
 	} else {
 		// A connection-oriented phone is reached only over its flow: its
 		// Contact is unreachable, as a browser's is (RFC 7118).
@@ -123,44 +123,19 @@ func newPhoneAt(t testing.TB, server, login, transport string, opts ...phoneOpti
 	for _, o := range opts {
 		o(p)
 	}
-	if p.udp != nil {
-		go p.srv.ServeUDP(p.udp)
-		// Serving registers the socket in sipgo's pool asynchronously; a
-		// request sent from it before that would open another socket.
-		for i := 0; ; i++ {
-			if c, err := ua.TransportLayer().GetConnection("udp", p.udp.LocalAddr().String()); err == nil {
-				c.TryClose()
-				break
-			}
-			if i == 500 {
-				t.Fatal("phone's UDP socket never became ready")
-			}
-			time.Sleep(2 * time.Millisecond)
+	if sp.Conn != nil {
+		if err := sp.ServeUDP(); err != nil {
+			t.Fatal(err)
 		}
 	}
-	t.Cleanup(p.close)
 	return p
 }
 
 // close stops the phone: its socket is gone, as a suspended phone app's is.
-func (p *phone) close() {
-	p.closeOnce.Do(func() {
-		p.ua.Close()
-		if p.udp != nil {
-			p.udp.Close()
-		}
-	})
-}
+func (p *phone) close() { p.closeOnce.Do(p.sip.Close) }
 
 // prepare addresses a request to gchd over the phone's transport.
-func (p *phone) prepare(req *sip.Request) {
-	req.SetTransport(p.transport)
-	req.SetDestination(p.server)
-	if p.udp != nil {
-		a := p.udp.LocalAddr().(*net.UDPAddr)
-		req.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
-	}
-}
+func (p *phone) prepare(req *sip.Request) { p.sip.Prepare(req) }
 
 // send sends a request and answers digest challenges with the phone's
 // credentials.
@@ -176,20 +151,7 @@ func (p *phone) send(req *sip.Request) *sip.Response {
 func (p *phone) sendErr(req *sip.Request) (*sip.Response, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	p.prepare(req)
-	res, err := p.cli.Do(ctx, req)
-	if err != nil {
-		return nil, err
-	}
-	if res == nil {
-		return nil, fmt.Errorf("no response")
-	}
-	if res.StatusCode == 401 || res.StatusCode == 407 {
-		req = req.Clone()
-		p.prepare(req)
-		return p.cli.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: p.login, Password: p.password})
-	}
-	return res, nil
+	return p.sip.Do(ctx, req, p.login, p.password)
 }
 
 func (p *phone) nextCSeq() uint32 {
@@ -201,23 +163,12 @@ func (p *phone) nextCSeq() uint32 {
 
 // registerRequest builds a REGISTER of the phone's contact.
 func (p *phone) registerRequest(expires int) *sip.Request {
-	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: testDomain})
-	aor := sip.Uri{Scheme: "sip", User: p.login, Host: testDomain}
-	req.AppendHeader(&sip.FromHeader{Address: aor, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
-	req.AppendHeader(&sip.ToHeader{Address: aor})
-	cid := sip.CallIDHeader(p.callID)
-	req.AppendHeader(&cid)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: p.nextCSeq(), MethodName: sip.REGISTER})
-	c := &sip.ContactHeader{Address: p.contact}
+	c := sip.ContactHeader{Address: p.contact}
 	if p.instance != "" {
 		c.Params = sip.HeaderParams{{K: "+sip.instance", V: `"` + p.instance + `"`}, {K: "reg-id", V: "1"}}
 	}
-	req.AppendHeader(c)
-	if expires >= 0 {
-		e := sip.ExpiresHeader(expires)
-		req.AppendHeader(&e)
-	}
-	return req
+	return sipua.RegisterRequest(sipua.Registration{Domain: testDomain, User: p.login, Contact: c,
+		CallID: p.callID, CSeq: p.nextCSeq(), Expires: expires})
 }
 
 // register registers the phone and fails the test unless gchd says 200.
@@ -311,8 +262,14 @@ func selfSigned(t testing.TB) (certFile, keyFile string) {
 // startSIP starts a server with every SIP transport on loopback.
 func startSIP(t testing.TB, mutate ...func(*configs.Config)) *server {
 	t.Helper()
+	return startSIPOn(t, storage.SQLite, mutate...)
+}
+
+// startSIPOn is startSIP on a database of the engine.
+func startSIPOn(t testing.TB, engine storage.Engine, mutate ...func(*configs.Config)) *server {
+	t.Helper()
 	cert, key := selfSigned(t)
-	return startEngine(t, "sqlite", append([]func(*configs.Config){func(c *configs.Config) {
+	return startEngine(t, engine, append([]func(*configs.Config){func(c *configs.Config) {
 		c.SIP.WSAddr = "127.0.0.1:0"
 		c.SIP.TLSAddr = "127.0.0.1:0"
 		c.SIP.WSSAddr = "127.0.0.1:0"

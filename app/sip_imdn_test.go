@@ -10,7 +10,8 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // linphoneIMDN is a disposition notification as linphonec 5.1 writes it
@@ -81,84 +82,84 @@ func deliveryOf(t *testing.T, p *phone, mid uint64) *sip.Request {
 // names, deflated or not, bare or in CPIM; a notification that names
 // nothing of the group's changes nothing; one that cannot be read is 400.
 func TestGroupReceiptsOverSIP(t *testing.T) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			s := startEngine(t, engine)
-			for _, l := range []string{"own", "mem"} {
-				s.addAccount(l, "pw-"+l, "")
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startEngine(t, engine)
+		for _, l := range []string{"own", "mem"} {
+			s.addAccount(l, "pw-"+l, "")
+		}
+		id := groupOf(t, s, "own", "mem")
+		other := groupOf(t, s, "own", "mem")
+		s.must("mem", "joinGroup", map[string]any{"id": id})
+		// The phone refuses what it gets: the delivery sets no cf, so
+		// the receipt is what sets it.
+		mem := newPhone(t, s, "mem", "UDP", answering(500))
+		mem.register()
+		mid := sendMID(t, s, "own", map[string]any{"id": id, "mb": "first"})
+		callID := deliveryOf(t, mem, mid).CallID().Value()
+		gc := fmt.Sprintf("gc-%d", id)
+		if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF != "" {
+			t.Fatalf("a refused delivery set cf: %+v", r)
+		}
+		notDeflated := imdnRequest(mem, gc, linphoneIMDN(callID, "display", "displayed"), false)
+		notDeflated.AppendHeader(sip.NewHeader("Content-Encoding", "deflate"))
+		for _, bad := range []*sip.Request{
+			notDeflated,
+			// 1 MB of XML-looking text deflates to about 1 KB: it is
+			// not inflated beyond what a notification needs.
+			imdnRequest(mem, gc, append(linphoneIMDN(callID, "display", "displayed"), bytes.Repeat([]byte(" "), 1<<20)...), true),
+			imdnRequest(mem, gc, []byte("<imdn><message-id>"), false),
+			imdnRequest(mem, gc, []byte(`<imdn xmlns="urn:ietf:params:xml:ns:imdn"></imdn>`), false),
+		} {
+			if res := mem.send(bad); res.StatusCode != 400 {
+				t.Errorf("unreadable notification: %s", res.StartLine())
 			}
-			id := groupOf(t, s, "own", "mem")
-			other := groupOf(t, s, "own", "mem")
-			s.must("mem", "joinGroup", map[string]any{"id": id})
-			// The phone refuses what it gets: the delivery sets no cf, so
-			// the receipt is what sets it.
-			mem := newPhone(t, s, "mem", "UDP", answering(500))
-			mem.register()
-			mid := sendMID(t, s, "own", map[string]any{"id": id, "mb": "first"})
-			callID := deliveryOf(t, mem, mid).CallID().Value()
-			gc := fmt.Sprintf("gc-%d", id)
-			if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF != "" {
-				t.Fatalf("a refused delivery set cf: %+v", r)
+		}
+		// Names of nothing gchd delivered in this group: 200, no change.
+		for _, name := range []string{"a1b2c3", fmt.Sprintf("gc-%d-%d-x@%s", other, mid, testDomain), fmt.Sprintf("gc-%d-999-x", id)} {
+			if res := mem.send(imdnRequest(mem, gc, linphoneIMDN(name, "display", "displayed"), true)); res.StatusCode != 200 {
+				t.Errorf("notification naming %s: %s", name, res.StartLine())
 			}
-			notDeflated := imdnRequest(mem, gc, linphoneIMDN(callID, "display", "displayed"), false)
-			notDeflated.AppendHeader(sip.NewHeader("Content-Encoding", "deflate"))
-			for _, bad := range []*sip.Request{
-				notDeflated,
-				// 1 MB of XML-looking text deflates to about 1 KB: it is
-				// not inflated beyond what a notification needs.
-				imdnRequest(mem, gc, append(linphoneIMDN(callID, "display", "displayed"), bytes.Repeat([]byte(" "), 1<<20)...), true),
-				imdnRequest(mem, gc, []byte("<imdn><message-id>"), false),
-				imdnRequest(mem, gc, []byte(`<imdn xmlns="urn:ietf:params:xml:ns:imdn"></imdn>`), false),
-			} {
-				if res := mem.send(bad); res.StatusCode != 400 {
-					t.Errorf("unreadable notification: %s", res.StartLine())
-				}
-			}
-			// Names of nothing gchd delivered in this group: 200, no change.
-			for _, name := range []string{"a1b2c3", fmt.Sprintf("gc-%d-%d-x@%s", other, mid, testDomain), fmt.Sprintf("gc-%d-999-x", id)} {
-				if res := mem.send(imdnRequest(mem, gc, linphoneIMDN(name, "display", "displayed"), true)); res.StatusCode != 200 {
-					t.Errorf("notification naming %s: %s", name, res.StartLine())
-				}
-			}
-			if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF != "" || r.RD != "" {
-				t.Fatalf("a notification naming something else set a receipt: %+v", r)
-			}
-			if res := mem.send(imdnRequest(mem, gc, linphoneIMDN(callID, "delivery", "delivered"), true)); res.StatusCode != 200 {
-				t.Fatalf("delivery notification: %s", res.StartLine())
-			}
-			if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF == "" || r.RD != "" {
-				t.Fatalf("after the delivery notification: %+v", r)
-			}
-			if res := mem.send(cpimIMDN(mem, gc, linphoneIMDN(callID, "display", "displayed"))); res.StatusCode != 200 {
-				t.Fatalf("display notification in CPIM: %s", res.StartLine())
-			}
-			if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF == "" || r.RD == "" {
-				t.Fatalf("after the display notification: %+v", r)
-			}
-			// Nothing was posted to the group.
-			if got := groupMessages(t, s, "own", id); len(got) != 1 {
-				t.Fatalf("group history: %q", got)
-			}
-		})
-	}
+		}
+		if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF != "" || r.RD != "" {
+			t.Fatalf("a notification naming something else set a receipt: %+v", r)
+		}
+		if res := mem.send(imdnRequest(mem, gc, linphoneIMDN(callID, "delivery", "delivered"), true)); res.StatusCode != 200 {
+			t.Fatalf("delivery notification: %s", res.StartLine())
+		}
+		if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF == "" || r.RD != "" {
+			t.Fatalf("after the delivery notification: %+v", r)
+		}
+		if res := mem.send(cpimIMDN(mem, gc, linphoneIMDN(callID, "display", "displayed"))); res.StatusCode != 200 {
+			t.Fatalf("display notification in CPIM: %s", res.StartLine())
+		}
+		if r := receiptOf(t, s, "own", id, mid, "mem"); r.CF == "" || r.RD == "" {
+			t.Fatalf("after the display notification: %+v", r)
+		}
+		// Nothing was posted to the group.
+		if got := groupMessages(t, s, "own", id); len(got) != 1 {
+			t.Fatalf("group history: %q", got)
+		}
+	})
 }
 
 // A notification to a user's address is relayed to the user's devices as
 // any MESSAGE is, deflated body and all, and their 200 comes back.
 func TestUserReceiptsRelayed(t *testing.T) {
-	s := startSIP(t)
-	for _, l := range []string{"alice", "bob"} {
-		s.addAccount(l, "pw-"+l, "")
-	}
-	bob := newPhone(t, s, "bob", "TCP")
-	bob.register()
-	alice := newPhone(t, s, "alice", "UDP")
-	doc := linphoneIMDN("bob-call-id", "delivery", "delivered")
-	if res := alice.send(imdnRequest(alice, "bob", doc, true)); res.StatusCode != 200 {
-		t.Fatalf("notification to bob: %s", res.StartLine())
-	}
-	got := bob.waitFor(1)[0]
-	if ct, ce := got.ContentType(), got.GetHeader("Content-Encoding"); ct == nil || ct.Value() != "message/imdn+xml" || ce == nil || ce.Value() != "deflate" {
-		t.Fatalf("bob received %v %v", ct, ce)
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		for _, l := range []string{"alice", "bob"} {
+			s.addAccount(l, "pw-"+l, "")
+		}
+		bob := newPhone(t, s, "bob", "TCP")
+		bob.register()
+		alice := newPhone(t, s, "alice", "UDP")
+		doc := linphoneIMDN("bob-call-id", "delivery", "delivered")
+		if res := alice.send(imdnRequest(alice, "bob", doc, true)); res.StatusCode != 200 {
+			t.Fatalf("notification to bob: %s", res.StartLine())
+		}
+		got := bob.waitFor(1)[0]
+		if ct, ce := got.ContentType(), got.GetHeader("Content-Encoding"); ct == nil || ct.Value() != "message/imdn+xml" || ce == nil || ce.Value() != "deflate" {
+			t.Fatalf("bob received %v %v", ct, ce)
+		}
+	})
 }

@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"gchd/internal/testkit"
+	"gchd/storage"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -134,24 +136,26 @@ func TestNATedPhoneIsReachable(t *testing.T) {
 // MESSAGE for it is stored (202) and delivered when the phone registers
 // again over a new connection, like Kamailio's msilo.
 func TestClosedFlowStoresAndForwards(t *testing.T) {
-	s := startSIP(t)
-	s.addAccount("alice", "pw-alice", "")
-	s.addAccount("bob", "pw-bob", "")
-	b := newPhone(t, s, "bob", "TCP")
-	b.register()
-	b.ua.Close()
-	a := newPhone(t, s, "alice", "UDP")
-	time.Sleep(100 * time.Millisecond) // the close reaches gchd
-	res := a.message("bob", "anyone there?")
-	if res.StatusCode != 202 || res.GetHeader("X-GC-MID") == nil {
-		t.Fatalf("after the flow closed: %s, want 202 with X-GC-MID", res.StartLine())
-	}
-	b2 := newPhone(t, s, "bob", "TCP")
-	b2.register()
-	got := b2.waitFor(1)
-	if string(got[0].Body()) != "anyone there?" || got[0].From().Address.User != "alice" || got[0].GetHeader("Date") == nil {
-		t.Fatalf("stored message arrived as %q from %s", got[0].Body(), got[0].From().Address.User)
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		s.addAccount("alice", "pw-alice", "")
+		s.addAccount("bob", "pw-bob", "")
+		b := newPhone(t, s, "bob", "TCP")
+		b.register()
+		b.ua.Close()
+		a := newPhone(t, s, "alice", "UDP")
+		time.Sleep(100 * time.Millisecond) // the close reaches gchd
+		res := a.message("bob", "anyone there?")
+		if res.StatusCode != 202 || res.GetHeader("X-GC-MID") == nil {
+			t.Fatalf("after the flow closed: %s, want 202 with X-GC-MID", res.StartLine())
+		}
+		b2 := newPhone(t, s, "bob", "TCP")
+		b2.register()
+		got := b2.waitFor(1)
+		if string(got[0].Body()) != "anyone there?" || got[0].From().Address.User != "alice" || got[0].GetHeader("Date") == nil {
+			t.Fatalf("stored message arrived as %q from %s", got[0].Body(), got[0].From().Address.User)
+		}
+	})
 }
 
 // CRLF keep-alives on a connection are answered with CRLF (RFC 5626 3.5.1).
@@ -279,9 +283,9 @@ func TestLoopDetection(t *testing.T) {
 	b.register()
 	// Replace bob's phone by a socket on the same port that bounces every
 	// request back to gchd with its own Via added, as a proxy would.
-	addr := b.udp.LocalAddr().String()
+	addr := b.sip.Conn.LocalAddr().String()
 	b.ua.Close()
-	b.udp.Close()
+	b.sip.Conn.Close()
 	bounce, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)

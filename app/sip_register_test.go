@@ -2,6 +2,8 @@ package app
 
 import (
 	"fmt"
+	"gchd/internal/testkit"
+	"gchd/storage"
 	"strings"
 	"testing"
 	"time"
@@ -148,124 +150,132 @@ func TestRegisterSHA256First(t *testing.T) {
 // REGISTER semantics on the wire: several contacts, expiry from header and
 // parameter, 423 with Min-Expires, the 200 listing every binding, removal.
 func TestRegisterBindings(t *testing.T) {
-	s := startSIP(t)
-	s.addAccount("alice", "pw-alice", "")
-	p := newPhone(t, s, "alice", "UDP")
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		s.addAccount("alice", "pw-alice", "")
+		p := newPhone(t, s, "alice", "UDP")
 
-	contactsOf := func(res *sip.Response) []string {
-		var out []string
-		for _, h := range res.GetHeaders("Contact") {
-			out = append(out, h.Value())
+		contactsOf := func(res *sip.Response) []string {
+			var out []string
+			for _, h := range res.GetHeaders("Contact") {
+				out = append(out, h.Value())
+			}
+			return out
 		}
-		return out
-	}
-	withContacts := func(expires int, contacts ...string) *sip.Request {
-		req := p.registerRequest(expires)
-		req.RemoveHeader("Contact")
-		for _, c := range contacts {
-			req.AppendHeader(sip.NewHeader("Contact", c))
+		withContacts := func(expires int, contacts ...string) *sip.Request {
+			req := p.registerRequest(expires)
+			req.RemoveHeader("Contact")
+			for _, c := range contacts {
+				req.AppendHeader(sip.NewHeader("Contact", c))
+			}
+			return req
 		}
-		return req
-	}
-	res := p.send(withContacts(600, "<sip:alice@192.0.2.1:5060>", "<sip:alice@192.0.2.2:5060>;expires=120"))
-	cs := contactsOf(res)
-	if res.StatusCode != 200 || len(cs) != 2 || !strings.Contains(strings.Join(cs, " "), "expires=120") ||
-		!strings.Contains(strings.Join(cs, " "), "expires=600") || res.GetHeader("Date") == nil {
-		t.Fatalf("two contacts: %s %v", res.StartLine(), cs)
-	}
-	res = p.send(withContacts(30, "<sip:alice@192.0.2.3>"))
-	if res.StatusCode != 423 || res.GetHeader("Min-Expires") == nil || res.GetHeader("Min-Expires").Value() != "60" {
-		t.Fatalf("too brief: %s %v", res.StartLine(), res.GetHeader("Min-Expires"))
-	}
-	// A query (no Contact) lists the bindings.
-	q := p.registerRequest(-1)
-	q.RemoveHeader("Contact")
-	if res := p.send(q); len(contactsOf(res)) != 2 {
-		t.Fatalf("query: %v", contactsOf(res))
-	}
-	res = p.send(withContacts(600, "<sip:alice@192.0.2.2:5060>;expires=0"))
-	if cs := contactsOf(res); len(cs) != 1 || !strings.Contains(cs[0], "192.0.2.1") {
-		t.Fatalf("after removing one: %v", cs)
-	}
-	// "*" needs Expires: 0.
-	if res := p.send(withContacts(60, "*")); res.StatusCode != 400 {
-		t.Fatalf("* with Expires 60: %s", res.StartLine())
-	}
-	if res := p.send(withContacts(0, "*")); res.StatusCode != 200 || len(contactsOf(res)) != 0 {
-		t.Fatalf("* with Expires 0: %s %v", res.StartLine(), contactsOf(res))
-	}
-	// The same Call-ID with an old CSeq is refused.
-	stale := withContacts(600, "<sip:alice@192.0.2.9>")
-	stale.ReplaceHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REGISTER})
-	p.send(withContacts(600, "<sip:alice@192.0.2.9>"))
-	if res := p.send(stale); res.StatusCode != 400 {
-		t.Fatalf("old CSeq: %s", res.StartLine())
-	}
+		res := p.send(withContacts(600, "<sip:alice@192.0.2.1:5060>", "<sip:alice@192.0.2.2:5060>;expires=120"))
+		cs := contactsOf(res)
+		if res.StatusCode != 200 || len(cs) != 2 || !strings.Contains(strings.Join(cs, " "), "expires=120") ||
+			!strings.Contains(strings.Join(cs, " "), "expires=600") || res.GetHeader("Date") == nil {
+			t.Fatalf("two contacts: %s %v", res.StartLine(), cs)
+		}
+		res = p.send(withContacts(30, "<sip:alice@192.0.2.3>"))
+		if res.StatusCode != 423 || res.GetHeader("Min-Expires") == nil || res.GetHeader("Min-Expires").Value() != "60" {
+			t.Fatalf("too brief: %s %v", res.StartLine(), res.GetHeader("Min-Expires"))
+		}
+		// A query (no Contact) lists the bindings.
+		q := p.registerRequest(-1)
+		q.RemoveHeader("Contact")
+		if res := p.send(q); len(contactsOf(res)) != 2 {
+			t.Fatalf("query: %v", contactsOf(res))
+		}
+		res = p.send(withContacts(600, "<sip:alice@192.0.2.2:5060>;expires=0"))
+		if cs := contactsOf(res); len(cs) != 1 || !strings.Contains(cs[0], "192.0.2.1") {
+			t.Fatalf("after removing one: %v", cs)
+		}
+		// "*" needs Expires: 0.
+		if res := p.send(withContacts(60, "*")); res.StatusCode != 400 {
+			t.Fatalf("* with Expires 60: %s", res.StartLine())
+		}
+		if res := p.send(withContacts(0, "*")); res.StatusCode != 200 || len(contactsOf(res)) != 0 {
+			t.Fatalf("* with Expires 0: %s %v", res.StartLine(), contactsOf(res))
+		}
+		// The same Call-ID with an old CSeq is refused.
+		stale := withContacts(600, "<sip:alice@192.0.2.9>")
+		stale.ReplaceHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REGISTER})
+		p.send(withContacts(600, "<sip:alice@192.0.2.9>"))
+		if res := p.send(stale); res.StatusCode != 400 {
+			t.Fatalf("old CSeq: %s", res.StartLine())
+		}
+	})
 }
 
 // The per-user contact limit: the oldest binding gives way (default), or
 // 403 under the reject policy.
 func TestContactLimit(t *testing.T) {
-	for _, policy := range []string{"replace", "reject"} {
-		t.Run(policy, func(t *testing.T) {
-			s := startSIP(t, func(c *configs.Config) { c.Registrar.MaxContacts = 2; c.Registrar.Overflow = policy })
-			s.addAccount("alice", "pw-alice", "")
-			p := newPhone(t, s, "alice", "UDP")
-			var last *sip.Response
-			for i := 1; i <= 3; i++ {
-				req := p.registerRequest(600)
-				req.ReplaceHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: fmt.Sprintf("192.0.2.%d", i)}})
-				last = p.send(req)
-			}
-			switch policy {
-			case "replace":
-				cs := last.GetHeaders("Contact")
-				if last.StatusCode != 200 || len(cs) != 2 || strings.Contains(cs[0].Value()+cs[1].Value(), "192.0.2.1>") {
-					t.Fatalf("third contact: %s %v", last.StartLine(), cs)
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		for _, policy := range []string{"replace", "reject"} {
+			t.Run(policy, func(t *testing.T) {
+				s := startSIPOn(t, engine, func(c *configs.Config) { c.Registrar.MaxContacts = 2; c.Registrar.Overflow = policy })
+				s.addAccount("alice", "pw-alice", "")
+				p := newPhone(t, s, "alice", "UDP")
+				var last *sip.Response
+				for i := 1; i <= 3; i++ {
+					req := p.registerRequest(600)
+					req.ReplaceHeader(&sip.ContactHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: fmt.Sprintf("192.0.2.%d", i)}})
+					last = p.send(req)
 				}
-			case "reject":
-				if last.StatusCode != 403 {
-					t.Fatalf("third contact: %s", last.StartLine())
+				switch policy {
+				case "replace":
+					cs := last.GetHeaders("Contact")
+					if last.StatusCode != 200 || len(cs) != 2 || strings.Contains(cs[0].Value()+cs[1].Value(), "192.0.2.1>") {
+						t.Fatalf("third contact: %s %v", last.StartLine(), cs)
+					}
+				case "reject":
+					if last.StatusCode != 403 {
+						t.Fatalf("third contact: %s", last.StartLine())
+					}
 				}
-			}
-		})
-	}
+			})
+		}
+	})
 }
 
 // A device that registers again with the same instance (RFC 5626) replaces
 // its old binding, even from a new address.
 func TestInstanceReplacesBinding(t *testing.T) {
-	s := startSIP(t)
-	s.addAccount("alice", "pw-alice", "")
-	urn := "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"
-	p1 := newPhone(t, s, "alice", "UDP", withInstance(urn))
-	p1.register()
-	p2 := newPhone(t, s, "alice", "UDP", withInstance(urn))
-	res := p2.register()
-	if cs := res.GetHeaders("Contact"); len(cs) != 1 || !strings.Contains(cs[0].Value(), fmt.Sprint(p2.contact.Port)) ||
-		!strings.Contains(cs[0].Value(), "+sip.instance") {
-		t.Fatalf("bindings after the device moved: %v", cs)
-	}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		s := startSIPOn(t, engine)
+		s.addAccount("alice", "pw-alice", "")
+		urn := "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>"
+		p1 := newPhone(t, s, "alice", "UDP", withInstance(urn))
+		p1.register()
+		p2 := newPhone(t, s, "alice", "UDP", withInstance(urn))
+		res := p2.register()
+		if cs := res.GetHeaders("Contact"); len(cs) != 1 || !strings.Contains(cs[0].Value(), fmt.Sprint(p2.contact.Port)) ||
+			!strings.Contains(cs[0].Value(), "+sip.instance") {
+			t.Fatalf("bindings after the device moved: %v", cs)
+		}
+	})
 }
 
 // Bindings survive a restart.
 func TestBindingsSurviveRestart(t *testing.T) {
-	cfg := testConfig(t, "sqlite")
-	s := start(t, cfg)
-	s.addAccount("alice", "pw-alice", "")
-	s.addAccount("bob", "pw-bob", "")
-	p := newPhone(t, s, "alice", "UDP")
-	p.register()
-	s.stop()
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		cfg := testConfig(t, engine)
+		s := start(t, cfg)
+		s.addAccount("alice", "pw-alice", "")
+		s.addAccount("bob", "pw-bob", "")
+		p := newPhone(t, s, "alice", "UDP")
+		p.register()
+		s.stop()
 
-	s2 := start(t, cfg)
-	// bob's MESSAGE reaches alice's phone without her registering again.
-	b := newPhone(t, s2, "bob", "UDP")
-	p.server = s2.app.SIPAddr("UDP")
-	if res := b.message("alice", "after restart"); res.StatusCode != 200 {
-		t.Fatalf("MESSAGE after restart: %s", res.StartLine())
-	}
-	if got := bodies(p.waitFor(1)); got[0] != "after restart" {
-		t.Fatalf("received %v", got)
-	}
+		s2 := start(t, cfg)
+		// bob's MESSAGE reaches alice's phone without her registering again.
+		b := newPhone(t, s2, "bob", "UDP")
+		p.sip.Target = s2.app.SIPAddr("UDP")
+		if res := b.message("alice", "after restart"); res.StatusCode != 200 {
+			t.Fatalf("MESSAGE after restart: %s", res.StartLine())
+		}
+		if got := bodies(p.waitFor(1)); got[0] != "after restart" {
+			t.Fatalf("received %v", got)
+		}
+	})
 }

@@ -3,13 +3,12 @@ package app
 import (
 	"bytes"
 	"fmt"
+	"gchd/internal/testkit/sipua"
 	"net"
 	"regexp"
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/icholy/digest"
 
 	"gchd/configs"
 )
@@ -104,15 +103,11 @@ func TestUDPRetransmissionBurstProcessedOnce(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no challenge: %q", challenge)
 	}
-	chal, err := digest.ParseChallenge(string(m[1]))
+	auth, err := sipua.Authorize(string(m[1]), "REGISTER", "sip:"+testDomain, "ann", "pw-ann")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cred, err := digest.Digest(chal, digest.Options{Method: "REGISTER", URI: "sip:" + testDomain, Username: "ann", Password: "pw-ann", Count: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := []byte(register("b2", 2, "Authorization: "+cred.String()+"\r\n"))
+	msg := []byte(register("b2", 2, "Authorization: "+auth+"\r\n"))
 	const copies = 30
 	for range copies {
 		if _, err := c.Write(msg); err != nil {

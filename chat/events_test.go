@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"gchd/chat"
+	"gchd/internal/testkit"
 	"gchd/registrar"
 	"gchd/storage"
-	"gchd/storage/storagetest"
 )
 
 // gateKey marks an update whose commit the test holds back.
@@ -69,22 +69,20 @@ type eventsEnv struct {
 // eachEventsEngine runs fn with a service over a gated store of every
 // engine, its streams open, and accounts a..f.
 func eachEventsEngine(t *testing.T, fn func(t *testing.T, e eventsEnv, engine storage.Engine)) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			db := storagetest.Open(t, engine)
-			accounts := registrar.NewAccounts(db.AccountStore(), "test")
-			for _, l := range []string{"a", "b", "c", "d", "e", "f"} {
-				if err := accounts.Add(context.Background(), l, "pw", strings.ToUpper(l)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			svc := chat.NewService(gatedStore{Store: db.ChatStore(), inTx: engine == storage.Postgres})
-			if err := svc.OpenEvents(context.Background()); err != nil {
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		db := testkit.Open(t, engine)
+		accounts := registrar.NewAccounts(db.AccountStore(), "test")
+		for _, l := range []string{"a", "b", "c", "d", "e", "f"} {
+			if err := accounts.Add(context.Background(), l, "pw", strings.ToUpper(l)); err != nil {
 				t.Fatal(err)
 			}
-			fn(t, eventsEnv{db: db, svc: svc}, engine)
-		})
-	}
+		}
+		svc := chat.NewService(gatedStore{Store: db.ChatStore(), inTx: engine == storage.Postgres})
+		if err := svc.OpenEvents(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		fn(t, eventsEnv{db: db, svc: svc}, engine)
+	})
 }
 
 func (e eventsEnv) group(t *testing.T, owner string, members ...string) chat.GroupID {
@@ -413,49 +411,51 @@ func TestEventsConcurrentCommits(t *testing.T) {
 // A subscription that is not read ends once its backlog is full, rather
 // than hold every event; closing the streams ends the others.
 func TestEventsBacklogAndClose(t *testing.T) {
-	db := storagetest.Open(t, storage.SQLite)
-	accounts := registrar.NewAccounts(db.AccountStore(), "test")
-	for _, l := range []string{"a", "b"} {
-		if err := accounts.Add(context.Background(), l, "pw", l); err != nil {
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		db := testkit.Open(t, engine)
+		accounts := registrar.NewAccounts(db.AccountStore(), "test")
+		for _, l := range []string{"a", "b"} {
+			if err := accounts.Add(context.Background(), l, "pw", l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		svc := chat.NewService(db.ChatStore())
+		if _, err := svc.Subscribe(caller("a")); !errors.Is(err, chat.ErrStreamsClosed) {
+			t.Fatalf("Subscribe before OpenEvents: %v", err)
+		}
+		if err := svc.OpenEvents(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-	}
-	svc := chat.NewService(db.ChatStore())
-	if _, err := svc.Subscribe(caller("a")); !errors.Is(err, chat.ErrStreamsClosed) {
-		t.Fatalf("Subscribe before OpenEvents: %v", err)
-	}
-	if err := svc.OpenEvents(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	e := eventsEnv{db: db, svc: svc}
-	id := e.group(t, "a", "b")
-	slow, reader := e.subscribe(t, "a"), e.subscribe(t, "b")
-	var wg sync.WaitGroup
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := range 130 {
-				e.post(t, context.Background(), "b", id, fmt.Sprintf("%d-%d", w, n))
-			}
-		}()
-	}
-	// b's own messages reach her reader too; it keeps up.
-	got := collect(t, reader, 8*130)
-	if !slices.IsSorted(got) {
-		t.Fatalf("reader's events are out of order")
-	}
-	wg.Wait()
-	<-slow.Ready()
-	if evs, err := slow.Take(); !errors.Is(err, chat.ErrSlowReader) || len(evs) != 0 {
-		t.Fatalf("slow subscription: %d events, %v; want ErrSlowReader", len(evs), err)
-	}
-	svc.CloseEvents()
-	<-reader.Ready()
-	if _, err := reader.Take(); !errors.Is(err, chat.ErrStreamsClosed) {
-		t.Fatalf("after CloseEvents: %v", err)
-	}
-	if _, err := svc.Subscribe(caller("a")); !errors.Is(err, chat.ErrStreamsClosed) {
-		t.Fatalf("Subscribe after CloseEvents: %v", err)
-	}
+		e := eventsEnv{db: db, svc: svc}
+		id := e.group(t, "a", "b")
+		slow, reader := e.subscribe(t, "a"), e.subscribe(t, "b")
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := range 130 {
+					e.post(t, context.Background(), "b", id, fmt.Sprintf("%d-%d", w, n))
+				}
+			}()
+		}
+		// b's own messages reach her reader too; it keeps up.
+		got := collect(t, reader, 8*130)
+		if !slices.IsSorted(got) {
+			t.Fatalf("reader's events are out of order")
+		}
+		wg.Wait()
+		<-slow.Ready()
+		if evs, err := slow.Take(); !errors.Is(err, chat.ErrSlowReader) || len(evs) != 0 {
+			t.Fatalf("slow subscription: %d events, %v; want ErrSlowReader", len(evs), err)
+		}
+		svc.CloseEvents()
+		<-reader.Ready()
+		if _, err := reader.Take(); !errors.Is(err, chat.ErrStreamsClosed) {
+			t.Fatalf("after CloseEvents: %v", err)
+		}
+		if _, err := svc.Subscribe(caller("a")); !errors.Is(err, chat.ErrStreamsClosed) {
+			t.Fatalf("Subscribe after CloseEvents: %v", err)
+		}
+	})
 }

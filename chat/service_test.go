@@ -17,9 +17,9 @@ import (
 
 	"gchd/chat"
 	"gchd/httpapi"
+	"gchd/internal/testkit"
 	"gchd/registrar"
 	"gchd/storage"
-	"gchd/storage/storagetest"
 )
 
 // recorder is a Publisher that remembers what was published.
@@ -58,20 +58,18 @@ type env struct {
 // eachEngine runs fn against a real database of every engine, with accounts
 // for the logins a..f (and none for guests).
 func eachEngine(t *testing.T, fn func(t *testing.T, e env)) {
-	for _, engine := range storagetest.Engines() {
-		t.Run(string(engine), func(t *testing.T) {
-			t.Parallel()
-			db := storagetest.Open(t, engine)
-			accounts := registrar.NewAccounts(db.AccountStore(), "test")
-			for _, l := range []string{"a", "b", "c", "d", "e", "f"} {
-				if err := accounts.Add(context.Background(), l, "pw", strings.ToUpper(l)); err != nil {
-					t.Fatal(err)
-				}
+	testkit.Each(t, func(t *testing.T, engine storage.Engine) {
+		t.Parallel()
+		db := testkit.Open(t, engine)
+		accounts := registrar.NewAccounts(db.AccountStore(), "test")
+		for _, l := range []string{"a", "b", "c", "d", "e", "f"} {
+			if err := accounts.Add(context.Background(), l, "pw", strings.ToUpper(l)); err != nil {
+				t.Fatal(err)
 			}
-			pub := &recorder{}
-			fn(t, env{db: db, svc: chat.NewService(db.ChatStore(), chat.WithPublisher(pub)), pub: pub})
-		})
-	}
+		}
+		pub := &recorder{}
+		fn(t, env{db: db, svc: chat.NewService(db.ChatStore(), chat.WithPublisher(pub)), pub: pub})
+	})
 }
 
 func caller(l string) chat.Caller { return chat.Caller{Login: l, DisplayName: strings.ToUpper(l)} }

@@ -14,7 +14,7 @@ import (
 
 	"gchd/cluster"
 	"gchd/storage"
-	"gchd/storage/storagetest"
+	"gchd/internal/testkit"
 )
 
 // Short leases keep the tests quick; the ratios are the production ones.
@@ -63,10 +63,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func TestJoinRenewLeave(t *testing.T) {
 	ctx := context.Background()
-	for _, e := range storagetest.Engines() {
+	for _, e := range testkit.Engines() {
 		t.Run(string(e), func(t *testing.T) {
 			t.Parallel()
-			db := storagetest.Open(t, e)
+			db := testkit.Open(t, e)
 			a, err := cluster.Join(ctx, db.Nodes(), options("a"))
 			if err != nil {
 				t.Fatal(err)
@@ -111,10 +111,10 @@ func TestJoinRenewLeave(t *testing.T) {
 // hands its name over once its lease runs out.
 func TestNameHeld(t *testing.T) {
 	ctx := context.Background()
-	for _, e := range storagetest.Engines() {
+	for _, e := range testkit.Engines() {
 		t.Run(string(e), func(t *testing.T) {
 			t.Parallel()
-			db := storagetest.Open(t, e)
+			db := testkit.Open(t, e)
 			live, err := cluster.Join(ctx, db.Nodes(), options("n1"))
 			if err != nil {
 				t.Fatal(err)
@@ -156,7 +156,7 @@ func TestNameHeld(t *testing.T) {
 // A SQLite database is for one node.
 func TestExclusive(t *testing.T) {
 	ctx := context.Background()
-	db := storagetest.Open(t, storage.SQLite)
+	db := testkit.Open(t, storage.SQLite)
 	o := options("one")
 	o.Exclusive = true
 	one, err := cluster.Join(ctx, db.Nodes(), o)
@@ -181,10 +181,10 @@ func TestExclusive(t *testing.T) {
 // new epoch: what it held under the old one was the others' to take over.
 func TestFrozenNodeFencesAndRejoins(t *testing.T) {
 	ctx := context.Background()
-	for _, e := range storagetest.Engines() {
+	for _, e := range testkit.Engines() {
 		t.Run(string(e), func(t *testing.T) {
 			t.Parallel()
-			db := storagetest.Open(t, e)
+			db := testkit.Open(t, e)
 			m, err := cluster.Join(ctx, db.Nodes(), options("f"))
 			if err != nil {
 				t.Fatal(err)
@@ -213,7 +213,7 @@ func TestFrozenNodeFencesAndRejoins(t *testing.T) {
 // when the database is back, without a restart.
 func TestDatabaseGoneFences(t *testing.T) {
 	ctx := context.Background()
-	dsn := storagetest.DSN(t, storage.Postgres)
+	dsn := testkit.DSN(t, storage.Postgres)
 	db, err := storage.Open(ctx, dsn, storage.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -6,17 +6,17 @@ import (
 	"testing"
 	"time"
 
+	"gchd/internal/testkit"
 	"gchd/registrar"
-	"gchd/storage/storagetest"
 )
 
 // BenchmarkSaveBindings writes new bindings in batches of 16, as the
 // registrar's writer does under a burst of registrations; ns/op is per
 // binding. go test -run - -bench SaveBindings ./storage
 func BenchmarkSaveBindings(b *testing.B) {
-	for _, e := range storagetest.Engines() {
+	for _, e := range testkit.Engines() {
 		b.Run(string(e), func(b *testing.B) {
-			db := storagetest.Open(b, e)
+			db := testkit.Open(b, e)
 			s := db.BindingStore()
 			ctx := context.Background()
 			now := time.Now()

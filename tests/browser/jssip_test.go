@@ -12,8 +12,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"gchd/internal/testkit"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -28,11 +28,10 @@ import (
 
 	"gchd/app"
 	"gchd/configs"
-	"gchd/registrar"
 	"gchd/storage"
 )
 
-const domain = "test.local"
+const domain = testkit.Domain
 
 // Each step waits at most this long; the whole test takes a few seconds.
 const stepTimeout = 15 * time.Second
@@ -196,9 +195,7 @@ func chromiumPath(t *testing.T) string {
 
 // gchd is a running server.
 type gchd struct {
-	app    *app.App
-	cancel context.CancelFunc
-	done   chan error
+	app *app.App
 }
 
 // startGCHD starts a server for test.local with SIP over WebSocket on a
@@ -206,14 +203,10 @@ type gchd struct {
 // login, with its display name.
 func startGCHD(t *testing.T, accounts map[string]string) *gchd {
 	t.Helper()
-	cfg := configs.Default()
-	cfg.Domain = domain
-	cfg.Database = "sqlite:" + filepath.Join(t.TempDir(), "gchd.db")
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.SIP.Addr = "127.0.0.1:0"
+	cfg := testkit.Config(t, storage.SQLite)
+	// A browser meets gchd as deployed: the limits stay at their defaults.
+	cfg.Limits = configs.Default().Limits
 	cfg.SIP.WSAddr = "127.0.0.1:0"
-	cfg.Storage.SQLiteSynchronous = "NORMAL"
-	cfg.Shutdown.Grace = 5 * time.Second
 	cfg.Registrar.Node = "browser-test"
 	// Both digest algorithms are offered: JsSIP reads only the last
 	// challenge, and gchd puts MD5 last over WebSocket.
@@ -221,48 +214,9 @@ func startGCHD(t *testing.T, accounts map[string]string) *gchd {
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	ctx := context.Background()
-	db, err := storage.Open(ctx, cfg.Database, storage.Options{})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
-	acc := registrar.NewAccounts(db.AccountStore(), cfg.Domain)
-	for login, dn := range accounts {
-		if err := acc.Add(ctx, login, "pw-"+login, dn); err != nil {
-			db.Close()
-			t.Fatalf("add account %s: %v", login, err)
-		}
-	}
-	db.Close()
-
-	runCtx, cancel := context.WithCancel(ctx)
-	a, err := app.New(runCtx, cfg, testLogger())
-	if err != nil {
-		cancel()
-		t.Fatalf("start gchd: %v", err)
-	}
-	g := &gchd{app: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { g.done <- a.Run(runCtx) }()
-	t.Cleanup(func() {
-		g.cancel()
-		select {
-		case err := <-g.done:
-			if err != nil {
-				t.Errorf("gchd Run returned %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("gchd did not stop within 30 s")
-		}
-	})
-	return g
-}
-
-// testLogger logs to stderr when GCHD_TEST_LOG is set, else nowhere.
-func testLogger() *slog.Logger {
-	if os.Getenv("GCHD_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
+	testkit.AddNamedAccounts(t, cfg.Database, cfg.Domain, accounts)
+	run := testkit.Start(t, func(ctx context.Context) (*app.App, error) { return app.New(ctx, cfg, testkit.Logger()) })
+	return &gchd{app: run.Server}
 }
 
 // apiClient calls gchd's /gch.ashx as one of the test's users.

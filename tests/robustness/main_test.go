@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,15 +26,15 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
-	"github.com/icholy/digest"
 
 	"gchd/app"
 	"gchd/configs"
-	"gchd/registrar"
+	"gchd/internal/testkit"
+	"gchd/internal/testkit/sipua"
 	"gchd/storage"
 )
 
-const domain = "test.local"
+const domain = testkit.Domain
 
 // TestMain shortens sipgo's transaction timers. They are package globals of
 // sipgo, read without synchronisation, so they are set here, before any
@@ -88,10 +87,9 @@ func repoRoot(t testing.TB) string {
 type gchd struct {
 	t      testing.TB
 	app    *app.App
+	run    *testkit.Running[*app.App]
 	udp    *net.UDPAddr
 	tcp    string
-	cancel context.CancelFunc
-	done   chan error
 	canary *canary
 }
 
@@ -99,13 +97,9 @@ type gchd struct {
 // database holding an account (password "pw-"+login) for each login.
 func startGCHD(t testing.TB, mutate func(*configs.Config), logins ...string) *gchd {
 	t.Helper()
-	cfg := configs.Default()
-	cfg.Domain = domain
-	cfg.Database = "sqlite:" + filepath.Join(t.TempDir(), "gchd.db")
-	cfg.HTTP.Addr = "127.0.0.1:0"
-	cfg.SIP.Addr = "127.0.0.1:0"
-	cfg.Storage.SQLiteSynchronous = "NORMAL"
-	cfg.Shutdown.Grace = 5 * time.Second
+	cfg := testkit.Config(t, storage.SQLite)
+	// Hostile input meets gchd as deployed: the limits stay at their defaults.
+	cfg.Limits = configs.Default().Limits
 	cfg.Registrar.Node = "robustness"
 	if mutate != nil {
 		mutate(&cfg)
@@ -113,33 +107,18 @@ func startGCHD(t testing.TB, mutate func(*configs.Config), logins ...string) *gc
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	ctx := context.Background()
-	db, err := storage.Open(ctx, cfg.Database, storage.Options{})
-	if err != nil {
-		t.Fatalf("open database: %v", err)
-	}
-	accounts := registrar.NewAccounts(db.AccountStore(), cfg.Domain)
-	for _, login := range logins {
-		if err := accounts.Add(ctx, login, "pw-"+login, login); err != nil {
-			t.Fatalf("add account %s: %v", login, err)
-		}
-	}
-	db.Close()
+	testkit.AddAccounts(t, cfg.Database, cfg.Domain, logins...)
 
-	runCtx, cancel := context.WithCancel(ctx)
-	a, err := app.New(runCtx, cfg, testLogger())
+	g := &gchd{t: t, canary: newCanary(t)}
+	g.run = testkit.Start(t, func(ctx context.Context) (*app.App, error) { return app.New(ctx, cfg, testkit.Logger()) })
+	g.app = g.run.Server
+	udp, err := net.ResolveUDPAddr("udp", g.app.SIPAddr("UDP"))
 	if err != nil {
-		cancel()
-		t.Fatalf("start gchd: %v", err)
-	}
-	udp, err := net.ResolveUDPAddr("udp", a.SIPAddr("UDP"))
-	if err != nil {
-		cancel()
 		t.Fatal(err)
 	}
-	g := &gchd{t: t, app: a, udp: udp, tcp: a.SIPAddr("TCP"), cancel: cancel, done: make(chan error, 1)}
-	g.canary = newCanary(t)
-	go func() { g.done <- a.Run(runCtx) }()
+	g.udp, g.tcp = udp, g.app.SIPAddr("TCP")
+	// Registered after Start's cleanup, so it runs first: the canary is
+	// checked once gchd has stopped.
 	t.Cleanup(func() {
 		g.stop()
 		g.canary.check(t)
@@ -248,41 +227,14 @@ func (g *gchd) reflectionCases(t testing.TB) int {
 	return sent
 }
 
-// testLogger logs to stderr when GCHD_TEST_LOG is set, else nowhere.
-func testLogger() *slog.Logger {
-	if os.Getenv("GCHD_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
 // alive fails the test if Run has returned: the server must serve until it
 // is stopped.
 func (g *gchd) alive(t testing.TB) {
 	t.Helper()
-	select {
-	case err := <-g.done:
-		g.done <- err
-		t.Fatalf("gchd stopped serving: %v", err)
-	default:
-	}
+	g.run.Alive(t)
 }
 
-func (g *gchd) stop() {
-	if g.cancel == nil {
-		return
-	}
-	g.cancel()
-	g.cancel = nil
-	select {
-	case err := <-g.done:
-		if err != nil {
-			g.t.Errorf("gchd Run returned %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		g.t.Errorf("gchd did not stop within 30 s")
-	}
-}
+func (g *gchd) stop() { g.run.Stop() }
 
 // counter sums every series of a counter family of the server's metrics.
 func (g *gchd) counter(name string) float64 {
@@ -723,21 +675,6 @@ func readStream(conn net.Conn, wait time.Duration) (msgs []*msg, closed bool, af
 	}
 }
 
-// authorize answers a digest challenge (a WWW-Authenticate or
-// Proxy-Authenticate value) for method and uri.
-func authorize(challenge, method, uri, login, password string) (string, error) {
-	chal, err := digest.ParseChallenge(challenge)
-	if err != nil {
-		return "", err
-	}
-	cred, err := digest.Digest(chal, digest.Options{Method: method, URI: uri, Username: login, Password: password,
-		Count: 1, Cnonce: randHex(8)})
-	if err != nil {
-		return "", err
-	}
-	return cred.String(), nil
-}
-
 func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
@@ -824,7 +761,7 @@ func (s *sink) register(t testing.TB, login string) {
 	if err != nil || res == nil || res.code != 401 {
 		t.Fatalf("REGISTER %s: %v %v, want a 401 challenge", login, res, err)
 	}
-	auth, err := authorize(res.get("www-authenticate"), "REGISTER", "sip:"+domain, login, "pw-"+login)
+	auth, err := sipua.Authorize(res.get("www-authenticate"), "REGISTER", "sip:"+domain, login, testkit.Password(login))
 	if err != nil {
 		t.Fatal(err)
 	}

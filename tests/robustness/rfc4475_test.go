@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"gchd/internal/testkit"
+	"gchd/internal/testkit/sipua"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -385,7 +387,7 @@ func runUDPCase(t *testing.T, g *gchd, peer *udpPeer, s *sink, txs *txClock, c t
 	}
 	r.got = describe(final)
 	if c.login != "" && final != nil && final.code == 401 {
-		auth, err := authorize(final.get("www-authenticate"), "REGISTER", "sip:"+domain, c.login, "pw-"+c.login)
+		auth, err := sipua.Authorize(final.get("www-authenticate"), "REGISTER", "sip:"+domain, c.login, testkit.Password(c.login))
 		if err != nil {
 			t.Fatalf("answer the challenge: %v", err)
 		}

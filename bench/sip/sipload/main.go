@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,8 +31,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"gchd/internal/testkit/sipua"
 )
 
 func main() {
@@ -97,10 +97,7 @@ func login(pattern string, n int) string {
 // or one connection (TCP) and answers their MESSAGEs.
 type phones struct {
 	f        phoneFlags
-	ua       *sipgo.UserAgent
-	cli      *sipgo.Client
-	srv      *sipgo.Server
-	udp      net.PacketConn
+	sip      *sipua.Phone
 	tcp      net.Listener
 	contact  sip.Uri
 	received atomic.Int64
@@ -112,7 +109,8 @@ func newPhones(f phoneFlags, onMsg func(req *sip.Request, at time.Time)) (*phone
 	if f.transport != "UDP" && f.transport != "TCP" {
 		return nil, fmt.Errorf("transport %q: want udp or tcp", f.transport)
 	}
-	sip.SetDefaultLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sip.SetDefaultLogger(quiet)
 	// sipgo keeps each answered UDP transaction for Timer J, 32 s, to
 	// absorb retransmissions. At 10,000 MESSAGEs a second that is 300,000
 	// live transactions, and this tool's collector, marking them, paused
@@ -121,21 +119,20 @@ func newPhones(f phoneFlags, onMsg func(req *sip.Request, at time.Time)) (*phone
 	// not lose; one that came after a second would count as a duplicate
 	// and fail the step, not go unseen.
 	sip.Timer_J = f.linger
-	ua, err := sipgo.NewUA(sipgo.WithUserAgent("sipload"), sipgo.WithUserAgentHostname(f.domain))
-	if err != nil {
-		return nil, err
-	}
 	host, portStr, err := net.SplitHostPort(f.listen)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	port, _ := strconv.Atoi(portStr)
-	p := &phones{f: f, ua: ua, onMsg: onMsg}
-	p.srv, _ = sipgo.NewServer(ua, sipgo.WithServerLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	p.cli, _ = sipgo.NewClient(ua, sipgo.WithClientHostname(host))
+	sp, err := sipua.New(f.transport, f.server, sipua.WithName("sipload"), sipua.WithHostname(f.domain),
+		sipua.WithClientHost(host), sipua.WithLogger(quiet))
+	if err != nil {
+		return nil, err
+	}
+	p := &phones{f: f, sip: sp, onMsg: onMsg}
 	p.contact = sip.Uri{Scheme: "sip", Host: host, Port: port}
 	// Handlers before serving: sipgo reads its handler map without a lock.
-	p.srv.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
+	sp.Server.OnMessage(func(req *sip.Request, tx sip.ServerTransaction) {
 		at := time.Now()
 		p.received.Add(1)
 		if p.onMsg != nil {
@@ -143,91 +140,52 @@ func newPhones(f phoneFlags, onMsg func(req *sip.Request, at time.Time)) (*phone
 		}
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
-	p.srv.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
+	sp.Server.OnOptions(func(req *sip.Request, tx sip.ServerTransaction) {
 		tx.Respond(sip.NewResponseFromRequest(req, 200, "OK", nil))
 	})
 	if f.transport == "UDP" {
-		p.udp, err = net.ListenPacket("udp", f.listen)
-		if err != nil {
+		if err := sp.ListenUDP(f.listen); err != nil {
+			sp.Close()
 			return nil, err
 		}
-		if uc, ok := p.udp.(*net.UDPConn); ok {
+		if uc, ok := sp.Conn.(*net.UDPConn); ok {
 			uc.SetReadBuffer(4 << 20)
 		}
-		go p.srv.ServeUDP(p.udp)
-		// Serving puts the socket in sipgo's pool asynchronously; a request
-		// sent from it before that would open another socket.
-		for i := 0; ; i++ {
-			if c, err := ua.TransportLayer().GetConnection("udp", p.udp.LocalAddr().String()); err == nil {
-				c.TryClose()
-				break
-			}
-			if i == 1000 {
-				return nil, errors.New("UDP socket never became ready")
-			}
-			time.Sleep(2 * time.Millisecond)
+		if err := sp.ServeUDP(); err != nil {
+			sp.Close()
+			return nil, err
 		}
 	} else {
 		// Listening too, for a server that connects to the Contact (Kamailio);
 		// gchd sends over the connection the phones registered on.
 		p.tcp, err = net.Listen("tcp", f.listen)
 		if err != nil {
+			sp.Close()
 			return nil, err
 		}
-		go p.srv.ServeTCP(p.tcp)
+		go sp.Server.ServeTCP(p.tcp)
 		p.contact.UriParams = sip.HeaderParams{{K: "transport", V: "tcp"}}
 	}
 	return p, nil
 }
 
 func (p *phones) close() {
-	p.ua.Close()
-	if p.udp != nil {
-		p.udp.Close()
-	}
+	p.sip.Close()
 	if p.tcp != nil {
 		p.tcp.Close()
-	}
-}
-
-// prepare addresses a request to the server from the phones' socket.
-func (p *phones) prepare(req *sip.Request) {
-	req.SetTransport(p.f.transport)
-	req.SetDestination(p.f.server)
-	if p.udp != nil {
-		a := p.udp.LocalAddr().(*net.UDPAddr)
-		req.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
 	}
 }
 
 // registerOne registers user with the phones' Contact, answering a digest
 // challenge with password.
 func (p *phones) registerOne(ctx context.Context, user, password string) error {
-	aor := sip.Uri{Scheme: "sip", User: user, Host: p.f.domain}
-	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: p.f.domain})
-	req.AppendHeader(&sip.FromHeader{Address: aor, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
-	req.AppendHeader(&sip.ToHeader{Address: aor})
-	cid := sip.CallIDHeader(fmt.Sprintf("reg-%s-%d@sipload", user, time.Now().UnixNano()))
-	req.AppendHeader(&cid)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REGISTER})
 	c := p.contact
 	c.User = user
-	req.AppendHeader(&sip.ContactHeader{Address: c})
-	e := sip.ExpiresHeader(p.f.expires)
-	req.AppendHeader(&e)
-	req.SetBody(nil)
-	p.prepare(req)
-	res, err := p.cli.Do(ctx, req)
+	req := sipua.RegisterRequest(sipua.Registration{Domain: p.f.domain, User: user, Contact: sip.ContactHeader{Address: c},
+		CallID: fmt.Sprintf("reg-%s-%d@sipload", user, time.Now().UnixNano()), CSeq: 1, Expires: p.f.expires})
+	res, err := p.sip.Do(ctx, req, user, password)
 	if err != nil {
 		return err
-	}
-	if res.StatusCode == 401 || res.StatusCode == 407 {
-		req = req.Clone()
-		p.prepare(req)
-		res, err = p.cli.DoDigestAuth(ctx, req, res, sipgo.DigestAuth{Username: user, Password: password})
-		if err != nil {
-			return err
-		}
 	}
 	if res.StatusCode != 200 {
 		return fmt.Errorf("REGISTER %s: %s", user, res.StartLine())
