@@ -20,7 +20,8 @@ var allowedImports = map[string][]string{
 	"limits":              {},
 	"trace":               {},
 	"push":                {},
-	"storage":             {"chat", "registrar"},
+	"cluster":             {},
+	"storage":             {"chat", "registrar", "cluster"},
 	"storage/storagetest": {"chat", "registrar"},
 	// The test kit is support for tests and the benchmark tools
 	// (testSupport below).
@@ -37,6 +38,7 @@ var forbiddenImports = map[string][]string{
 	"sipserver": {"net/http", "database/sql", "github.com/jmoiron/sqlx"},
 	"trace":     {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
 	"push":      {"github.com/emiago/sipgo", "database/sql", "github.com/jmoiron/sqlx"},
+	"cluster":   {"github.com/emiago/sipgo", "net/http", "database/sql", "github.com/jmoiron/sqlx"},
 }
 
 // testSupport is imported by tests (and bench/, which drives gchd as a

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"gchd/chat"
+	"gchd/cluster"
 	"gchd/configs"
 	"gchd/httpapi"
 	"gchd/limits"
@@ -62,15 +63,17 @@ type App struct {
 	accounts *registrar.Accounts
 	bindings *registrar.Bindings
 	guards   guards
-	node     string        // this node's name (registrar.node or the host name)
-	writable httpapi.Check // the database's write probe, cached
-	serving  atomic.Bool   // every listener is serving
-	sip      *sipserver.Server
-	hep      *trace.HEP     // the SIP mirror to Homer; nil: off
-	push     *push.Notifier // pushes to sleeping phones; nil: off
-	chat     *chat.Service
-	dispatch *chat.Dispatcher
-	api      *httpapi.Server
+	node     string // this node's name (registrar.node or the host name)
+	// membership is this node's lease among the nodes sharing the database.
+	membership *cluster.Membership
+	writable   httpapi.Check // the database's write probe, cached
+	serving    atomic.Bool   // every listener is serving
+	sip        *sipserver.Server
+	hep        *trace.HEP     // the SIP mirror to Homer; nil: off
+	push       *push.Notifier // pushes to sleeping phones; nil: off
+	chat       *chat.Service
+	dispatch   *chat.Dispatcher
+	api        *httpapi.Server
 
 	httpServers []*httpServer
 }
@@ -88,6 +91,9 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	a := &App{cfg: cfg, log: log, registry: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
+			if a.membership != nil {
+				a.membership.Leave() // a restart need not wait for the lease
+			}
 			a.close() // whatever was opened before the failure
 		}
 	}()
@@ -121,11 +127,14 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	if err := a.buildSIP(ctx); err != nil {
 		return nil, err
 	}
+	if err := a.joinCluster(ctx); err != nil {
+		return nil, err
+	}
 	var copyToSender func(chat.Event)
 	if cfg.Delivery.CopyToSender {
 		copyToSender = a.sip.CopyToSender
 	}
-	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), a.sip, log.With("part", "delivery"), chat.DispatchOptions{
+	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), fencedDeliverer{next: a.sip, fenced: a.fenced}, log.With("part", "delivery"), chat.DispatchOptions{
 		Workers:        cfg.Delivery.Workers,
 		Window:         cfg.Delivery.Window,
 		AttemptTimeout: cfg.Delivery.AttemptTimeout,
@@ -170,7 +179,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	metrics.RegisterReady(a.registry, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		return a.serving.Load() && a.checkDatabase(ctx) == nil && a.writable(ctx) == nil
+		return a.serving.Load() && a.checkDatabase(ctx) == nil && a.writable(ctx) == nil && a.checkCluster(ctx) == nil
 	})
 	trustedProxies, _ := cfg.HTTP.TrustedProxyNetworks() // validated with the configuration
 	a.api = httpapi.New(a.chat, a.accounts, a.metrics, log.With("part", "http"), httpapi.Options{
@@ -192,6 +201,7 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		Ready: map[string]httpapi.Check{
 			"database":          a.checkDatabase,
 			"database_writable": a.writable,
+			"cluster":           a.checkCluster,
 			"listeners": func(context.Context) error {
 				if !a.serving.Load() {
 					return errors.New("not serving")
@@ -223,6 +233,7 @@ func (a *App) buildSIP(ctx context.Context) error {
 		RejectOverflow: cfg.Registrar.Overflow == "reject",
 		Node:           node,
 		RefreshWrite:   cfg.Registrar.RefreshWrite,
+		Fenced:         a.fenced,
 	}, a.log.With("part", "registrar"))
 	n, err := a.bindings.Load(ctx)
 	if err != nil {
@@ -388,6 +399,14 @@ func (a *App) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make(chan error, len(a.httpServers)+2)
 
+	// The lease is held first and given up last: while this node serves,
+	// the others know it is alive.
+	memberCtx, stopMembership := context.WithCancel(context.WithoutCancel(ctx))
+	memberDone := make(chan struct{})
+	go func() {
+		defer close(memberDone)
+		a.membership.Run(memberCtx)
+	}()
 	bindingsCtx, stopBindings := context.WithCancel(context.WithoutCancel(ctx))
 	bindingsDone := make(chan struct{})
 	go func() {
@@ -477,6 +496,8 @@ func (a *App) Run(ctx context.Context) error {
 	a.sip.Close()
 	stopBindings()
 	<-bindingsDone
+	stopMembership()
+	<-memberDone
 	a.close()
 	a.log.Info("gchd stopped")
 	return runErr

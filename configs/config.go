@@ -25,6 +25,7 @@ type Config struct {
 	Chat      Chat      `yaml:"chat"`
 	Delivery  Delivery  `yaml:"delivery"`
 	Push      Push      `yaml:"push"`
+	Cluster   Cluster   `yaml:"cluster"`
 	Limits    Limits    `yaml:"limits"`
 	Log       Log       `yaml:"log"`
 	Shutdown  Shutdown  `yaml:"shutdown"`
@@ -150,6 +151,13 @@ type Push struct {
 	AnswerWait  time.Duration `yaml:"answer_wait" help:"how long a delivery to a device with push parameters waits for its answer before the device counts as asleep and is sent a push"`
 }
 
+// Cluster is this node's membership among the nodes sharing a PostgreSQL
+// database (docs/cluster.md). The node's name is registrar.node.
+type Cluster struct {
+	Lease time.Duration `yaml:"lease" help:"how long a node's lease holds after its last renewal: a node silent that long is gone for the others, and fences itself (no deliveries, REGISTER 503) shortly before"`
+	Renew time.Duration `yaml:"renew" help:"how often a node renews its lease (less than cluster.lease)"`
+}
+
 // Limits protect the server from abuse. Each is per source address and
 // counted in gchd_limits_rejections_total; 0 turns a limit off. Sources in
 // sip.trusted are not limited. SIGHUP applies new values.
@@ -226,7 +234,8 @@ func Default() Config {
 			RetryMax:       5 * time.Minute,
 			Retention:      7 * 24 * time.Hour,
 		},
-		Push: Push{Coalesce: 5 * time.Second, Timeout: 5 * time.Second, AnswerWait: time.Second},
+		Push:    Push{Coalesce: 5 * time.Second, Timeout: 5 * time.Second, AnswerWait: time.Second},
+		Cluster: Cluster{Lease: 4 * time.Second, Renew: time.Second},
 		Limits: Limits{
 			SIPRate:                  200,
 			SIPBurst:                 400,

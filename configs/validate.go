@@ -53,6 +53,12 @@ func (c Config) Validate() error {
 			bad(a.path, a.value, err.Error())
 		}
 	}
+	if c.Cluster.Lease < 500*time.Millisecond {
+		bad("cluster.lease", c.Cluster.Lease, "at least 500ms")
+	}
+	if c.Cluster.Renew <= 0 || c.Cluster.Renew > c.Cluster.Lease/2 {
+		bad("cluster.renew", c.Cluster.Renew, fmt.Sprintf("more than 0 and at most half of cluster.lease (%v), so that one lost renewal does not fence the node", c.Cluster.Lease))
+	}
 	if c.Trace.HEPAddr != "" {
 		host, port, err := net.SplitHostPort(c.Trace.HEPAddr)
 		p, perr := strconv.Atoi(port)

@@ -132,6 +132,10 @@ type Policy struct {
 	RejectOverflow bool
 	// Node names this gchd process among those sharing a database.
 	Node string
+	// Fenced, when set, reports that this node has lost its place among
+	// the nodes (cluster.Membership): it registers nothing until it is
+	// back, since another node may already act for its flows.
+	Fenced func() bool
 	// RefreshWrite bounds how long a refresh that only moves a binding's
 	// expiry waits to be written; the binding's state is written once
 	// then, however often it was refreshed meanwhile. 0 writes each
@@ -308,6 +312,9 @@ func (b *Bindings) Load(ctx context.Context) (int, error) {
 // Register applies a REGISTER (RFC 3261 section 10.3 steps 6 to 8) and
 // returns the AOR's bindings once the change is durable.
 func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterResult, error) {
+	if b.policy.Fenced != nil && b.policy.Fenced() {
+		return RegisterResult{}, fmt.Errorf("%w: this node is fenced until it renews its lease", ErrUnavailable)
+	}
 	now := b.now()
 	if r.Wildcard {
 		if len(r.Contacts) > 0 || r.Expires != 0 {

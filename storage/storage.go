@@ -84,13 +84,18 @@ type Options struct {
 
 // DB is an open database. It is safe for concurrent use.
 type DB struct {
-	engine       Engine
-	w            *sqlx.DB // writes; for SQLite a single connection
-	r            *sqlx.DB // reads; for PostgreSQL the same pool as w
-	observe      func(op string, d time.Duration, err error)
-	sqlText      sync.Map // query as written -> query for this engine
-	stmts        sync.Map // stmtKey -> *sqlx.Stmt
-	lanes        *lanes   // SQLite only
+	engine  Engine
+	w       *sqlx.DB // writes; for SQLite a single connection
+	r       *sqlx.DB // reads; for PostgreSQL the same pool as w
+	observe func(op string, d time.Duration, err error)
+	sqlText sync.Map // query as written -> query for this engine
+	stmts   sync.Map // stmtKey -> *sqlx.Stmt
+	lanes   *lanes   // SQLite only
+	// control carries the node's lease (and the cluster's own traffic) on
+	// connections of its own: a pool busy with deliveries must not delay a
+	// renewal into a fence. For SQLite it is the writer.
+	control      *sqlx.DB
+	source       string // the driver DSN, for connections opened later
 	commits      groupCommit
 	accountReads accountReads
 }
@@ -185,7 +190,7 @@ func (db *DB) openSQLite(path string, opts Options) error {
 	}
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
-	db.w, db.r = w, r
+	db.w, db.r, db.control, db.source = w, r, w, path
 	db.lanes = startLanes(n + 1)
 	return nil
 }
@@ -213,7 +218,14 @@ func (db *DB) openPostgres(dsn string, opts Options) error {
 	p.SetMaxOpenConns(n)
 	p.SetMaxIdleConns(n)
 	p.SetConnMaxIdleTime(5 * time.Minute)
-	db.w, db.r = p, p
+	c, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		p.Close()
+		return fmt.Errorf("open postgres: %w", err)
+	}
+	c.SetMaxOpenConns(2)
+	c.SetMaxIdleConns(2)
+	db.w, db.r, db.control, db.source = p, p, c, dsn
 	return nil
 }
 
@@ -221,7 +233,7 @@ func (db *DB) openPostgres(dsn string, opts Options) error {
 // Options.Observe: metrics can show each from the start, at zero.
 func Operations() []string {
 	return []string{"account_create", "account_delete", "account_import", "account_update", "bindings_expire",
-		"bindings_save", "chat_purge", "chat_update", "delivery_expire", "delivery_settle", "migrate", "secret", "write_probe"}
+		"bindings_save", "chat_purge", "chat_update", "delivery_expire", "delivery_settle", "migrate", "node_join", "node_leave", "node_renew", "secret", "write_probe"}
 }
 
 // Engine returns the database engine.
@@ -233,6 +245,9 @@ func (db *DB) Close() error {
 	err := db.w.Close()
 	if db.r != db.w {
 		err = errors.Join(err, db.r.Close())
+	}
+	if db.control != nil && db.control != db.w {
+		err = errors.Join(err, db.control.Close())
 	}
 	return err
 }

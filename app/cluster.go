@@ -1,0 +1,82 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"gchd/chat"
+	"gchd/cluster"
+	"gchd/metrics"
+	"gchd/storage"
+)
+
+// joinCluster takes this node's row among the nodes sharing the database,
+// once the SIP listeners are bound (their port is the node's address). On
+// SQLite the row only keeps a second process off the database.
+func (a *App) joinCluster(ctx context.Context) error {
+	renewal := metrics.RegisterCluster(a.registry,
+		func() int { return len(a.membership.Live()) },
+		func() bool { return a.membership.Fenced() })
+	m, err := cluster.Join(ctx, a.db.Nodes(), cluster.Options{
+		Name:      a.node,
+		Address:   a.nodeAddress(),
+		Lease:     a.cfg.Cluster.Lease,
+		Renew:     a.cfg.Cluster.Renew,
+		Exclusive: a.db.Engine() == storage.SQLite,
+		Setting:   "registrar.node (GCHD_REGISTRAR_NODE)",
+		Log:       a.log.With("part", "cluster"),
+		Observe:   renewal,
+	})
+	if err != nil {
+		return err
+	}
+	a.membership = m
+	return nil
+}
+
+// nodeAddress is where other nodes reach this one's SIP: the advertised
+// host, else the listen IP, with the UDP port.
+func (a *App) nodeAddress() string {
+	host, port, err := net.SplitHostPort(a.sip.Addr("UDP"))
+	if err != nil {
+		return a.sip.Addr("UDP")
+	}
+	if a.cfg.SIP.Advertise != "" {
+		host = a.cfg.SIP.Advertise
+	} else if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = a.cfg.Domain
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// fenced reports whether this node must hold back (false before it joined).
+func (a *App) fenced() bool { return a.membership != nil && a.membership.Fenced() }
+
+// checkCluster is the readiness of this node's lease.
+func (a *App) checkCluster(context.Context) error {
+	if a.fenced() {
+		return errors.New("fenced: the node's lease was not renewed in time")
+	}
+	return nil
+}
+
+// errFenced is what a delivery attempt gets while the node is fenced: the
+// delivery stays a pending row and is tried again later, here once the
+// fence lifts, or by the node its member registers with.
+var errFenced = errors.New("node fenced: delivery held back")
+
+// fencedDeliverer sends nothing while the node is fenced: another node may
+// already act for the member's flows.
+type fencedDeliverer struct {
+	next   chat.Deliverer
+	fenced func() bool
+}
+
+func (d fencedDeliverer) Deliver(ctx context.Context, ev chat.Event, login string) error {
+	if d.fenced() {
+		return fmt.Errorf("deliver MID %d to %s: %w", ev.MID, login, errFenced)
+	}
+	return d.next.Deliver(ctx, ev, login)
+}
