@@ -102,6 +102,9 @@ if command -v systemd-analyze >/dev/null; then
 	echo "overall exposure level: $exposure (at most $MAX_EXPOSURE accepted)"
 	python3 -c "import sys; sys.exit(0 if float('$exposure') <= float('$MAX_EXPOSURE') else 1)" ||
 		fail "exposure $exposure is above $MAX_EXPOSURE"
+	log "systemd-analyze verify gchd@node1 (the cluster template)"
+	sed "s#/usr/local/bin/gchd#$GCHD#g" "$DEPLOY/gchd@.service" >"$WORK/systemd/gchd@node1.service"
+	systemd-analyze verify "$WORK/systemd/gchd@node1.service"
 else
 	log "systemd-analyze not installed: unit not verified"
 fi
