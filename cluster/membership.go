@@ -201,6 +201,8 @@ func (m *Membership) renew(ctx context.Context) {
 	if m.displaced.Load() {
 		return
 	}
+	// A process woken from a freeze logs its fence before renewing.
+	m.reportFence()
 	rctx, cancel := context.WithTimeout(ctx, m.opts.Lease)
 	defer cancel()
 	sent := time.Now()
