@@ -13,8 +13,8 @@ import (
 	_ "github.com/lib/pq"
 
 	"gchd/cluster"
-	"gchd/storage"
 	"gchd/internal/testkit"
+	"gchd/storage"
 )
 
 // Short leases keep the tests quick; the ratios are the production ones.
