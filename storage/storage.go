@@ -233,7 +233,7 @@ func (db *DB) openPostgres(dsn string, opts Options) error {
 // Options.Observe: metrics can show each from the start, at zero.
 func Operations() []string {
 	return []string{"account_create", "account_delete", "account_import", "account_update", "bindings_expire",
-		"bindings_save", "chat_purge", "chat_update", "delivery_expire", "delivery_settle", "migrate", "node_join", "node_leave", "node_renew", "secret", "write_probe"}
+		"bindings_save", "chat_purge", "chat_update", "delivery_expire", "delivery_settle", "migrate", "node_join", "node_leave", "node_renew", "notify", "secret", "write_probe"}
 }
 
 // Engine returns the database engine.
