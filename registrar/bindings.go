@@ -239,7 +239,7 @@ type shard struct {
 }
 
 // NewBindings returns an empty location service; Load fills it and Run
-// starts its writer and expiry.
+// writes its refreshes and expires it.
 func NewBindings(store BindingStore, policy Policy, log *slog.Logger) *Bindings {
 	b := &Bindings{store: store, policy: policy, log: log, now: time.Now, seed: maphash.MakeSeed(),
 		flush: make(chan struct{}, 1)}
