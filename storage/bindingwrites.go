@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"gchd/registrar"
@@ -57,6 +58,9 @@ func (s bindingStore) SaveBindings(ctx context.Context, put []registrar.Binding,
 
 // saveBatch writes a batch's changes in one transaction.
 func (s bindingStore) saveBatch(batch []*bindingWrite) {
+	for _, w := range batch {
+		w.err = errBindingsNotSaved // until the save returns, if it panics
+	}
 	put, del := squash(batch)
 	ctx, cancel := context.WithTimeout(context.Background(), bindingSaveTimeout)
 	defer cancel()
@@ -68,6 +72,8 @@ func (s bindingStore) saveBatch(batch []*bindingWrite) {
 		w.err = err
 	}
 }
+
+var errBindingsNotSaved = errors.New("binding save did not complete")
 
 // squash keeps the last change of each binding in a batch, in the order
 // the changes were queued, so that the store never sees the same row twice
