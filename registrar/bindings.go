@@ -93,8 +93,13 @@ func (b Binding) sameFlow(nb Binding) bool {
 type BindingStore interface {
 	// LoadBindings returns every binding that expires after now.
 	LoadBindings(ctx context.Context, now time.Time) ([]Binding, error)
-	// SaveBindings writes new or changed bindings and deletes others, in
-	// one transaction.
+	// QueueBindings queues new or changed bindings and removals of others
+	// behind every change queued before, and returns the change to wait
+	// for. The store commits queued changes in batches, applying them in
+	// the order they were queued: a later change of a binding supersedes
+	// an earlier one.
+	QueueBindings(put []Binding, del []BindingRef) BindingCommit
+	// SaveBindings queues a change and waits for it.
 	SaveBindings(ctx context.Context, put []Binding, del []BindingRef) error
 	// DeleteExpiredBindings removes bindings that expired before t.
 	DeleteExpiredBindings(ctx context.Context, t time.Time) (int, error)
@@ -103,6 +108,11 @@ type BindingStore interface {
 	// still holds in memory.
 	BindingRemovals(ctx context.Context) ([]BindingRemoval, error)
 }
+
+// BindingCommit is a queued change of bindings. Wait returns once it is
+// committed, with its batch's error. Every queued change must be waited
+// for: the first in line commits the batch that takes the ones behind it.
+type BindingCommit interface{ Wait() error }
 
 // BindingRemoval is a binding an operator removed, and when.
 type BindingRemoval struct {
@@ -139,7 +149,7 @@ type Policy struct {
 	// RefreshWrite bounds how long a refresh that only moves a binding's
 	// expiry waits to be written; the binding's state is written once
 	// then, however often it was refreshed meanwhile. 0 writes each
-	// refresh (behind the answer, batched).
+	// refresh (behind the answer, batched with those refreshed meanwhile).
 	RefreshWrite time.Duration
 }
 
@@ -202,7 +212,7 @@ type RegisterResult struct {
 
 // Bindings is the location service: every AOR's bindings in memory, kept
 // durable in a BindingStore. New and changed bindings are committed before
-// the REGISTER is answered (group commit batches them); refreshes that only
+// the REGISTER is answered (the store batches them); refreshes that only
 // move the expiry are written behind.
 type Bindings struct {
 	store  BindingStore
@@ -213,12 +223,12 @@ type Bindings struct {
 	seed   maphash.Seed
 	shards [64]shard
 
-	writes chan write
+	// flush asks Run to write the refreshed bindings now (RefreshWrite 0).
+	flush chan struct{}
 	// closing is set before the last write of refreshes: a refresh after
-	// it is written like a change, or refused once the writer stopped.
+	// it is written like a change, and refused once Run returned.
 	closing atomic.Bool
-	stop    chan struct{} // closed when Run's context ends
-	stopped chan struct{} // closed when the writer has written its last
+	stopped atomic.Bool
 }
 
 type shard struct {
@@ -232,19 +242,11 @@ type shard struct {
 	refreshed map[BindingRef]struct{}
 }
 
-// write is one change for the store. A binding is in put or in del, not
-// both: squash and the store apply a write's removals before its puts.
-type write struct {
-	put  []Binding
-	del  []BindingRef
-	done chan error // nil: nobody waits
-}
-
 // NewBindings returns an empty location service; Load fills it and Run
-// starts its writer and expiry.
+// writes its refreshes and expires it.
 func NewBindings(store BindingStore, policy Policy, log *slog.Logger) *Bindings {
 	b := &Bindings{store: store, policy: policy, log: log, now: time.Now, seed: maphash.MakeSeed(),
-		writes: make(chan write, 4096), stop: make(chan struct{}), stopped: make(chan struct{})}
+		flush: make(chan struct{}, 1)}
 	for i := range b.shards {
 		b.shards[i].aors = map[string][]Binding{}
 		b.shards[i].byURI = map[string]BindingRef{}
@@ -427,12 +429,22 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 			del = append(del, BindingRef{r.AOR, old.Key()})
 		}
 	}
+	if (len(put) > 0 || len(del) > 0) && b.stopped.Load() {
+		sh.mu.Unlock()
+		return RegisterResult{}, errStopped
+	}
 	b.setLocked(sh, r.AOR, cur)
-	if !sync && b.policy.RefreshWrite > 0 && !b.closing.Load() {
+	if !sync && !b.closing.Load() {
 		// Only expiries moved: nothing a restart would need before the
 		// phone's next refresh. Written within RefreshWrite, once.
 		for _, p := range put {
 			sh.refreshed[BindingRef{p.AOR, p.Key()}] = struct{}{}
+		}
+		if len(put) > 0 && b.policy.RefreshWrite == 0 {
+			select {
+			case b.flush <- struct{}{}:
+			default: // asked already
+			}
 		}
 		put = nil
 	}
@@ -440,18 +452,14 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 	// Queued before the lock is released: the store applies this AOR's
 	// changes in the order they were decided, so a later REGISTER's
 	// removal is never overtaken by an earlier one's write.
-	var done chan error
+	var commit BindingCommit
 	if len(put) > 0 || len(del) > 0 {
-		var err error
-		if done, err = b.enqueue(ctx, put, del, sync); err != nil {
-			sh.mu.Unlock()
-			return RegisterResult{}, err
-		}
+		commit = b.store.QueueBindings(put, del)
 	}
 	sh.mu.Unlock()
-	if done != nil {
-		if err := b.wait(ctx, done); err != nil {
-			return RegisterResult{}, err
+	if commit != nil {
+		if err := commit.Wait(); err != nil {
+			return RegisterResult{}, fmt.Errorf("store bindings: %w", err)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Updated.Before(out[j].Updated) })
@@ -475,91 +483,11 @@ func (b *Bindings) setLocked(sh *shard, aor string, cur []Binding) {
 	}
 }
 
-// persist hands a change to the writer; when wait is set it returns once
-// the change is committed.
-func (b *Bindings) persist(ctx context.Context, put []Binding, del []BindingRef, wait bool) error {
-	done, err := b.enqueue(ctx, put, del, wait)
-	if err != nil || done == nil {
-		return err
-	}
-	return b.wait(ctx, done)
-}
-
-// enqueue queues a change for the writer. With wait set it returns the
-// channel that wait reads the commit's outcome from.
-func (b *Bindings) enqueue(ctx context.Context, put []Binding, del []BindingRef, wait bool) (chan error, error) {
-	w := write{put: put, del: del}
-	if wait {
-		w.done = make(chan error, 1)
-	}
-	select {
-	case <-b.stop:
-		// Checked first: with room in the queue the select below could
-		// take a write that the stopped writer never reads.
-		return nil, errStopped
-	default:
-	}
-	select {
-	case b.writes <- w:
-		return w.done, nil
-	case <-b.stop:
-		return nil, errStopped
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-}
-
-// wait returns once the write that done belongs to is committed.
-func (b *Bindings) wait(ctx context.Context, done chan error) error {
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("store bindings: %w", err)
-		}
-		return nil
-	case <-b.stopped:
-		// The writer may have taken the write in its last batch.
-		select {
-		case err := <-done:
-			return err
-		default:
-			return errStopped
-		}
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 var errStopped = errors.New("registrar is stopping")
 
-// commitGap is the least time between the starts of two binding commits
-// while REGISTERs contend for the writer.
-const commitGap = 3 * time.Millisecond
-
-// commitDelay is how long the writer waits before its next commit, given
-// the number of writes its last commit took and the time since it began.
-//
-// Under load commits are spaced by commitGap, so that each takes more
-// rows and its fixed cost (the transaction, the WAL frames of the pages it
-// dirtied, the flush) is shared by more REGISTERs, which lowers the CPU
-// each REGISTER costs (docs/PERFORMANCE.md). A last commit of one
-// write means nobody was waiting: the writer commits at once, and a
-// REGISTER on a quiet server is answered without the wait. (PostgreSQL's
-// commit_delay with commit_siblings works the same way.)
-func commitDelay(prevWrites int, sinceLast time.Duration) time.Duration {
-	if prevWrites < 2 {
-		return 0
-	}
-	return max(commitGap-sinceLast, 0)
-}
-
-// Run writes bindings and expires them until ctx is done; it writes what
-// is queued, refreshes included, before it returns.
+// Run writes refreshed bindings and expires bindings until ctx is done;
+// it writes the refreshes still held before it returns.
 func (b *Bindings) Run(ctx context.Context) {
-	go func() {
-		defer close(b.stopped)
-		b.writeLoop()
-	}()
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
 	removals := time.NewTicker(RemovalPoll)
@@ -574,31 +502,38 @@ func (b *Bindings) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			b.closing.Store(true)
-			b.writeRefreshed(context.WithoutCancel(ctx))
-			close(b.stop)
-			<-b.stopped
+			b.writeRefreshed()
+			b.stopped.Store(true)
 			return
 		case <-tick.C:
 			b.expire(ctx)
 		case <-removals.C:
 			b.applyRemovals(ctx)
 		case <-refresh:
-			// Not cancelled with ctx: the marks are cleared as they are
-			// taken, and a write given up would lose them.
-			b.writeRefreshed(context.WithoutCancel(ctx))
+			b.writeRefreshed()
+		case <-b.flush:
+			b.writeRefreshed()
 		}
 	}
 }
 
-// writeRefreshed hands the writer every refreshed binding as it is in
-// memory now: the newest state, however many refreshes it took, and
-// nothing for a binding removed meanwhile. Each shard's bindings are
-// queued before its lock is released, so every change computed after
-// them is queued after them and lands last. A change computed before but
-// queued after can still land last and leave the stored expiry one
-// refresh behind until the next one: the race two concurrent REGISTERs of
-// one AOR have, and harmless for the same reason.
-func (b *Bindings) writeRefreshed(ctx context.Context) {
+// writeRefreshed queues every refreshed binding as it is in memory now:
+// the newest state, however many refreshes it took, and nothing for a
+// binding removed meanwhile. Each shard's bindings are queued before its
+// lock is released, so every change computed after them is queued after
+// them and lands last. A change computed before but queued after can
+// still land last and leave the stored expiry one refresh behind until
+// the next one: the race two concurrent REGISTERs of one AOR have, and
+// harmless for the same reason. It waits for the commits after the last
+// shard is queued, so that one batch may take them all. The wait is not
+// cancelled: the marks are cleared as they are taken, and a write given
+// up would lose them.
+func (b *Bindings) writeRefreshed() {
+	type queued struct {
+		commit BindingCommit
+		count  int
+	}
+	var commits []queued
 	for i := range b.shards {
 		sh := &b.shards[i]
 		sh.mu.Lock()
@@ -609,97 +544,16 @@ func (b *Bindings) writeRefreshed(ctx context.Context) {
 			}
 		}
 		clear(sh.refreshed)
-		var err error
 		if len(put) > 0 {
-			err = b.persist(ctx, put, nil, false)
+			commits = append(commits, queued{b.store.QueueBindings(put, nil), len(put)})
 		}
 		sh.mu.Unlock()
-		if err != nil {
-			b.log.Error("store refreshed bindings", "count", len(put), "error", err)
+	}
+	for _, q := range commits {
+		if err := q.commit.Wait(); err != nil {
+			b.log.Error("store refreshed bindings", "count", q.count, "error", err)
 		}
 	}
-}
-
-// writeLoop commits queued writes in batches: one transaction, and one
-// disk flush, for every REGISTER that arrived meanwhile.
-func (b *Bindings) writeLoop() {
-	gap := time.NewTimer(0)
-	defer gap.Stop()
-	var last time.Time // when the last commit began
-	prev := 0          // writes it took
-	for {
-		var w write
-		select {
-		case w = <-b.writes:
-		case <-b.stop:
-			// Write what is still queued, then stop.
-			select {
-			case w = <-b.writes:
-			default:
-				return
-			}
-		}
-		if wait := commitDelay(prev, time.Since(last)); wait > 0 {
-			gap.Reset(wait)
-			select {
-			case <-gap.C:
-			case <-b.stop:
-			}
-		}
-		last = time.Now()
-		batch := []write{w}
-	collect:
-		for len(batch) < 512 {
-			select {
-			case w := <-b.writes:
-				batch = append(batch, w)
-			default:
-				break collect
-			}
-		}
-		prev = len(batch)
-		put, del := squash(batch)
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := b.store.SaveBindings(ctx, put, del)
-		cancel()
-		if err != nil {
-			b.log.Error("store bindings", "count", len(put)+len(del), "error", err)
-		}
-		for _, w := range batch {
-			if w.done != nil {
-				w.done <- err
-			}
-		}
-	}
-}
-
-// squash keeps the last write of each binding in a batch, in the order
-// the writes were queued, so that the store never sees the same row twice
-// in one statement and a removal queued after a put stays removed.
-func squash(batch []write) ([]Binding, []BindingRef) {
-	n := 0
-	for _, w := range batch {
-		n += len(w.put) + len(w.del)
-	}
-	last := make(map[BindingRef]*Binding, n) // nil: removed
-	for _, w := range batch {
-		for _, d := range w.del {
-			last[d] = nil
-		}
-		for j := range w.put {
-			last[BindingRef{w.put[j].AOR, w.put[j].Key()}] = &w.put[j]
-		}
-	}
-	put := make([]Binding, 0, len(last))
-	var del []BindingRef
-	for ref, bd := range last {
-		if bd != nil {
-			put = append(put, *bd)
-		} else {
-			del = append(del, ref)
-		}
-	}
-	return put, del
 }
 
 // contactIsSource reports whether a Contact URI's host is the IP literal
@@ -796,6 +650,8 @@ func (b *Bindings) applyRemovals(ctx context.Context) {
 		}
 		return
 	}
+	var commits []BindingCommit
+	var aors []string
 	for _, r := range list {
 		sh := b.shard(r.AOR)
 		sh.mu.Lock()
@@ -808,11 +664,14 @@ func (b *Bindings) applyRemovals(ctx context.Context) {
 		gone := cur[i]
 		b.setLocked(sh, r.AOR, append(cur[:i:i], cur[i+1:]...))
 		delete(sh.refreshed, r.BindingRef)
-		err := b.persist(ctx, nil, []BindingRef{r.BindingRef}, false)
+		commits = append(commits, b.store.QueueBindings(nil, []BindingRef{r.BindingRef}))
+		aors = append(aors, r.AOR)
 		sh.mu.Unlock()
 		b.log.Info("binding removed by the operator", "aor", r.AOR, "contact", gone.URI, "source", gone.Source)
-		if err != nil && ctx.Err() == nil {
-			b.log.Error("delete removed binding", "aor", r.AOR, "error", err)
+	}
+	for i, c := range commits {
+		if err := c.Wait(); err != nil && ctx.Err() == nil {
+			b.log.Error("delete removed binding", "aor", aors[i], "error", err)
 		}
 	}
 }

@@ -20,7 +20,7 @@ var accountBatchSizes = [...]int{1, 2, 4, 8, 16, 32, 64}
 const accountReadTimeout = 30 * time.Second
 
 // accountReads looks up concurrent Account calls with one query, as
-// groupCommit does for writes (leaderQueue): the first caller in the queue
+// groupCommit does for writes (batcher): the first caller in the queue
 // leads, takes every login queued (up to 64) and hands the lead to the
 // next in line, whose batch may run while its own does (overlap).
 //
@@ -31,7 +31,7 @@ const accountReadTimeout = 30 * time.Second
 // than the B-tree search; on PostgreSQL a round trip and the backend's
 // execution. Under load, when requests wait for the CPU anyway, batches
 // form by themselves; an idle server reads one login per query, as before.
-type accountReads = leaderQueue[*accountRead]
+type accountReads = batcher[*accountRead]
 
 type accountRead struct {
 	login string

@@ -85,9 +85,9 @@ func bindingArgs(bd registrar.Binding) []any {
 		bd.Push.Provider, bd.Push.PRID, bd.Push.Param}
 }
 
-// SaveBindings upserts and deletes in one transaction: a REGISTER burst
-// costs one commit, not one per phone.
-func (s bindingStore) SaveBindings(ctx context.Context, put []registrar.Binding, del []registrar.BindingRef) error {
+// save upserts and deletes in one transaction: the batch of bindingWrites,
+// a REGISTER burst in one commit, not one per phone.
+func (s bindingStore) save(ctx context.Context, put []registrar.Binding, del []registrar.BindingRef) error {
 	if s.db.engine == SQLite {
 		return s.saveEach(ctx, put, del)
 	}

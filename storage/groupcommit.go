@@ -21,7 +21,7 @@ const maxGroupCommit = 64
 // there, gchd nodes sharing the database could lock two groups of one
 // batch in opposite orders and deadlock, and each savepoint would cost a
 // round trip.
-type groupCommit = leaderQueue[*queuedUpdate]
+type groupCommit = batcher[*queuedUpdate]
 
 type queuedUpdate struct {
 	ctx      context.Context

@@ -97,8 +97,23 @@ type DB struct {
 	control      *sqlx.DB
 	source       string // the driver DSN, for connections opened later
 	commits      groupCommit
+	bindings     bindingWrites
 	accountReads accountReads
+	// writes spaces the batches of both writers, chat updates and
+	// binding changes: on SQLite they share the one writer connection.
+	writes pace
+	reads  pace
 }
+
+// commitSpacing is the least time between the starts of two write batches
+// while writers contend (see pace): long enough for a REGISTER burst to
+// gather, short against a phone's retransmission timer.
+const commitSpacing = 3 * time.Millisecond
+
+// readSpacing is pace's spacing for account reads: each query pays a read
+// transaction (locks, a fresh snapshot, the B-tree pages read again after
+// any write), so fewer and larger batches cost less.
+const readSpacing = 2 * time.Millisecond
 
 // Open connects to the database named by dsn and applies pending migrations.
 func Open(ctx context.Context, dsn string, opts Options) (*DB, error) {
@@ -120,11 +135,8 @@ func Connect(ctx context.Context, dsn string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{engine: engine, observe: opts.Observe}
-	// Account reads under load are spaced like binding commits: each
-	// query pays a read transaction (locks, a fresh snapshot, the B-tree
-	// pages read again after any write), so fewer and larger batches cost
-	// less.
-	db.accountReads.spacing = 2 * time.Millisecond
+	db.writes.spacing, db.reads.spacing = commitSpacing, readSpacing
+	db.commits.pace, db.bindings.pace, db.accountReads.pace = &db.writes, &db.writes, &db.reads
 	// Reads need not wait for each other: SQLite's readers run in
 	// parallel beside the writer, PostgreSQL's on the pool's connections.
 	// One read at a time capped the rate of new bindings below what the
