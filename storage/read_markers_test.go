@@ -24,6 +24,8 @@ func TestReadMarkerMigration(t *testing.T) {
 		})
 		for _, q := range []string{
 			// Back to version 5: the later migrations first.
+			"DROP TABLE nodes",
+			"DELETE FROM schema_migrations WHERE version = 8",
 			"ALTER TABLE bindings DROP COLUMN pn_param",
 			"ALTER TABLE bindings DROP COLUMN pn_prid",
 			"ALTER TABLE bindings DROP COLUMN pn_provider",

@@ -45,6 +45,7 @@ var conformance = []struct {
 	{"DeliveryBookkeeping", testDeliveryBookkeeping},
 	{"Accounts", testAccounts},
 	{"AccountReadsConcurrent", testAccountReadsConcurrent},
+	{"QueuedBindingsKeepOrder", testQueuedBindingsKeepOrder},
 }
 
 // Run runs every test of the suite as a parallel subtest, each on the
