@@ -19,6 +19,7 @@ import (
 
 	"gchd/metrics"
 	"gchd/registrar"
+	"gchd/sipserver/internal/ingress"
 )
 
 // target is where one branch of a forwarded request goes.
@@ -412,23 +413,14 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	upstream, upTransport := req.Source(), req.Transport()
 	var relayMu sync.Mutex
 	finalSent := false
-	// A final answer to a non-INVITE over UDP is kept encoded for
-	// retransmissions and its transaction ended, as every other final
-	// answer is (answered.go): through tx.Respond sipgo kept the whole
-	// transaction, request, answer and timers, for Timer J's 32 s: under a
-	// steady relay, gigabytes of live heap.
-	keptKey, _ := answerKey(req)
+	// tx answers as every answer is sent (ingress/respond.go): a final
+	// answer to a non-INVITE over UDP is kept for retransmissions there.
 	relay := func(r *sip.Response) {
 		r = r.Clone()
 		r.RemoveHeader("Via")
 		r.SetDestination(upstream)
 		r.SetTransport(upTransport)
-		var err error
-		if keptKey != "" && r.StatusCode >= 200 {
-			err = s.answerUDP(tx, req, r, keptKey)
-		} else {
-			err = tx.Respond(r)
-		}
+		err := tx.Respond(r)
 		if err != nil {
 			s.log.Debug("relay response", "code", r.StatusCode, "call_id", callID(req), "error", err)
 		}
@@ -665,7 +657,7 @@ func (s *Server) relayStray(r *sip.Response) {
 	}
 	r.SetDestination(source)
 	r.SetTransport(transport)
-	if err := s.srv.WriteResponse(r); err != nil {
+	if err := ingress.Stateless(s.srv, r); err != nil {
 		s.log.Debug("relay stray 2xx", "call_id", r.CallID(), "error", err)
 	}
 }
