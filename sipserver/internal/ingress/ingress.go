@@ -91,7 +91,7 @@ type Ingress struct {
 
 	encodeBufs sync.Pool // of *bytes.Buffer, see encoded
 
-	mu      sync.Mutex
+	mu      sync.Mutex       // guards workers and stopped
 	workers *registerWorkers // nil: not started, or stopped
 	stopped chan struct{}
 	expiry  sync.WaitGroup
@@ -100,6 +100,9 @@ type Ingress struct {
 // New returns an ingress that hands REGISTERs to h and answers over udp
 // (nil: none).
 func New(h Handler, udp net.PacketConn, opts Options) *Ingress {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
 	return &Ingress{h: h, opts: opts, udp: udp, answers: newAnswered(opts.Linger)}
 }
 
@@ -128,6 +131,7 @@ func (in *Ingress) Stop() {
 	w := in.workers
 	if w != nil {
 		close(in.stopped)
+		in.workers = nil // a later Start starts afresh
 	}
 	in.mu.Unlock()
 	if w == nil {
