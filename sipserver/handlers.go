@@ -154,7 +154,7 @@ func (s *Server) onOptions(ctx context.Context, req *sip.Request, tx sip.ServerT
 	if req.Recipient.User != "" {
 		return s.onProxy(ctx, req, tx) // for a user: ours are proxied, others refused
 	}
-	res := reply(req, 200, "OK")
+	res := newResponse(req, 200, "OK")
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, PRACK, UPDATE, SUBSCRIBE, NOTIFY, REFER, PUBLISH"))
 	res.AppendHeader(sip.NewHeader("Accept", "text/plain, application/sdp"))
 	res.AppendHeader(sip.NewHeader("Supported", "outbound"))
@@ -164,5 +164,5 @@ func (s *Server) onOptions(ctx context.Context, req *sip.Request, tx sip.ServerT
 // onCancel answers a CANCEL that matched no transaction (sipgo answers the
 // ones that match).
 func (s *Server) onCancel(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
-	return reply(req, 481, "Call/Transaction Does Not Exist")
+	return newResponse(req, 481, "Call/Transaction Does Not Exist")
 }

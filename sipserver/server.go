@@ -408,7 +408,7 @@ func (s *Server) Addr(transport string) string {
 }
 
 // UDPPoolSize returns how many addresses sipgo's UDP connection pool
-// holds: bounded by the recycling of its read loop (ingress.go).
+// holds: bounded by the recycling of its read loop (internal/ingress/udp.go).
 func (s *Server) UDPPoolSize() int {
 	if p := s.ua.TransportLayer().Pool("udp"); p != nil {
 		return p.Size()
