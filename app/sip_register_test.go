@@ -99,7 +99,7 @@ func TestRegisterChallenges(t *testing.T) {
 }
 
 // REGISTERs over a connection are framed out of the stream and answered
-// beside sipgo (sipserver/ingress_stream.go): two REGISTERs, one split
+// beside sipgo (sipserver/internal/ingress/stream.go): two REGISTERs, one split
 // across writes, with an OPTIONS between them, each get their answer on
 // the connection.
 func TestRegisterPipelinedOverTCP(t *testing.T) {

@@ -311,7 +311,7 @@ func (s *Server) challenge(req *sip.Request, stale bool) *sip.Response {
 	if req.Method == sip.REGISTER {
 		code, reason, field = 401, "Unauthorized", "WWW-Authenticate"
 	}
-	res := reply(req, code, reason)
+	res := newResponse(req, code, reason)
 	for _, c := range s.auth.challenges(stale, req.Transport()) {
 		res.AppendHeader(sip.NewHeader(field, c))
 	}
@@ -332,14 +332,14 @@ func (s *Server) authenticate(ctx context.Context, req *sip.Request) (registrar.
 	logins := limits.Logins{Source: s.opts.Guards.AuthSource, Account: s.opts.Guards.AuthAccount}
 	if refused := logins.Admit(source, ""); refused != "" {
 		s.metrics.LimitRejected(refused)
-		return registrar.Account{}, reply(req, 403, "Forbidden: Too Many Failed Logins")
+		return registrar.Account{}, newResponse(req, 403, "Forbidden: Too Many Failed Logins")
 	}
 	cred, err := s.auth.credentials(req, field)
 	var acc registrar.Account
 	if err == nil {
 		if refused := logins.Admit(source, cred.Username); refused != "" {
 			s.metrics.LimitRejected(refused)
-			return registrar.Account{}, reply(req, 403, "Forbidden: Too Many Failed Logins")
+			return registrar.Account{}, newResponse(req, 403, "Forbidden: Too Many Failed Logins")
 		}
 		acc, err = s.auth.check(ctx, req, &cred, s.accounts)
 	}

@@ -73,7 +73,7 @@ func statusOf(err error) status {
 // Retry-After, Min-Expires.
 func refusal(req *sip.Request, err error) *sip.Response {
 	st := statusOf(err)
-	res := reply(req, st.code, st.reason)
+	res := newResponse(req, st.code, st.reason)
 	if st.retryAfter != "" {
 		res.AppendHeader(sip.NewHeader("Retry-After", st.retryAfter))
 	}

@@ -54,17 +54,17 @@ func textBody(req *sip.Request) (string, *sip.Response) {
 	if ct := req.ContentType(); ct != nil {
 		mt, params, err := mime.ParseMediaType(ct.Value())
 		if err != nil || mt != "text/plain" || (params["charset"] != "" && !strings.EqualFold(params["charset"], "utf-8")) {
-			res := reply(req, 415, "Unsupported Media Type")
+			res := newResponse(req, 415, "Unsupported Media Type")
 			res.AppendHeader(sip.NewHeader("Accept", "text/plain"))
 			return "", res
 		}
 	}
 	body := req.Body()
 	if len(body) == 0 {
-		return "", reply(req, 400, "Empty Message")
+		return "", newResponse(req, 400, "Empty Message")
 	}
 	if !utf8.Valid(body) || strings.IndexByte(string(body), 0) >= 0 {
-		return "", reply(req, 400, "Message Is Not UTF-8 Text")
+		return "", newResponse(req, 400, "Message Is Not UTF-8 Text")
 	}
 	return string(body), nil
 }
@@ -93,17 +93,17 @@ func fromDisplayName(req *sip.Request) string {
 func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender string) *sip.Response {
 	id, ok := groupID(req.Recipient.User)
 	if !ok || s.chat == nil {
-		return reply(req, 404, "Not Found")
+		return newResponse(req, 404, "Not Found")
 	}
 	if req.Method != sip.MESSAGE {
-		res := reply(req, 405, "Method Not Allowed")
+		res := newResponse(req, 405, "Method Not Allowed")
 		res.AppendHeader(sip.NewHeader("Allow", "MESSAGE"))
 		return res
 	}
 	// A delivery of ours that comes back (a phone forwarding what it
 	// receives) must not be posted again: that would loop.
 	if header(req, "X-GC-MID") != nil || (req.From() != nil && isGroupUser(req.From().Address.User)) {
-		return reply(req, 403, "Forbidden: Group Deliveries Are Not Posted Back")
+		return newResponse(req, 403, "Forbidden: Group Deliveries Are Not Posted Back")
 	}
 	if isIMDN(req) {
 		return s.onGroupIMDN(ctx, req, sender, id)
@@ -123,17 +123,17 @@ func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender st
 	}
 	if cmd, arg, ok := command(text); ok {
 		s.runCommand(req, caller, id, cmd, arg)
-		return reply(req, 200, "OK")
+		return newResponse(req, 200, "OK")
 	}
 	if strings.HasPrefix(text, "~[GC ") {
-		return reply(req, 403, "Forbidden: Notifications Are Not Posted")
+		return newResponse(req, 403, "Forbidden: Notifications Are Not Posted")
 	}
 	mid, err := s.chat.SendMessage(ctx, caller, chat.Post{Group: id, DisplayName: fromDisplayName(req), Text: text,
 		Origin: flowKey(strings.ToUpper(req.Transport()), req.Source())})
 	if err != nil {
 		return s.refuse(req, err, "post to group", "group", id, "login", sender)
 	}
-	res := reply(req, 202, "Accepted")
+	res := newResponse(req, 202, "Accepted")
 	res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
 	return res
 }
@@ -242,13 +242,13 @@ func (s *Server) answer(req *sip.Request, id chat.GroupID, text string) {
 // answers 202: it is delivered when the user registers.
 func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to string) *sip.Response {
 	if s.chat == nil {
-		return reply(req, 480, "Temporarily Unavailable")
+		return newResponse(req, 480, "Temporarily Unavailable")
 	}
 	text, bad := textBody(req)
 	if bad != nil && bad.StatusCode == 415 {
 		// Only text is kept; other bodies (isComposing, receipts) are
 		// meaningful only now.
-		return reply(req, 480, "Temporarily Unavailable")
+		return newResponse(req, 480, "Temporarily Unavailable")
 	}
 	if bad != nil {
 		return bad // empty, or not UTF-8 text: refused as a post to a group is
@@ -261,7 +261,7 @@ func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to
 	if err != nil {
 		return s.refuse(req, err, "store message", "to", to)
 	}
-	res := reply(req, 202, "Accepted")
+	res := newResponse(req, 202, "Accepted")
 	res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
 	return res
 }

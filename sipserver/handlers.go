@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"runtime/debug"
 	"time"
 
@@ -12,30 +11,48 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/chat"
+	"gchd/sipserver/internal/ingress"
 )
 
 // handlerFunc processes one request and returns the final response to
-// send, or nil when it has answered itself (the proxy relays responses).
+// send, or nil when it has answered itself (the proxy relays responses
+// through tx). tx is nil for a request the ingress took in.
 type handlerFunc func(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response
 
-// handle adapts a handlerFunc to sipgo.
+// handle adapts a handlerFunc to sipgo. A retransmission of a request
+// answered already is answered from the kept answers.
 func (s *Server) handle(fn handlerFunc) sipgo.RequestHandler {
 	return func(req *sip.Request, tx sip.ServerTransaction) {
-		key, _ := answerKey(req) // "" for requests whose transaction sipgo keeps
-		s.serve(req, tx, key, nil, fn)
+		start := s.received(req)
+		t, answered := s.in.Transaction(req, tx)
+		if answered {
+			return
+		}
+		s.serve(start, req, t, t, fn)
 	}
 }
 
-// serve processes one request with fn: it counts the request, recovers a
-// panic into a 500 (one bad request must not take the server down) and
-// sends the response. key is the request's answer key, "" for none. tx is
-// nil for a request an ingress took in: over UDP it has a key, and begin
-// has marked it in progress; over a connection, conn is where it came
-// from.
-func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, conn net.Conn, fn handlerFunc) {
+// registerHandler serves the REGISTERs the ingress takes in out of what
+// sipgo would read: as sipgo's would be, without a transaction.
+type registerHandler Server
+
+func (h *registerHandler) ServeRegister(req *sip.Request, w ingress.Responder) {
+	s := (*Server)(h)
+	s.serve(s.received(req), req, w, nil, s.onRegister)
+}
+
+// received counts a request and logs it, and returns when it came.
+func (s *Server) received(req *sip.Request) time.Time {
 	start := time.Now()
 	s.metrics.SIPRequestReceived(string(req.Method))
 	s.debugRequest(req)
+	return start
+}
+
+// serve processes one request with fn, which answers through w: it
+// recovers a panic into a 500 (one bad request must not take the server
+// down) and sends the response.
+func (s *Server) serve(start time.Time, req *sip.Request, w ingress.Responder, tx sip.ServerTransaction, fn handlerFunc) {
 	var res *sip.Response
 	defer func() {
 		if p := recover(); p != nil {
@@ -43,21 +60,12 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, c
 				"stack", string(debug.Stack()))
 			res = sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil)
 		}
-		switch {
-		case res != nil:
-			s.respond(tx, req, res, key, conn, start)
-		case tx == nil && key != "":
-			s.answered.forget(key)
-		}
-	}()
-	if key != "" && tx != nil {
-		if ans, ok := s.answered.get(key, start); ok {
-			// A retransmission of a request already answered.
-			s.resend(ans, req)
-			tx.Terminate()
+		if res == nil {
+			w.Unanswered()
 			return
 		}
-	}
+		s.respond(w, req, res, start)
+	}()
 	if res = s.validate(req); res != nil {
 		return
 	}
@@ -77,25 +85,11 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, key string, c
 // anything else a refresh allocates.
 var sipContext = chat.WithSource(context.Background(), "sip")
 
-// respond sends a final (or provisional) response and counts final ones.
-// A final answer with an answer key is kept for retransmissions and its
-// transaction ended.
-func (s *Server) respond(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string, conn net.Conn, start time.Time) {
-	var err error
-	switch {
-	case key != "" && res.StatusCode >= 200:
-		err = s.answerUDP(tx, req, res, key)
-	case tx == nil && res.StatusCode < 200:
-		// A request of an ingress has no transaction to carry a
-		// provisional answer; its final answer follows.
-		return
-	case tx == nil && conn != nil:
-		err = s.answerStream(conn, res)
-	case tx == nil:
-		return
-	default:
-		err = tx.Respond(res)
-	}
+// respond sends a response to a request we answer (final or
+// provisional), logs it and counts final ones. The proxy relays the
+// responses of its branches through it.
+func (s *Server) respond(w ingress.Responder, req *sip.Request, res *sip.Response, start time.Time) {
+	err := w.Respond(res)
 	if err != nil {
 		s.log.Debug("send response", "code", res.StatusCode, "method", req.Method, "call_id", callID(req), "error", err)
 	}
@@ -160,7 +154,7 @@ func (s *Server) onOptions(ctx context.Context, req *sip.Request, tx sip.ServerT
 	if req.Recipient.User != "" {
 		return s.onProxy(ctx, req, tx) // for a user: ours are proxied, others refused
 	}
-	res := reply(req, 200, "OK")
+	res := newResponse(req, 200, "OK")
 	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, PRACK, UPDATE, SUBSCRIBE, NOTIFY, REFER, PUBLISH"))
 	res.AppendHeader(sip.NewHeader("Accept", "text/plain, application/sdp"))
 	res.AppendHeader(sip.NewHeader("Supported", "outbound"))
@@ -170,5 +164,5 @@ func (s *Server) onOptions(ctx context.Context, req *sip.Request, tx sip.ServerT
 // onCancel answers a CANCEL that matched no transaction (sipgo answers the
 // ones that match).
 func (s *Server) onCancel(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
-	return reply(req, 481, "Call/Transaction Does Not Exist")
+	return newResponse(req, 481, "Call/Transaction Does Not Exist")
 }

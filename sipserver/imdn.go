@@ -153,20 +153,20 @@ func splitCPIM(body []byte) ([]byte, string, error) {
 func (s *Server) onGroupIMDN(ctx context.Context, req *sip.Request, sender string, id chat.GroupID) *sip.Response {
 	body, err := imdnBody(req)
 	if err != nil {
-		return reply(req, 400, "Bad Notification")
+		return newResponse(req, 400, "Bad Notification")
 	}
 	if mt, _, _ := mime.ParseMediaType(req.ContentType().Value()); mt == "message/cpim" {
 		if body, _, err = splitCPIM(body); err != nil {
-			return reply(req, 400, "Bad Notification")
+			return newResponse(req, 400, "Bad Notification")
 		}
 	}
 	var doc imdn
 	if err := xml.Unmarshal(body, &doc); err != nil || doc.MessageID == "" {
-		return reply(req, 400, "Bad Notification")
+		return newResponse(req, 400, "Bad Notification")
 	}
 	gid, mid, ok := deliveredMID(doc.MessageID)
 	if !ok || gid != id {
-		return reply(req, 200, "OK") // not one of this group's deliveries
+		return newResponse(req, 200, "OK") // not one of this group's deliveries
 	}
 	caller := chat.Caller{Login: sender}
 	switch {
@@ -175,12 +175,12 @@ func (s *Server) onGroupIMDN(ctx context.Context, req *sip.Request, sender strin
 	case doc.Delivery != nil && doc.Delivery.Status.Delivered != nil:
 		err = s.chat.ConfirmMessage(ctx, caller, id, mid)
 	default:
-		return reply(req, 200, "OK") // processed, failed, forbidden: nothing to record
+		return newResponse(req, 200, "OK") // processed, failed, forbidden: nothing to record
 	}
 	// An invitation's NG, a message since deleted, a member who left:
 	// nothing to record, and nothing the phone could do.
 	if err != nil && statusOf(err).code >= 500 {
 		return s.refuse(req, err, "record receipt", "group", id, "mid", mid, "login", sender)
 	}
-	return reply(req, 200, "OK")
+	return newResponse(req, 200, "OK")
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"gchd/sipserver/internal/ingress"
 )
 
 // Mirror receives a copy of every SIP message the server reads or writes,
@@ -18,68 +20,14 @@ type Mirror interface {
 	Capture(ipProto uint8, src, dst netip.AddrPort, t time.Time, data []byte)
 }
 
-// IP protocol numbers of what is mirrored: TLS and WebSocket go as TCP.
-const (
-	ipProtoUDP = 17
-	ipProtoTCP = 6
-)
-
-// capture mirrors one message from src to dst. Callers check s.mirror
-// first: with no mirror nothing here runs.
-func (s *Server) capture(ipProto uint8, src, dst net.Addr, data []byte) {
-	if len(data) == 0 || crlfRun(data) == len(data) {
+// capture mirrors one message from src to dst, read or written by
+// sipgo's WebSocket transport (the ingress mirrors the rest). Callers
+// check s.opts.Mirror first: with no mirror nothing here runs.
+func (s *Server) capture(src, dst net.Addr, data []byte) {
+	if len(data) == 0 || len(bytes.Trim(data, "\r\n")) == 0 {
 		return // keep-alives
 	}
-	s.opts.Mirror.Capture(ipProto, addrPort(src), addrPort(dst), time.Now(), data)
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		return a.AddrPort()
-	case *net.TCPAddr:
-		return a.AddrPort()
-	}
-	if a == nil {
-		return netip.AddrPort{}
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
-}
-
-// WriteTo is every datagram sipgo sends from the UDP socket.
-func (in *udpIngress) WriteTo(b []byte, addr net.Addr) (int, error) {
-	n, err := in.PacketConn.WriteTo(b, addr)
-	if err == nil && in.s.opts.Mirror != nil {
-		in.s.capture(ipProtoUDP, in.LocalAddr(), addr, b[:n])
-	}
-	return n, err
-}
-
-// writeUDP sends a datagram gchd encoded itself (kept answers).
-func (s *Server) writeUDP(conn *net.UDPConn, data []byte, to netip.AddrPort) error {
-	_, err := conn.WriteToUDPAddrPort(data, to)
-	if err == nil && s.opts.Mirror != nil {
-		s.opts.Mirror.Capture(ipProtoUDP, addrPort(conn.LocalAddr()), to, time.Now(), data)
-	}
-	return err
-}
-
-// Write is every message written on a TCP or TLS connection: sipgo's
-// (one message per write) and the ingress's answers.
-func (c *framedConn) Write(b []byte) (int, error) {
-	n, err := c.Conn.Write(b)
-	if n > 0 && c.in.s.opts.Mirror != nil {
-		c.in.s.capture(ipProtoTCP, c.LocalAddr(), c.RemoteAddr(), b[:n])
-	}
-	return n, err
-}
-
-// mirrorIn mirrors a message read on a TCP or TLS connection.
-func (c *framedConn) mirrorIn(b []byte) {
-	if c.in.s.opts.Mirror != nil {
-		c.in.s.capture(ipProtoTCP, c.RemoteAddr(), c.LocalAddr(), b)
-	}
+	s.opts.Mirror.Capture(ingress.IPProtoTCP, ingress.AddrPort(src), ingress.AddrPort(dst), time.Now(), data)
 }
 
 // wsMirrorListener hands sipgo's WebSocket transport connections whose
@@ -118,7 +66,7 @@ func (c *wsMirrorConn) Write(b []byte) (int, error) {
 	defer c.mu.Unlock()
 	if c.pending > 0 {
 		if int64(n) == c.pending {
-			c.s.capture(ipProtoTCP, c.LocalAddr(), c.RemoteAddr(), b[:n])
+			c.s.capture(c.LocalAddr(), c.RemoteAddr(), b[:n])
 		}
 		c.pending = 0
 		return n, err
@@ -137,6 +85,6 @@ func (c *wsMirrorConn) Write(b []byte) (int, error) {
 // mirrorRead mirrors what sipgo read over WebSocket (its read filter).
 func (s *Server) mirrorRead(transport string, local, remote net.Addr, data []byte) {
 	if s.opts.Mirror != nil && strings.EqualFold(transport, "ws") {
-		s.capture(ipProtoTCP, remote, local, data)
+		s.capture(remote, local, data)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"gchd/metrics"
 	"gchd/registrar"
+	"gchd/sipserver/internal/ingress"
 )
 
 // target is where one branch of a forwarded request goes.
@@ -33,20 +34,20 @@ type target struct {
 // authenticated users go to every registered contact of the target user.
 func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTransaction) *sip.Response {
 	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 {
-		return reply(req, 483, "Too Many Hops")
+		return newResponse(req, 483, "Too Many Hops")
 	}
 	if s.looped(req) {
-		return reply(req, 482, "Loop Detected")
+		return newResponse(req, 482, "Loop Detected")
 	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		return s.proxyInDialog(ctx, req, tx)
 	}
 	if !s.isOurDomain(req.Recipient.Host) {
-		return reply(req, 403, "Relaying Forbidden")
+		return newResponse(req, 403, "Relaying Forbidden")
 	}
 	from := req.From()
 	if from == nil {
-		return reply(req, 400, "Missing From")
+		return newResponse(req, 400, "Missing From")
 	}
 	sender := from.Address.User
 	identity := "" // the login the request proved, when it had to
@@ -57,20 +58,20 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		}
 		if sender != acc.Login || !s.isOurDomain(from.Address.Host) {
 			s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
-			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
+			return newResponse(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
 		identity = acc.Login
 	}
 	user := req.Recipient.User
 	if user == "" {
-		return reply(req, 404, "Not Found")
+		return newResponse(req, 404, "Not Found")
 	}
 	if isGroupUser(user) {
 		return s.onGroupRequest(ctx, req, sender)
 	}
 	if _, err := s.accounts.Lookup(ctx, user); err != nil {
 		if errors.Is(err, registrar.ErrNoAccount) {
-			return reply(req, 404, "Not Found")
+			return newResponse(req, 404, "Not Found")
 		}
 		return s.refuse(req, err, "look up account", "user", user)
 	}
@@ -90,7 +91,7 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 		}
 	}
 	if len(targets) == 0 {
-		return reply(req, 480, "Temporarily Unavailable")
+		return newResponse(req, 480, "Temporarily Unavailable")
 	}
 	s.sanitize(req, identity)
 	return s.fork(ctx, req, tx, targets, dialogCreating(req.Method), onFail)
@@ -165,7 +166,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 		}
 		if from := req.From(); from == nil || from.Address.User != acc.Login {
 			s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
-			return reply(req, 403, "Forbidden: From Does Not Match Credentials")
+			return newResponse(req, 403, "Forbidden: From Does Not Match Credentials")
 		}
 		identity = acc.Login
 	}
@@ -174,7 +175,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 		if refusal != "Not Found" {
 			code = 403
 		}
-		return reply(req, code, refusal)
+		return newResponse(req, code, refusal)
 	}
 	s.sanitize(req, identity)
 	return s.fork(ctx, req, tx, []target{t}, false, nil)
@@ -412,23 +413,14 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 	upstream, upTransport := req.Source(), req.Transport()
 	var relayMu sync.Mutex
 	finalSent := false
-	// A final answer to a non-INVITE over UDP is kept encoded for
-	// retransmissions and its transaction ended, as every other final
-	// answer is (answered.go): through tx.Respond sipgo kept the whole
-	// transaction, request, answer and timers, for Timer J's 32 s: under a
-	// steady relay, gigabytes of live heap.
-	keptKey, _ := answerKey(req)
+	// tx answers as every answer is sent (ingress/respond.go): a final
+	// answer to a non-INVITE over UDP is kept for retransmissions there.
 	relay := func(r *sip.Response) {
 		r = r.Clone()
 		r.RemoveHeader("Via")
 		r.SetDestination(upstream)
 		r.SetTransport(upTransport)
-		var err error
-		if keptKey != "" && r.StatusCode >= 200 {
-			err = s.answerUDP(tx, req, r, keptKey)
-		} else {
-			err = tx.Respond(r)
-		}
+		err := tx.Respond(r)
 		if err != nil {
 			s.log.Debug("relay response", "code", r.StatusCode, "call_id", callID(req), "error", err)
 		}
@@ -579,7 +571,7 @@ func (s *Server) fork(ctx context.Context, req *sip.Request, tx sip.ServerTransa
 		s.log.Debug("every branch failed", "method", req.Method, "call_id", callID(req), "error", lastErr)
 	}
 	finalSent = true
-	return reply(req, 408, "Request Timeout")
+	return newResponse(req, 408, "Request Timeout")
 }
 
 // betterResponse picks the final response to relay when no branch
@@ -665,7 +657,7 @@ func (s *Server) relayStray(r *sip.Response) {
 	}
 	r.SetDestination(source)
 	r.SetTransport(transport)
-	if err := s.srv.WriteResponse(r); err != nil {
+	if err := ingress.Stateless(s.srv, r); err != nil {
 		s.log.Debug("relay stray 2xx", "call_id", r.CallID(), "error", err)
 	}
 }

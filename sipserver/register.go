@@ -27,10 +27,10 @@ func (s *Server) onRegister(ctx context.Context, req *sip.Request, tx sip.Server
 func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Response, metrics.RegistrationResult) {
 	to := req.To()
 	if to == nil || req.CallID() == nil || req.CSeq() == nil {
-		return reply(req, 400, "Bad Request"), metrics.RegistrationInvalid
+		return newResponse(req, 400, "Bad Request"), metrics.RegistrationInvalid
 	}
 	if !s.isOurDomain(req.Recipient.Host) || !s.isOurDomain(to.Address.Host) {
-		return reply(req, 403, "Domain Not Served"), metrics.RegistrationForbidden
+		return newResponse(req, 403, "Domain Not Served"), metrics.RegistrationForbidden
 	}
 	acc, challenge := s.authenticate(ctx, req)
 	if challenge != nil {
@@ -43,11 +43,11 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 	if aor != acc.Login {
 		s.metrics.SIPAuthFailure(metrics.AuthUserMismatch)
 		s.log.Info("REGISTER for another user refused", "login", acc.Login, "aor", aor, "source", req.Source())
-		return reply(req, 403, "Forbidden"), metrics.RegistrationForbidden
+		return newResponse(req, 403, "Forbidden"), metrics.RegistrationForbidden
 	}
 	r, err := registerRequest(req, aor, s.trusted(req))
 	if err != nil {
-		return reply(req, 400, err.Error()), metrics.RegistrationInvalid
+		return newResponse(req, 400, err.Error()), metrics.RegistrationInvalid
 	}
 	out, err := s.reg.Register(ctx, r)
 	if err != nil {
@@ -60,7 +60,7 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 		}
 		return res, metrics.RegistrationInvalid
 	}
-	res := reply(req, 200, "OK")
+	res := newResponse(req, 200, "OK")
 	now := time.Now()
 	outbound := false
 	for _, b := range out.Bindings {

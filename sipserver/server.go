@@ -26,6 +26,7 @@ import (
 	"gchd/limits"
 	"gchd/metrics"
 	"gchd/registrar"
+	"gchd/sipserver/internal/ingress"
 )
 
 // Registrar is the location service the server consumes.
@@ -112,12 +113,11 @@ type Server struct {
 	srv *sipgo.Server
 	cli *sipgo.Client
 
-	udp        net.PacketConn
-	answered   *answered               // final answers to UDP requests, for retransmissions
-	encodeBufs sync.Pool               // of *bytes.Buffer, for encode
-	listeners  map[string]net.Listener // by transport: TCP, TLS, WS, WSS
-	ports      map[string]int          // by transport
-	hosts      map[string]bool         // names and IPs that are us
+	udp       net.PacketConn
+	in        *ingress.Ingress        // REGISTERs beside sipgo, and every answer sent
+	listeners map[string]net.Listener // by transport: TCP, TLS, WS, WSS
+	ports     map[string]int          // by transport
+	hosts     map[string]bool         // names and IPs that are us
 
 	onRegistered func(login string)
 	chat         Chat
@@ -175,7 +175,6 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 	}
 	s := &Server{
 		opts: opts, log: log, metrics: m, accounts: accounts, reg: reg, pusher: opts.Pusher,
-		answered:  newAnswered(opts.TransactionLinger),
 		listeners: map[string]net.Listener{}, ports: map[string]int{}, hosts: map[string]bool{},
 		once: make(chan struct{}, maxOnce), typing: limits.NewRate(typingRate, typingBurst),
 	}
@@ -188,6 +187,8 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 		s.closeListeners()
 		return nil, err
 	}
+	s.in = ingress.New((*registerHandler)(s), s.udp, ingress.Options{Linger: opts.TransactionLinger,
+		Rate: opts.Guards.Rate, RateKey: s.rateKey, Mirror: opts.Mirror, Metrics: m, Log: log})
 	if err := s.buildStack(); err != nil {
 		s.closeListeners()
 		return nil, err
@@ -332,10 +333,10 @@ func (s *Server) buildStack() error {
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.rateFilter),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
-				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: noDialer},
-				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: noDialer}},
-				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout, DialerCreate: noWSDialer},
-				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: streamWriteTimeout}},
+				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout, DialerCreate: noDialer},
+				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout, DialerCreate: noDialer}},
+				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout, DialerCreate: noWSDialer},
+				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout}},
 			}),
 		),
 		sipgo.WithUserAgenTLSConfig(s.opts.TLS),
@@ -407,7 +408,7 @@ func (s *Server) Addr(transport string) string {
 }
 
 // UDPPoolSize returns how many addresses sipgo's UDP connection pool
-// holds: bounded by the recycling of its read loop (ingress.go).
+// holds: bounded by the recycling of its read loop (internal/ingress/udp.go).
 func (s *Server) UDPPoolSize() int {
 	if p := s.ua.TransportLayer().Pool("udp"); p != nil {
 		return p.Size()
@@ -429,15 +430,13 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}()
 	}
-	serve("answers", func() error { s.expireAnswers(ctx); return nil })
-	workers := newRegisterWorkers(s)
-	workers.start()
+	s.in.Start()
 	if s.udp != nil {
-		in := newUDPIngress(s, s.udp, workers)
+		udp := s.in.UDP(s.ua.TransportLayer())
 		serve("udp", func() error {
 			for {
-				err := s.srv.ServeUDP(in)
-				if !in.afterRecycle() {
+				err := s.srv.ServeUDP(udp)
+				if !udp.AfterRecycle() {
 					return err
 				}
 			}
@@ -446,10 +445,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	for transport, ln := range s.listeners {
 		switch transport {
 		case "TCP":
-			in := newStreamIngress(s, ln, transport, workers)
+			in := s.in.Listener(ln, transport)
 			serve("tcp", func() error { return s.srv.ServeTCP(in) })
 		case "TLS":
-			in := newStreamIngress(s, ln, transport, workers)
+			in := s.in.Listener(ln, transport)
 			serve("tls", func() error { return s.srv.ServeTLS(in) })
 		case "WS", "WSS":
 			// A WSS listener terminates TLS itself and sipgo's WS
@@ -475,22 +474,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	wg.Wait()
 	// After the UDP reader, sipgo's loop, returned. Connections still open
 	// leave what they read to sipgo from now on.
-	workers.stop()
+	s.in.Stop()
 	return err
-}
-
-// expireAnswers drops expired UDP answers every second until ctx ends.
-func (s *Server) expireAnswers(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			s.answered.expire(now)
-		}
-	}
 }
 
 // Close releases the user agent: its connections and transactions.
@@ -566,9 +551,6 @@ func (s *Server) trustedIP(ip netip.Addr) bool {
 	return false
 }
 
-// errRateLimited closes a connection whose source is over its rate.
-var errRateLimited = errors.New("source over its SIP rate limit")
-
 // rateFilter drops what a source sends over its rate, before parsing: like
 // Kamailio's pike, a flood costs little. A datagram is dropped; a
 // connection is closed (its stream cannot go on with a piece missing).
@@ -594,5 +576,5 @@ func (s *Server) rateFilter(p sip.TransportReadProps, data []byte) ([]byte, erro
 	if strings.EqualFold(p.Transport, "udp") {
 		return nil, nil
 	}
-	return nil, errRateLimited
+	return nil, ingress.ErrRateLimited
 }

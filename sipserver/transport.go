@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 )
 
@@ -42,3 +43,21 @@ func (quietHandler) Enabled(context.Context, slog.Level) bool  { return false }
 func (quietHandler) Handle(context.Context, slog.Record) error { return nil }
 func (h quietHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
 func (h quietHandler) WithGroup(string) slog.Handler           { return h }
+
+// rateKey is the key of a source for the SIP rate, and false when the
+// source is not limited (trusted, or no IP address to key on).
+func (s *Server) rateKey(a net.Addr) (string, bool) {
+	var ip netip.Addr
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		ip = a.AddrPort().Addr()
+	case *net.TCPAddr:
+		ip = a.AddrPort().Addr()
+	default:
+		return "", false
+	}
+	if s.trustedIP(ip) {
+		return "", false
+	}
+	return ip.Unmap().String(), true
+}

@@ -59,18 +59,18 @@ type composingDoc struct {
 func composingBody(req *sip.Request) ([]byte, *sip.Response) {
 	body := req.Body()
 	if len(body) > maxTypingBytes {
-		return nil, reply(req, 413, "Request Entity Too Large")
+		return nil, newResponse(req, 413, "Request Entity Too Large")
 	}
 	var d composingDoc
 	if !utf8.Valid(body) || xml.Unmarshal(body, &d) != nil {
-		return nil, reply(req, 400, "Bad isComposing Document")
+		return nil, newResponse(req, 400, "Bad isComposing Document")
 	}
 	if d.XMLName.Space != isComposingNS && d.XMLName.Space != "" {
-		return nil, reply(req, 400, "Bad isComposing Document")
+		return nil, newResponse(req, 400, "Bad isComposing Document")
 	}
 	state := strings.ToLower(strings.TrimSpace(d.State))
 	if state != "active" && state != "idle" {
-		return nil, reply(req, 400, "Bad isComposing State")
+		return nil, newResponse(req, 400, "Bad isComposing State")
 	}
 	var b bytes.Buffer
 	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
@@ -78,7 +78,7 @@ func composingBody(req *sip.Request) ([]byte, *sip.Response) {
 	if v := strings.TrimSpace(d.LastActive); v != "" {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
-			return nil, reply(req, 400, "Bad isComposing lastactive")
+			return nil, newResponse(req, 400, "Bad isComposing lastactive")
 		}
 		b.WriteString("<lastactive>" + t.UTC().Format(time.RFC3339) + "</lastactive>")
 	}
@@ -86,7 +86,7 @@ func composingBody(req *sip.Request) ([]byte, *sip.Response) {
 		mt, params, err := mime.ParseMediaType(v)
 		ct := mime.FormatMediaType(mt, params)
 		if err != nil || ct == "" || len(ct) > 128 {
-			return nil, reply(req, 400, "Bad isComposing contenttype")
+			return nil, newResponse(req, 400, "Bad isComposing contenttype")
 		}
 		var esc bytes.Buffer
 		xml.EscapeText(&esc, []byte(ct))
@@ -95,7 +95,7 @@ func composingBody(req *sip.Request) ([]byte, *sip.Response) {
 	if v := strings.TrimSpace(d.Refresh); v != "" {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil || n == 0 {
-			return nil, reply(req, 400, "Bad isComposing refresh")
+			return nil, newResponse(req, 400, "Bad isComposing refresh")
 		}
 		b.WriteString("<refresh>" + strconv.FormatUint(n, 10) + "</refresh>")
 	}
@@ -118,7 +118,7 @@ func (s *Server) onGroupTyping(ctx context.Context, req *sip.Request, sender str
 	}
 	if !s.typing.Allow(sender + "|" + strconv.FormatUint(uint64(id), 10)) {
 		s.metrics.LimitRejected("sip_typing")
-		res := reply(req, 503, "Service Unavailable: Too Many Typing Notices")
+		res := newResponse(req, 503, "Service Unavailable: Too Many Typing Notices")
 		res.AppendHeader(sip.NewHeader("Retry-After", "1"))
 		return res
 	}
@@ -135,7 +135,7 @@ func (s *Server) onGroupTyping(ctx context.Context, req *sip.Request, sender str
 			s.sendOnce(s.typingRequest(id, sender, dn, login, t, body), typingTimeout)
 		}
 	}
-	return reply(req, 200, "OK")
+	return newResponse(req, 200, "OK")
 }
 
 // typingRequest builds the MESSAGE that carries a typing notice to one

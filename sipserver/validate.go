@@ -51,7 +51,7 @@ import (
 // nothing unless they reject.
 func (s *Server) validate(req *sip.Request) *sip.Response {
 	if !strings.EqualFold(req.SipVersion, "SIP/2.0") {
-		res := reply(req, 505, "Version Not Supported")
+		res := newResponse(req, 505, "Version Not Supported")
 		res.SipVersion = "SIP/2.0"
 		return res
 	}
@@ -94,32 +94,32 @@ func (s *Server) validate(req *sip.Request) *sip.Response {
 	// sipgo upper-cases the method of the request line (RFC 3261 says
 	// methods are case-sensitive), so the comparison cannot be exact.
 	if !strings.EqualFold(strings.TrimSpace(string(cs.MethodName)), string(req.Method)) {
-		return reply(req, 400, "CSeq Method Does Not Match")
+		return newResponse(req, 400, "CSeq Method Does Not Match")
 	}
 	if mf != nil && *mf > 255 {
-		return reply(req, 400, "Invalid Max-Forwards")
+		return newResponse(req, 400, "Invalid Max-Forwards")
 	}
 	if uriHasCRLF(&req.Recipient) {
-		return reply(req, 400, "Bare CR or LF in Request-URI")
+		return newResponse(req, 400, "Bare CR or LF in Request-URI")
 	}
 	for _, h := range req.Headers() {
 		if headerHasCRLF(h) {
-			return reply(req, 400, "Bare CR or LF in "+h.Name())
+			return newResponse(req, 400, "Bare CR or LF in "+h.Name())
 		}
 	}
 	if len(req.Recipient.Headers) > 0 {
-		return reply(req, 400, "Headers Not Allowed in Request-URI")
+		return newResponse(req, 400, "Headers Not Allowed in Request-URI")
 	}
 	if req.Method == sip.REGISTER && !isSIPScheme(req.To().Address.Scheme) {
-		return reply(req, 400, "To Is Not a SIP Address-of-Record")
+		return newResponse(req, 400, "To Is Not a SIP Address-of-Record")
 	}
 
 	if !isSIPScheme(req.Recipient.Scheme) {
-		return reply(req, 416, "Unsupported URI Scheme")
+		return newResponse(req, 416, "Unsupported URI Scheme")
 	}
 
 	if mf != nil && *mf == 0 && req.Recipient.User != "" && req.Method != sip.REGISTER && req.Method != sip.CANCEL {
-		return reply(req, 483, "Too Many Hops")
+		return newResponse(req, 483, "Too Many Hops")
 	}
 
 	uas := s.isUAS(req)
@@ -177,7 +177,7 @@ func (s *Server) checkExtensions(req *sip.Request, uas bool) *sip.Response {
 	if len(unsupported) == 0 {
 		return nil
 	}
-	res := reply(req, 420, "Bad Extension")
+	res := newResponse(req, 420, "Bad Extension")
 	res.AppendHeader(sip.NewHeader("Unsupported", strings.Join(unsupported, ", ")))
 	return res
 }
@@ -208,9 +208,9 @@ func isSIPScheme(scheme string) bool {
 // single-valued one.
 func badRequest(req *sip.Request, n int, header string) *sip.Response {
 	if n == 0 {
-		return reply(req, 400, "Missing "+header)
+		return newResponse(req, 400, "Missing "+header)
 	}
-	return reply(req, 400, "Multiple "+header+" Values")
+	return newResponse(req, 400, "Multiple "+header+" Values")
 }
 
 // headerHasCRLF reports whether a header's value holds a CR or LF. Typed

@@ -15,9 +15,12 @@ RESULTS=${RESULTS:-$WORK/results}
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 DOMAIN=${DOMAIN:-127.0.0.1}
 POOL_USERS=${POOL_USERS:-1000000}
-SIP_PORT=5080
-HTTP_PORT=18080
-PPROF_PORT=16060
+# The ports may be moved (SIP_PORT...) to run beside another bench.
+SIP_PORT=${SIP_PORT:-5080}
+HTTP_PORT=${HTTP_PORT:-18080}
+PPROF_PORT=${PPROF_PORT:-16060}
+SIPP_PORT=${SIPP_PORT:-5062}
+UAS_PORT=${UAS_PORT:-5090}
 KAM_PORT=5070
 export DOMAIN
 
@@ -70,7 +73,9 @@ EOF
 	[[ -x $GCHD_BIN && -x $SIPLOAD_BIN ]] || die "missing $GCHD_BIN or $SIPLOAD_BIN"
 }
 
-bin_id() { sha256sum "$GCHD_BIN" | cut -c1-12; }
+# DB_ID names the base database instead of the binary's hash: binaries of
+# the same schema (an A/B comparison) then share one import.
+bin_id() { if [[ -n ${DB_ID:-} ]]; then echo "$DB_ID"; else sha256sum "$GCHD_BIN" | cut -c1-12; fi; }
 
 # base_db ENGINE: a database with every benchmark account, made once per
 # gchd binary: an SQLite file, or a PostgreSQL template database.

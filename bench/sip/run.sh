@@ -14,12 +14,14 @@
 #
 # Env: RATES="a b c" (explicit rates; room/fanout too), START, FACTOR, BISECT,
 # DUR (8), FIRST_RATE (refresh: rate of the first pass, 2000), PROFILE_RATE=R (instead of a max search: one step at R with a CPU
-# profile of gchd), GCHD_FLAGS (extra gchd serve flags), LABEL_SUFFIX.
+# profile of gchd), GCHD_FLAGS (extra gchd serve flags), LABEL_SUFFIX, CPU_PROC (the
+# name of the gchd process, for another binary), SIP_PORT, HTTP_PORT, PPROF_PORT, SIPP_PORT,
+# UAS_PORT (to run beside another bench), DB_ID (lib.sh).
 # See README.md.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [[ $# -ge 2 ]] || usage
 TEST=$1 SERVER=$2 TRANSPORT=${3:-udp}
 case $TEST in reg_auth | refresh | msg | room | fanout | latency) ;; *) usage ;; esac
@@ -49,9 +51,9 @@ PEERPY=(python3 "$HERE/peer.py" --peer "$PEER")
 if [[ $SERVER == kamailio ]]; then
 	COMMON=(--target "127.0.0.1:$KAM_PORT" --cpu-proc kamailio)
 else
-	COMMON=(--target "127.0.0.1:$SIP_PORT" --cpu-proc gchd)
+	COMMON=(--target "127.0.0.1:$SIP_PORT" --cpu-proc "${CPU_PROC:-gchd}")
 fi
-COMMON+=(--transport "$SIPP_T" --workdir "$WORK/sipp")
+COMMON+=(--transport "$SIPP_T" --workdir "$WORK/sipp" --uas-port "$UAS_PORT")
 
 # profile_gchd DELAY SECONDS: a CPU profile of gchd in the background, and
 # beside it the allocations made over the same seconds.
@@ -122,9 +124,9 @@ refresh)
 	log "first pass: registering $n users from $csv"
 	first=${FIRST_RATE:-2000} # a cold PostgreSQL may need less
 	"${PEERPY[@]}" step reg_auth --rate "$first" "${COMMON[@]}" --dur "$(python3 -c "print($n/$first)")" \
-		--warmup 0 --users-auth-csv "$csv" --label "$LABEL-firstpass" -p 5062 ||
+		--warmup 0 --users-auth-csv "$csv" --label "$LABEL-firstpass" -p "$SIPP_PORT" ||
 		die "first pass failed"
-	search reg_auth --users-auth-csv "$csv" -p 5062
+	search reg_auth --users-auth-csv "$csv" -p "$SIPP_PORT"
 	;;
 msg)
 	DEF_START=2000 DEF_FACTOR=1.25
@@ -148,7 +150,7 @@ msg)
 		# Over TCP gchd reaches a phone only over the connection it
 		# registered on: sipload registers the 1,000 targets over one
 		# connection and answers there (and on :5090 for Kamailio).
-		"$SIPLOAD_BIN" uas -server "$target" -domain "$DOMAIN" -transport tcp -listen 127.0.0.1:5090 \
+		"$SIPLOAD_BIN" uas -server "$target" -domain "$DOMAIN" -transport tcp -listen "127.0.0.1:$UAS_PORT" \
 			-count 1000 -stats 127.0.0.1:18190 >"$WORK/uas-$STAMP.log" 2>&1 &
 		UAS_PID=$!
 		for _ in $(seq 1 100); do grep -q '^# ready' "$WORK/uas-$STAMP.log" && break; kill -0 "$UAS_PID" || break; sleep 0.2; done

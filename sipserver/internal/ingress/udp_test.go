@@ -1,4 +1,4 @@
-package sipserver
+package ingress
 
 import (
 	"net"
@@ -19,10 +19,11 @@ func TestIngressTake(t *testing.T) {
 	}
 	defer udp.Close()
 	reg := prometheus.NewRegistry()
-	s := &Server{udp: udp, answered: newAnswered(time.Minute), metrics: metrics.New(reg, metrics.BuildInfo{})}
-	workers := newRegisterWorkers(s)
-	workers.work = make(chan ingressJob, 1) // room for one
-	in := newUDPIngress(s, udp, workers)
+	ing := New(nil, udp, Options{Linger: time.Minute, Metrics: metrics.New(reg, metrics.BuildInfo{})})
+	workers := newRegisterWorkers(nil)
+	workers.work = make(chan registerJob, 1) // room for one
+	ing.workers = workers
+	in := ing.UDP(nil)
 	from := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5060}
 	// With credentials: a REGISTER without is answered (challenged) at once.
 	const credentials = `Authorization: Digest username="ann", realm="example.org", nonce="n", uri="sip:example.org", response="r"` + "\r\n"

@@ -1,20 +1,15 @@
-package sipserver
+package ingress
 
 import (
 	"bytes"
+	"errors"
 	"net"
-	"net/netip"
 	"strings"
-	"time"
 
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/limits"
 )
-
-// streamWriteTimeout bounds a write on a connection, for sipgo's writes
-// and the ingress's answers alike.
-const streamWriteTimeout = 10 * time.Second
 
 // Framing limits: past them the ingress leaves the connection to sipgo,
 // which applies its own (a message of at most 65,535 bytes).
@@ -23,7 +18,7 @@ const (
 	maxFramedMessage = 65535
 )
 
-// streamIngress is a TCP or TLS listener as sipgo serves it: the
+// streamListener is a TCP or TLS listener as sipgo serves it: the
 // connections it accepts are read through a framer (framedConn) that takes
 // whole REGISTER requests out of the stream and has the register workers
 // answer them on the connection they came over, as the UDP ingress does
@@ -33,48 +28,36 @@ const (
 // Everything else passes to sipgo byte for byte: other requests,
 // responses, keep-alives, and all of a connection's bytes from the first
 // one the framer cannot delimit with certainty.
-type streamIngress struct {
+type streamListener struct {
 	net.Listener
-	s         *Server
+	in        *Ingress
 	transport string // as sipgo names it: TCP or TLS
 	parser    *sip.Parser
 	workers   *registerWorkers
 }
 
-func newStreamIngress(s *Server, ln net.Listener, transport string, workers *registerWorkers) *streamIngress {
-	return &streamIngress{Listener: ln, s: s, transport: transport, parser: sip.NewParser(), workers: workers}
+// Listener returns ln as sipgo is to serve it, after Start: transport is
+// TCP or TLS (ln terminates TLS itself).
+func (in *Ingress) Listener(ln net.Listener, transport string) net.Listener {
+	return in.listener(ln, transport, in.running())
 }
 
-func (l *streamIngress) Accept() (net.Conn, error) {
+func (in *Ingress) listener(ln net.Listener, transport string, workers *registerWorkers) *streamListener {
+	return &streamListener{Listener: ln, in: in, transport: transport, parser: sip.NewParser(), workers: workers}
+}
+
+func (l *streamListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return nil, err
 	}
 	fc := &framedConn{Conn: c, in: l, src: c.RemoteAddr().String()}
-	if r := l.s.opts.Guards.Rate; r != nil {
-		if key, limited := l.s.rateKey(c.RemoteAddr()); limited {
+	if r := l.in.opts.Rate; r != nil {
+		if key, limited := l.in.opts.RateKey(c.RemoteAddr()); limited {
 			fc.rate, fc.rateKey = r, key
 		}
 	}
 	return fc, nil
-}
-
-// rateKey is the key of a source for the SIP rate, and false when the
-// source is not limited (trusted, or no IP address to key on).
-func (s *Server) rateKey(a net.Addr) (string, bool) {
-	var ip netip.Addr
-	switch a := a.(type) {
-	case *net.UDPAddr:
-		ip = a.AddrPort().Addr()
-	case *net.TCPAddr:
-		ip = a.AddrPort().Addr()
-	default:
-		return "", false
-	}
-	if s.trustedIP(ip) {
-		return "", false
-	}
-	return ip.Unmap().String(), true
 }
 
 // framedConn is a connection as sipgo reads it, REGISTERs taken out.
@@ -82,7 +65,7 @@ func (s *Server) rateKey(a net.Addr) (string, bool) {
 // whose writes do not interleave (net.Conn and tls.Conn serialise them).
 type framedConn struct {
 	net.Conn
-	in  *streamIngress
+	in  *streamListener
 	src string
 
 	pend    []byte   // bytes read, not yet framed: part of a message
@@ -106,8 +89,8 @@ func (c *framedConn) admit(n int) error {
 	}
 	for ; n > 0; n-- {
 		if !c.rate.Allow(c.rateKey) {
-			c.in.s.metrics.LimitRejected("sip_rate")
-			return errRateLimited
+			c.in.in.opts.Metrics.LimitRejected("sip_rate")
+			return ErrRateLimited
 		}
 	}
 	return nil
@@ -376,7 +359,7 @@ func headerEnd(data []byte) (end, sep int) {
 // take queues a REGISTER for the workers and reports whether it did; a
 // REGISTER it cannot parse, or with the workers busy, is left to sipgo.
 // The frame it came in was counted against the rate already.
-func (l *streamIngress) take(msg []byte, c *framedConn) (bool, error) {
+func (l *streamListener) take(msg []byte, c *framedConn) (bool, error) {
 	m, err := l.parser.ParseSIP(msg) // copies: msg is the caller's buffer
 	if err != nil {
 		return false, nil
@@ -387,17 +370,25 @@ func (l *streamIngress) take(msg []byte, c *framedConn) (bool, error) {
 	}
 	req.SetTransport(l.transport)
 	req.SetSource(c.src)
-	return l.workers.offer(ingressJob{req: req, conn: c}), nil
+	return l.workers.offer(registerJob{req: req, w: &streamAnswer{in: l.in, conn: c}}), nil
 }
 
-// answerStream writes a final answer on the connection a request of the
-// stream ingress came over.
-func (s *Server) answerStream(conn net.Conn, res *sip.Response) error {
-	return s.withEncoded(res, func(b []byte) error {
-		if err := conn.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil {
-			return err
-		}
-		_, err := conn.Write(b)
-		return err
-	})
+// Write is every message written on a TCP or TLS connection: sipgo's
+// (one message per write) and the ingress's answers.
+func (c *framedConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	if n > 0 && c.in.in.opts.Mirror != nil {
+		c.in.in.capture(IPProtoTCP, c.LocalAddr(), c.RemoteAddr(), b[:n])
+	}
+	return n, err
 }
+
+// mirrorIn mirrors a message read on a TCP or TLS connection.
+func (c *framedConn) mirrorIn(b []byte) {
+	if c.in.in.opts.Mirror != nil {
+		c.in.in.capture(IPProtoTCP, c.RemoteAddr(), c.LocalAddr(), b)
+	}
+}
+
+// ErrRateLimited closes a connection whose source is over its rate.
+var ErrRateLimited = errors.New("source over its SIP rate limit")

@@ -1,4 +1,4 @@
-package sipserver
+package ingress
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package sipserver
+package ingress
 
 import (
 	"bytes"
@@ -54,10 +54,9 @@ func TestFramedConn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &Server{}
-			workers := newRegisterWorkers(s)
-			workers.work = make(chan ingressJob, tt.queue)
-			in := newStreamIngress(s, nil, "TCP", workers)
+			workers := newRegisterWorkers(nil)
+			workers.work = make(chan registerJob, tt.queue)
+			in := New(nil, nil, Options{}).listener(nil, "TCP", workers)
 			client, server := net.Pipe()
 			c := &framedConn{Conn: server, in: in, src: "192.0.2.1:5060"}
 			go func() {

@@ -1,13 +1,8 @@
-package sipserver
+package ingress
 
 import (
 	"bytes"
-	"context"
-	"errors"
-	"fmt"
 	"hash/maphash"
-	"log/slog"
-	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -301,79 +296,5 @@ func (c *answerChunks) expire(limit int64) {
 	c.chunks = c.chunks[:rest]
 	if rest == 0 {
 		c.chunks, c.spare = nil, nil // idle: hold nothing
-	}
-}
-
-// answerUDP sends the final answer to a request with an answer key,
-// keeps it for retransmissions and ends the transaction. The answer is
-// encoded once and written here: handing it to the transaction would
-// encode it a second time and run its state machine only to end it.
-//
-// The order matters. The answer is kept before the transaction ends, so a
-// retransmission never reaches the handler a second time, and the
-// transaction ends before the answer is sent, so a retransmission the
-// answer provokes is matched against the kept answer rather than
-// swallowed by a transaction that has none.
-func (s *Server) answerUDP(tx sip.ServerTransaction, req *sip.Request, res *sip.Response, key string) error {
-	// Where sipgo would send it: Via received/rport, else the sent-by.
-	to, err := netip.ParseAddrPort(res.Destination())
-	conn, ok := s.udp.(*net.UDPConn)
-	if tx == nil && (err != nil || !ok) {
-		// Not for a request of the ingress: its destination is its
-		// source address.
-		s.answered.forget(key)
-		return fmt.Errorf("answer to %q over %T: %w", res.Destination(), s.udp, errors.ErrUnsupported)
-	}
-	if err != nil || !ok {
-		// A sent-by that is a name: sipgo resolves it.
-		defer tx.Terminate()
-		if err := tx.Respond(res); err != nil {
-			return err
-		}
-		if src, err := netip.ParseAddrPort(req.Source()); err == nil {
-			s.withEncoded(res, func(data []byte) error {
-				s.answered.put(key, answer{data: data, to: src}, time.Now())
-				return nil
-			})
-		}
-		return nil
-	}
-	return s.withEncoded(res, func(data []byte) error {
-		s.answered.put(key, answer{data: data, to: to}, time.Now())
-		if tx != nil {
-			tx.Terminate()
-		}
-		return s.writeUDP(conn, data, to)
-	})
-}
-
-// withEncoded calls fn with res as it goes on the wire, in a pooled
-// buffer that fn must not keep (answered keeps a copy): res.String() grows
-// a builder several times and []byte() copies it again, on every answer:
-// a large share of what a REGISTER allocated.
-func (s *Server) withEncoded(res *sip.Response, fn func([]byte) error) error {
-	buf, _ := s.encodeBufs.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
-	}
-	buf.Reset()
-	res.StringWrite(buf)
-	err := fn(buf.Bytes())
-	s.encodeBufs.Put(buf)
-	return err
-}
-
-// resend writes a kept answer again, for a retransmitted request.
-func (s *Server) resend(ans answer, req *sip.Request) {
-	conn, ok := s.udp.(*net.UDPConn)
-	if !ok {
-		return
-	}
-	if err := s.writeUDP(conn, ans.data, ans.to); err != nil {
-		s.log.Debug("resend answer", "method", req.Method, "call_id", callID(req), "error", err)
-	}
-	if s.log.Enabled(context.Background(), slog.LevelDebug) {
-		s.log.Debug("sip answer again", "method", string(req.Method), "call_id", callID(req), "from", fromAddress(req),
-			"to", toAddress(req), "destination", ans.to.String(), "transport", "UDP")
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// reply builds a response to req.
+// newResponse builds a response to req (sending it is respond's, handlers.go).
 //
 // Answers to REGISTER are built here rather than by sipgo: they are most of
 // what a registrar sends (every registration is challenged first, and
@@ -16,12 +16,12 @@ import (
 // header it copies, looks each up by name, and draws a UUID from the
 // system's random source for the To tag, work that shows in the CPU of
 // every registration. A REGISTER is answered once, finally, and
-// dropped (its answer is kept encoded, see answered.go), so its answer can
+// dropped (its answer is kept encoded, see internal/ingress/answers.go), so its answer can
 // share the request's From, Call-ID, CSeq and Via headers, none of which
 // is changed afterwards; only the top Via (rport) and To (tag) are new.
 // Every other method keeps sipgo's copy: a proxied request lives on, and
 // INVITE answers carry Record-Route.
-func reply(req *sip.Request, code int, reason string) *sip.Response {
+func newResponse(req *sip.Request, code int, reason string) *sip.Response {
 	if req.Method != sip.REGISTER {
 		return sip.NewResponseFromRequest(req, code, reason, nil)
 	}
@@ -30,7 +30,7 @@ func reply(req *sip.Request, code int, reason string) *sip.Response {
 	top := true
 	for h := range headersNamed(req, "Via") {
 		if via, ok := h.(*sip.ViaHeader); ok && top {
-			h = answerVia(via, req.Source())
+			h = responseVia(via, req.Source())
 		}
 		top = false
 		res.AppendHeader(h)
@@ -60,9 +60,9 @@ func reply(req *sip.Request, code int, reason string) *sip.Response {
 	return res
 }
 
-// answerVia returns the top Via of an answer: the request's, with rport
+// responseVia returns the top Via of a response: the request's, with rport
 // filled in and received added when the phone asked for them (RFC 3581 4).
-func answerVia(via *sip.ViaHeader, source string) sip.Header {
+func responseVia(via *sip.ViaHeader, source string) sip.Header {
 	if v, ok := via.Params.Get("rport"); !ok || v != "" {
 		return via
 	}

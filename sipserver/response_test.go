@@ -11,7 +11,7 @@ import (
 // A REGISTER's answer, built without sipgo's copies, is byte for byte what
 // sipgo builds (but for the random To tag), and building it leaves the
 // request as it was.
-func TestRegisterReplyMatchesSipgo(t *testing.T) {
+func TestRegisterResponseMatchesSipgo(t *testing.T) {
 	const tail = "From: \"Alice\" <sip:alice@example.org>;tag=a1\r\n" +
 		"Call-ID: c1@192.0.2.10\r\nCSeq: 7 REGISTER\r\nContact: <sip:alice@192.0.2.10:5062>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
 	tests := []struct{ name, msg string }{
@@ -42,9 +42,9 @@ func TestRegisterReplyMatchesSipgo(t *testing.T) {
 				if after := req.String(); after != before {
 					t.Fatalf("sipgo changed the request:\n%s", after)
 				}
-				got := reply(req, code, "Reason")
+				got := newResponse(req, code, "Reason")
 				if after := req.String(); after != before {
-					t.Fatalf("reply changed the request:\n%s", after)
+					t.Fatalf("newResponse changed the request:\n%s", after)
 				}
 				w, g := tag.ReplaceAllString(want.String(), "${1}T"), tag.ReplaceAllString(got.String(), "${1}T")
 				if g != w {
