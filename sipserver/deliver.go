@@ -115,7 +115,7 @@ func (s *Server) deliveryTargets(login string) (targets []deliveryTarget, sleepe
 		push := s.pusher != nil && b.Push.Enabled()
 		t, ok := target{}, false
 		if !b.Unreachable && !b.Asleep {
-			t, ok = s.targetOf(b)
+			t, ok = s.route.targetOf(b)
 		}
 		switch {
 		case ok:
@@ -173,7 +173,7 @@ func (s *Server) CopyToSender(ev chat.Event) {
 		if b.Asleep || ev.Origin != "" && flowKey(b.Transport, b.Source) == ev.Origin {
 			continue
 		}
-		t, ok := s.targetOf(b)
+		t, ok := s.route.targetOf(b)
 		if !ok {
 			continue
 		}

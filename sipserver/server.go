@@ -107,6 +107,8 @@ type Server struct {
 	accounts Accounts
 	reg      Registrar
 	auth     *digestAuth
+	flows    flowSigner // Record-Route and branch tokens
+	route    router
 
 	ua  *sipgo.UserAgent
 	srv *sipgo.Server
@@ -184,6 +186,8 @@ func New(opts Options, accounts Accounts, reg Registrar, m *metrics.Metrics, log
 	if s.auth, err = newDigestAuth(opts.Domain, opts.Secret, opts.NonceLifetime, opts.DigestAlgorithms); err != nil {
 		return nil, err
 	}
+	s.flows = flowSigner{secret: s.auth.secret}
+	s.route = router{reg: reg, flows: s.flows, local: s.isUs, ours: s.isOurDomain, alive: s.flowAlive}
 	if err := s.bind(); err != nil {
 		s.closeListeners()
 		return nil, err

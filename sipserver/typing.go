@@ -131,7 +131,7 @@ func (s *Server) onGroupTyping(ctx context.Context, req *sip.Request, sender str
 		}
 	}
 	for _, login := range logins {
-		for _, t := range s.targetsOf(login) {
+		for _, t := range s.route.targetsOf(login) {
 			s.sendOnce(s.typingRequest(id, sender, dn, login, t, body), typingTimeout)
 		}
 	}
