@@ -135,7 +135,7 @@ func (f *forkCall) send(ctx context.Context, i int, t target, key string) {
 			}
 		})
 	}
-	s.background(func(ctx context.Context) { f.watch(ctx, i, ctl) })
+	s.tasks.Go(func(ctx context.Context) { f.watch(ctx, i, ctl) })
 }
 
 // watch waits for branch i's final response, relaying its provisional
@@ -244,7 +244,7 @@ func (f *forkCall) cancelBranches() {
 		if f.done[i] || f.txs[i] == nil {
 			continue
 		}
-		f.s.background(func(ctx context.Context) { f.s.cancelBranch(ctx, fw) })
+		f.s.tasks.Go(func(ctx context.Context) { f.s.cancelBranch(ctx, fw) })
 	}
 }
 

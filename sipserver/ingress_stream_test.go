@@ -54,7 +54,7 @@ func TestFramedConn(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &Server{}
+			s := &Server{Stack: &Stack{}}
 			workers := newRegisterWorkers(s)
 			workers.work = make(chan ingressJob, tt.queue)
 			in := newStreamIngress(s, nil, "TCP", workers)

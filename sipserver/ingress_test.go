@@ -19,7 +19,7 @@ func TestIngressTake(t *testing.T) {
 	}
 	defer udp.Close()
 	reg := prometheus.NewRegistry()
-	s := &Server{udp: udp, answered: newAnswered(time.Minute), metrics: metrics.New(reg, metrics.BuildInfo{})}
+	s := &Server{Stack: &Stack{udp: udp, metrics: metrics.New(reg, metrics.BuildInfo{})}, answered: newAnswered(time.Minute)}
 	workers := newRegisterWorkers(s)
 	workers.work = make(chan ingressJob, 1) // room for one
 	in := newUDPIngress(s, udp, workers)

@@ -26,7 +26,7 @@ const (
 
 // capture mirrors one message from src to dst. Callers check s.mirror
 // first: with no mirror nothing here runs.
-func (s *Server) capture(ipProto uint8, src, dst net.Addr, data []byte) {
+func (s *Stack) capture(ipProto uint8, src, dst net.Addr, data []byte) {
 	if len(data) == 0 || crlfRun(data) == len(data) {
 		return // keep-alives
 	}
@@ -57,7 +57,7 @@ func (in *udpIngress) WriteTo(b []byte, addr net.Addr) (int, error) {
 }
 
 // writeUDP sends a datagram gchd encoded itself (kept answers).
-func (s *Server) writeUDP(conn *net.UDPConn, data []byte, to netip.AddrPort) error {
+func (s *Stack) writeUDP(conn *net.UDPConn, data []byte, to netip.AddrPort) error {
 	_, err := conn.WriteToUDPAddrPort(data, to)
 	if err == nil && s.opts.Mirror != nil {
 		s.opts.Mirror.Capture(ipProtoUDP, addrPort(conn.LocalAddr()), to, time.Now(), data)
@@ -135,7 +135,7 @@ func (c *wsMirrorConn) Write(b []byte) (int, error) {
 }
 
 // mirrorRead mirrors what sipgo read over WebSocket (its read filter).
-func (s *Server) mirrorRead(transport string, local, remote net.Addr, data []byte) {
+func (s *Stack) mirrorRead(transport string, local, remote net.Addr, data []byte) {
 	if s.opts.Mirror != nil && strings.EqualFold(transport, "ws") {
 		s.capture(ipProtoTCP, remote, local, data)
 	}

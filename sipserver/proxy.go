@@ -204,7 +204,7 @@ func (s *Server) onAck(req *sip.Request, tx sip.ServerTransaction) {
 // the client transaction ended (RFC 6026), statelessly, to the flow of the
 // INVITE's sender that our branch signs (branch). The Via path below ours
 // is not followed: anyone can send a response, and its Vias say anything.
-func (s *Server) relayStray(r *sip.Response) {
+func (s *Stack) relayStray(r *sip.Response) {
 	if !r.IsSuccess() || r.CSeq() == nil || r.CSeq().MethodName != sip.INVITE {
 		return
 	}

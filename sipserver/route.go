@@ -110,7 +110,7 @@ func (r router) inDialogTarget(req *sip.Request) (t target, signed bool, refusal
 
 // flowAlive reports whether a connection from source over transport is open
 // in sipgo's transport layer.
-func (s *Server) flowAlive(transport, source string) bool {
+func (s *Stack) flowAlive(transport, source string) bool {
 	c, err := s.ua.TransportLayer().GetConnection(sip.NetworkToLower(transport), source)
 	if err != nil {
 		return false
