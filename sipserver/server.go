@@ -1,8 +1,11 @@
-// Package sipserver is gchd's SIP face, built on sipgo: the transports
-// (UDP, TCP, TLS, WS, WSS), digest authentication, the registrar front end,
-// the stateful proxy that relays requests between registered users, and
-// (sender.go) the sender of group notifications and messages.
-// It holds no chat rules and no SQL: it consumes the small interfaces below.
+// Package sipserver is gchd's SIP face, built on sipgo, in three parts
+// built in this order: the Stack (stack.go: the transports UDP, TCP, TLS,
+// WS, WSS, the router and the flow tokens), the Sender (sender.go: group
+// notifications and messages, a chat.Deliverer) and the Server (digest
+// authentication, the registrar front end, the stateful proxy between
+// registered users in proxy.go and fork.go, the group addresses in
+// group.go). It holds no chat rules and no SQL: it consumes the small
+// interfaces below.
 package sipserver
 
 import (
