@@ -66,7 +66,7 @@ func (s *Sender) Deliver(ctx context.Context, ev chat.Event, login string) error
 		err  error
 	}
 	results := make(chan outcome, len(targets))
-	send := func(t deliveryTarget) {
+	send := func(ctx context.Context, t deliveryTarget) {
 		tctx := ctx
 		if t.push {
 			var cancel context.CancelFunc
@@ -79,10 +79,17 @@ func (s *Sender) Deliver(ctx context.Context, ev chat.Event, login string) error
 	if len(targets) == 1 {
 		// One device, the usual case: no goroutine to fork to. A member's
 		// deliveries go one at a time, so each hand-off is on the path.
-		send(targets[0])
+		send(ctx, targets[0])
 	} else {
+		// The branches a first 2xx leaves behind finish on their own,
+		// under the sender's tasks: Close ends them too.
 		for _, t := range targets {
-			go send(t)
+			s.tasks.Go(func(stop context.Context) {
+				ctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				defer context.AfterFunc(stop, cancel)()
+				send(ctx, t)
+			})
 		}
 	}
 	var temporary error
