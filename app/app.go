@@ -66,8 +66,10 @@ type App struct {
 	node     string // this node's name (registrar.node or the host name)
 	// membership is this node's lease among the nodes sharing the database.
 	membership *cluster.Membership
-	writable   httpapi.Check // the database's write probe, cached
-	serving    atomic.Bool   // every listener is serving
+	writable   httpapi.Check     // the database's write probe, cached
+	serving    atomic.Bool       // every listener is serving
+	stack      *sipserver.Stack  // the SIP listeners and user agent
+	sender     *sipserver.Sender // deliveries and gchd's own MESSAGEs
 	sip        *sipserver.Server
 	hep        *trace.HEP     // the SIP mirror to Homer; nil: off
 	push       *push.Notifier // pushes to sleeping phones; nil: off
@@ -132,9 +134,9 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	}
 	var copyToSender func(chat.Event)
 	if cfg.Delivery.CopyToSender {
-		copyToSender = a.sip.CopyToSender
+		copyToSender = a.sender.CopyToSender
 	}
-	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), fencedDeliverer{next: a.sip, fenced: a.fenced}, log.With("part", "delivery"), chat.DispatchOptions{
+	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), fencedDeliverer{next: a.sender, fenced: a.fenced}, log.With("part", "delivery"), chat.DispatchOptions{
 		Workers:        cfg.Delivery.Workers,
 		Window:         cfg.Delivery.Window,
 		AttemptTimeout: cfg.Delivery.AttemptTimeout,
@@ -145,7 +147,6 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		CopyToSender:   copyToSender,
 		Observe:        a.metrics.Delivery,
 	})
-	a.sip.OnRegistered(a.dispatch.Flush)
 	metrics.RegisterPendingGauges(a.registry, func() (int, int, time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -168,7 +169,11 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		}),
 		chat.WithQuotaObserver(a.metrics.QuotaRefused),
 	)
-	a.sip.SetChat(a.chat)
+	if a.sip, err = sipserver.New(a.stack, sipserver.Config{
+		Accounts: a.accounts, Chat: a.chat, Sender: a.sender, Registered: a.dispatch.Flush,
+	}); err != nil {
+		return nil, err
+	}
 	// Nothing changes the log before Run: the streams start where it ends.
 	if err := a.chat.OpenEvents(ctx); err != nil {
 		return nil, fmt.Errorf("database: %w", err)
@@ -217,7 +222,8 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	return a, nil
 }
 
-// buildSIP builds the location service and binds the SIP listeners.
+// buildSIP builds the location service, binds the SIP listeners and builds
+// the sender over them: the dispatcher is built on it, the SIP server last.
 func (a *App) buildSIP(ctx context.Context) error {
 	cfg := a.cfg
 	node := cfg.Registrar.Node
@@ -278,7 +284,7 @@ func (a *App) buildSIP(ctx context.Context) error {
 		pusher = pushAdapter{a.push} // only a non-nil one, as with the mirror
 		a.log.Info("sleeping phones are woken through a push gateway", "push_gateway", redactURL(u), "answer_wait", cfg.Push.AnswerWait)
 	}
-	a.sip, err = sipserver.New(sipserver.Options{
+	a.stack, err = sipserver.Listen(sipserver.Options{
 		Domain:            cfg.Domain,
 		Advertise:         cfg.SIP.Advertise,
 		Aliases:           cfg.SIP.AliasList(),
@@ -301,12 +307,16 @@ func (a *App) buildSIP(ctx context.Context) error {
 		Mirror:     mirror,
 		Pusher:     pusher,
 		AnswerWait: cfg.Push.AnswerWait,
-	}, a.accounts, a.bindings, a.metrics, a.log.With("part", "sip"))
-	return err
+	}, a.bindings, a.metrics, a.log.With("part", "sip"))
+	if err != nil {
+		return err
+	}
+	a.sender = sipserver.NewSender(a.stack)
+	return nil
 }
 
 // SIPAddr returns the bound address of a SIP transport (UDP, TCP, TLS, WS, WSS).
-func (a *App) SIPAddr(transport string) string { return a.sip.Addr(transport) }
+func (a *App) SIPAddr(transport string) string { return a.stack.Addr(transport) }
 
 // bindHTTP binds the HTTP and HTTPS listeners.
 func (a *App) bindHTTP() error {
@@ -493,7 +503,10 @@ func (a *App) Run(ctx context.Context) error {
 	wg.Wait()
 	stopPush()
 	<-pushDone
+	// In reverse order of building: the server, the sender, the stack.
 	a.sip.Close()
+	a.sender.Close()
+	a.stack.Close()
 	stopBindings()
 	<-bindingsDone
 	stopMembership()
@@ -518,6 +531,12 @@ func (a *App) close() {
 	}
 	if a.sip != nil {
 		a.sip.Close()
+	}
+	if a.sender != nil {
+		a.sender.Close()
+	}
+	if a.stack != nil {
+		a.stack.Close()
 	}
 	if a.hep != nil {
 		a.hep.Close() // after the SIP stack: nothing is captured any more

@@ -39,9 +39,9 @@ func (a *App) joinCluster(ctx context.Context) error {
 // nodeAddress is where other nodes reach this one's SIP: the advertised
 // host, else the listen IP, with the UDP port.
 func (a *App) nodeAddress() string {
-	host, port, err := net.SplitHostPort(a.sip.Addr("UDP"))
+	host, port, err := net.SplitHostPort(a.stack.Addr("UDP"))
 	if err != nil {
-		return a.sip.Addr("UDP")
+		return a.stack.Addr("UDP")
 	}
 	if a.cfg.SIP.Advertise != "" {
 		host = a.cfg.SIP.Advertise

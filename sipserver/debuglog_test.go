@@ -11,7 +11,7 @@ import (
 // The debug lines of a request and its answer cost nothing measurable at
 // info level: the REGISTER path is hot.
 func BenchmarkDebugLinesOff(b *testing.B) {
-	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})).With("part", "sip")}
+	s := &Server{Stack: &Stack{log: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo})).With("part", "sip")}}
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "example.com"})
 	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: "example.com"}})
 	res := sip.NewResponseFromRequest(req, 200, "OK", nil)

@@ -27,10 +27,6 @@ type Chat interface {
 	TypingRecipients(ctx context.Context, c chat.Caller, id chat.GroupID) ([]string, error)
 }
 
-// SetChat connects the group chat engine: MESSAGEs to group addresses post
-// to groups, MESSAGEs to users without a reachable device are stored.
-func (s *Server) SetChat(c Chat) { s.chat = c }
-
 // groupID parses the user part of a group address, gc-<GID>.
 func groupID(user string) (chat.GroupID, bool) {
 	if !strings.HasPrefix(strings.ToLower(user), chat.GroupUserPrefix) {
@@ -92,7 +88,7 @@ func fromDisplayName(req *sip.Request) string {
 // authenticated member: a MESSAGE posts to the group (or runs a command).
 func (s *Server) onGroupRequest(ctx context.Context, req *sip.Request, sender string) *sip.Response {
 	id, ok := groupID(req.Recipient.User)
-	if !ok || s.chat == nil {
+	if !ok {
 		return newResponse(req, 404, "Not Found")
 	}
 	if req.Method != sip.MESSAGE {
@@ -189,7 +185,7 @@ func (s *Server) runCommand(req *sip.Request, c chat.Caller, id chat.GroupID, cm
 	if err != nil {
 		answer = commandAnswer(err)
 	}
-	s.answer(req, id, answer)
+	s.send.messageDevice(req, id, answer)
 }
 
 func membersText(v chat.GroupView) string {
@@ -209,59 +205,4 @@ func membersText(v chat.GroupView) string {
 		}
 	}
 	return b.String()
-}
-
-// answer sends a command's answer to the device that asked, over its flow.
-// It is not kept for retries: the phone asked just now and can ask again.
-func (s *Server) answer(req *sip.Request, id chat.GroupID, text string) {
-	from := req.From()
-	if from == nil {
-		return
-	}
-	t := target{transport: strings.ToUpper(req.Transport()), dest: req.Source()}
-	if c := req.Contact(); c != nil {
-		t.ruri = *c.Address.Clone()
-	} else {
-		t.ruri = from.Address
-	}
-	ev := chat.Event{Group: id, Kind: chat.KindMessage, SenderDN: "gchd", Body: text}
-	m := s.eventRequest(ev, from.Address.User, t)
-	m.RemoveHeader("X-GC-MID")
-	m.RemoveHeader("X-GC-From")
-	s.background(func(ctx context.Context) {
-		ctx, cancel := context.WithTimeout(ctx, 35*time.Second)
-		defer cancel()
-		s.metrics.SIPRequestSent(string(sip.MESSAGE))
-		if _, err := s.cli.Do(ctx, m); err != nil {
-			s.log.Debug("answer command", "group", id, "error", err)
-		}
-	})
-}
-
-// storeForLater keeps a MESSAGE for a user without a reachable device and
-// answers 202: it is delivered when the user registers.
-func (s *Server) storeForLater(ctx context.Context, req *sip.Request, sender, to string) *sip.Response {
-	if s.chat == nil {
-		return newResponse(req, 480, "Temporarily Unavailable")
-	}
-	text, bad := textBody(req)
-	if bad != nil && bad.StatusCode == 415 {
-		// Only text is kept; other bodies (isComposing, receipts) are
-		// meaningful only now.
-		return newResponse(req, 480, "Temporarily Unavailable")
-	}
-	if bad != nil {
-		return bad // empty, or not UTF-8 text: refused as a post to a group is
-	}
-	ct := "text/plain;charset=UTF-8"
-	if h := req.ContentType(); h != nil {
-		ct = h.Value()
-	}
-	mid, err := s.chat.StoreDirect(ctx, chat.Caller{Login: sender}, chat.Direct{To: to, DisplayName: fromDisplayName(req), ContentType: ct, Text: text})
-	if err != nil {
-		return s.refuse(req, err, "store message", "to", to)
-	}
-	res := newResponse(req, 202, "Accepted")
-	res.AppendHeader(sip.NewHeader("X-GC-MID", strconv.FormatUint(uint64(mid), 10)))
-	return res
 }

@@ -35,12 +35,6 @@ import (
 // bytes, and a deflated body must not grow without bound.
 const maxIMDN = 16 << 10
 
-// deliveryCallID is the Call-ID of one attempt to deliver a group's event:
-// it names the group and MID and is unique per attempt.
-func (s *Server) deliveryCallID(ev chat.Event) sip.CallIDHeader {
-	return sip.CallIDHeader(fmt.Sprintf("%s%d-%d-%s@%s", chat.GroupUserPrefix, ev.Group, ev.MID, sip.GenerateTagN(12), s.opts.Domain))
-}
-
 // deliveredMID reads a message-id that deliveryCallID made (with or
 // without its host) back into its group and MID.
 func deliveredMID(messageID string) (chat.GroupID, chat.MID, bool) {

@@ -23,7 +23,7 @@ type Mirror interface {
 // capture mirrors one message from src to dst, read or written by
 // sipgo's WebSocket transport (the ingress mirrors the rest). Callers
 // check s.opts.Mirror first: with no mirror nothing here runs.
-func (s *Server) capture(src, dst net.Addr, data []byte) {
+func (s *Stack) capture(src, dst net.Addr, data []byte) {
 	if len(data) == 0 || len(bytes.Trim(data, "\r\n")) == 0 {
 		return // keep-alives
 	}
@@ -83,7 +83,7 @@ func (c *wsMirrorConn) Write(b []byte) (int, error) {
 }
 
 // mirrorRead mirrors what sipgo read over WebSocket (its read filter).
-func (s *Server) mirrorRead(transport string, local, remote net.Addr, data []byte) {
+func (s *Stack) mirrorRead(transport string, local, remote net.Addr, data []byte) {
 	if s.opts.Mirror != nil && strings.EqualFold(transport, "ws") {
 		s.capture(remote, local, data)
 	}

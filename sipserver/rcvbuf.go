@@ -7,7 +7,7 @@ import (
 // setUDPReadBuffer asks for sip.udp_read_buffer and warns when the kernel
 // grants less: Linux silently caps SO_RCVBUF at net.core.rmem_max (208 KiB
 // by default), and a burst of REGISTERs then overflows the socket.
-func (s *Server) setUDPReadBuffer(uc *net.UDPConn) {
+func (s *Stack) setUDPReadBuffer(uc *net.UDPConn) {
 	want := s.opts.UDPReadBuffer
 	if err := uc.SetReadBuffer(want); err != nil {
 		s.log.Warn("cannot set the UDP receive buffer", "sip.udp_read_buffer", want, "error", err)

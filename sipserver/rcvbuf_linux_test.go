@@ -20,7 +20,7 @@ func TestUDPReadBufferReported(t *testing.T) {
 	defer uc.Close()
 
 	var logs bytes.Buffer
-	s := &Server{log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	s := &Stack{log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	s.opts.UDPReadBuffer = 128 << 10
 	s.setUDPReadBuffer(uc)
 	if got, ok := readBufferSize(uc); !ok || got < 128<<10 {

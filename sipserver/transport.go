@@ -46,7 +46,7 @@ func (h quietHandler) WithGroup(string) slog.Handler           { return h }
 
 // rateKey is the key of a source for the SIP rate, and false when the
 // source is not limited (trusted, or no IP address to key on).
-func (s *Server) rateKey(a net.Addr) (string, bool) {
+func (s *Stack) rateKey(a net.Addr) (string, bool) {
 	var ip netip.Addr
 	switch a := a.(type) {
 	case *net.UDPAddr:

@@ -131,8 +131,8 @@ func (s *Server) onGroupTyping(ctx context.Context, req *sip.Request, sender str
 		}
 	}
 	for _, login := range logins {
-		for _, t := range s.targetsOf(login) {
-			s.sendOnce(s.typingRequest(id, sender, dn, login, t, body), typingTimeout)
+		for _, t := range s.route.targetsOf(login) {
+			s.send.sendOnce(s.typingRequest(id, sender, dn, login, t, body), typingTimeout)
 		}
 	}
 	return newResponse(req, 200, "OK")
@@ -142,7 +142,7 @@ func (s *Server) onGroupTyping(ctx context.Context, req *sip.Request, sender str
 // device.
 func (s *Server) typingRequest(id chat.GroupID, sender, dn, login string, t target, body []byte) *sip.Request {
 	ev := chat.Event{Group: id, Kind: chat.KindMessage, Sender: sender, SenderDN: dn}
-	req := s.eventRequest(ev, login, t)
+	req := s.send.eventRequest(ev, login, t)
 	req.RemoveHeader("X-GC-MID")
 	req.ReplaceHeader(sip.NewHeader("Content-Type", isComposingType))
 	req.SetBody(body)

@@ -9,7 +9,7 @@ import (
 
 // validateServer is the least of a Server that validate needs: its domain.
 func validateServer() *Server {
-	return &Server{hosts: map[string]bool{"test.local": true, "127.0.0.1": true}}
+	return &Server{Stack: &Stack{hosts: map[string]bool{"test.local": true, "127.0.0.1": true}}}
 }
 
 // sipRequest parses a request made of a start line and header lines.

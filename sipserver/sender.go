@@ -17,6 +17,25 @@ import (
 	"gchd/registrar"
 )
 
+// Sender writes gchd's own MESSAGEs over the stack: deliveries of chat
+// events (it implements chat.Deliverer on its own, so the dispatcher is
+// built before the chat service and the server), copies to a sender's
+// other devices, typing notices and answers to commands.
+type Sender struct {
+	*Stack
+	pusher Pusher        // nil: no pushes
+	once   chan struct{} // a token per sendOnce request in flight
+	tasks  *tasks        // copies, notices and answers in flight
+}
+
+// NewSender builds the sender over a stack.
+func NewSender(st *Stack) *Sender {
+	return &Sender{Stack: st, pusher: st.opts.Pusher, once: make(chan struct{}, maxOnce), tasks: newTasks()}
+}
+
+// Close stops the sends in flight and waits for them.
+func (s *Sender) Close() { s.tasks.Stop() }
+
 // Deliver sends one chat event to every reachable device of login as a SIP
 // MESSAGE (it implements chat.Deliverer). The first 2xx is a delivery;
 // 408, 480, 503, timeouts and transport errors are worth a retry; other
@@ -27,7 +46,7 @@ import (
 // connection closed), sleeps: it is sent a push, and the delivery waits
 // for its registration (chat.ErrAsleep), unless another device took it.
 // One marked asleep is not written to again until it registers again.
-func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error {
+func (s *Sender) Deliver(ctx context.Context, ev chat.Event, login string) error {
 	if login == ev.Sender && ev.Kind == chat.KindMessage {
 		// A sender is no recipient of her own text; a row for her is left
 		// from before that rule, and is settled without sending anything.
@@ -47,7 +66,7 @@ func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error
 		err  error
 	}
 	results := make(chan outcome, len(targets))
-	send := func(t deliveryTarget) {
+	send := func(ctx context.Context, t deliveryTarget) {
 		tctx := ctx
 		if t.push {
 			var cancel context.CancelFunc
@@ -60,10 +79,17 @@ func (s *Server) Deliver(ctx context.Context, ev chat.Event, login string) error
 	if len(targets) == 1 {
 		// One device, the usual case: no goroutine to fork to. A member's
 		// deliveries go one at a time, so each hand-off is on the path.
-		send(targets[0])
+		send(ctx, targets[0])
 	} else {
+		// The branches a first 2xx leaves behind finish on their own,
+		// under the sender's tasks: Close ends them too.
 		for _, t := range targets {
-			go send(t)
+			s.tasks.Go(func(stop context.Context) {
+				ctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				defer context.AfterFunc(stop, cancel)()
+				send(ctx, t)
+			})
 		}
 	}
 	var temporary error
@@ -110,12 +136,12 @@ type deliveryTarget struct {
 // deliveryTargets lists the devices of login a delivery is sent to, and,
 // when pushes are on, those with push parameters that cannot take it now:
 // asleep, or held by a connection that closed.
-func (s *Server) deliveryTargets(login string) (targets []deliveryTarget, sleepers []registrar.Binding) {
+func (s *Sender) deliveryTargets(login string) (targets []deliveryTarget, sleepers []registrar.Binding) {
 	for _, b := range s.reg.LookupAll(login) {
 		push := s.pusher != nil && b.Push.Enabled()
 		t, ok := target{}, false
 		if !b.Unreachable && !b.Asleep {
-			t, ok = s.targetOf(b)
+			t, ok = s.route.targetOf(b)
 		}
 		switch {
 		case ok:
@@ -129,7 +155,7 @@ func (s *Server) deliveryTargets(login string) (targets []deliveryTarget, sleepe
 
 // wake asks for a push to each sleeping device of login for ev (once per
 // device, however many bindings name it).
-func (s *Server) wake(ev chat.Event, login string, sleepers []registrar.Binding) {
+func (s *Sender) wake(ev chat.Event, login string, sleepers []registrar.Binding) {
 	group := s.GroupURI(ev.Group)
 	room := group.String()
 	if ev.Kind == chat.KindDirect {
@@ -150,7 +176,7 @@ func (s *Server) wake(ev chat.Event, login string, sleepers []registrar.Binding)
 }
 
 // userURI is a user's SIP address.
-func (s *Server) userURI(login string) string {
+func (s *Sender) userURI(login string) string {
 	u := sip.Uri{Scheme: "sip", User: login, Host: s.opts.Domain}
 	return u.String()
 }
@@ -168,12 +194,12 @@ const copyTimeout = 32 * time.Second
 // their history in step (delivery.copy_to_sender). A copy is no delivery:
 // it is sent once, never stored or retried, and sets no receipt. It does
 // not block.
-func (s *Server) CopyToSender(ev chat.Event) {
+func (s *Sender) CopyToSender(ev chat.Event) {
 	for _, b := range s.reg.Lookup(ev.Sender) {
 		if b.Asleep || ev.Origin != "" && flowKey(b.Transport, b.Source) == ev.Origin {
 			continue
 		}
-		t, ok := s.targetOf(b)
+		t, ok := s.route.targetOf(b)
 		if !ok {
 			continue
 		}
@@ -191,14 +217,14 @@ const maxOnce = 1024
 // sendOnce sends a request that nothing records (a copy, a typing notice)
 // from a goroutine of its own and reports whether it went: with maxOnce in
 // flight it is dropped, as a lost datagram would be.
-func (s *Server) sendOnce(req *sip.Request, timeout time.Duration) bool {
+func (s *Sender) sendOnce(req *sip.Request, timeout time.Duration) bool {
 	select {
 	case s.once <- struct{}{}:
 	default:
 		s.metrics.LimitRejected("sip_send_once")
 		return false
 	}
-	s.background(func(ctx context.Context) {
+	s.tasks.Go(func(ctx context.Context) {
 		defer func() { <-s.once }()
 		ctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
@@ -218,7 +244,7 @@ func (s *Server) sendOnce(req *sip.Request, timeout time.Duration) bool {
 }
 
 // sendEvent sends one MESSAGE and returns the final status.
-func (s *Server) sendEvent(ctx context.Context, ev chat.Event, login string, t target) (int, error) {
+func (s *Sender) sendEvent(ctx context.Context, ev chat.Event, login string, t target) (int, error) {
 	req := s.eventRequest(ev, login, t)
 	start := time.Now()
 	s.metrics.SIPRequestSent(string(sip.MESSAGE))
@@ -259,7 +285,7 @@ func (s *Server) sendEvent(ctx context.Context, ev chat.Event, login string, t t
 }
 
 // GroupURI is a group's SIP address.
-func (s *Server) GroupURI(id chat.GroupID) sip.Uri {
+func (s *Sender) GroupURI(id chat.GroupID) sip.Uri {
 	return sip.Uri{Scheme: "sip", User: chat.GroupUserPrefix + strconv.FormatUint(uint64(id), 10), Host: s.opts.Domain}
 }
 
@@ -267,7 +293,7 @@ func (s *Server) GroupURI(id chat.GroupID) sip.Uri {
 // group text and notifications come from the group's address (so a plain
 // phone shows one conversation per group), a stored direct message from
 // its sender.
-func (s *Server) eventRequest(ev chat.Event, login string, t target) *sip.Request {
+func (s *Sender) eventRequest(ev chat.Event, login string, t target) *sip.Request {
 	req := sip.NewRequest(sip.MESSAGE, *t.ruri.Clone())
 	from := sip.FromHeader{Address: s.GroupURI(ev.Group), Params: sip.NewParams()}
 	from.Params.Add("tag", sip.GenerateTagN(10))
@@ -330,4 +356,38 @@ func quoteDisplayName(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// messageDevice sends text in a MESSAGE from group id to the device that
+// sent req, over its flow (a command's answer).
+// It is not kept for retries: the phone asked just now and can ask again.
+func (s *Sender) messageDevice(req *sip.Request, id chat.GroupID, text string) {
+	from := req.From()
+	if from == nil {
+		return
+	}
+	t := target{transport: strings.ToUpper(req.Transport()), dest: req.Source()}
+	if c := req.Contact(); c != nil {
+		t.ruri = *c.Address.Clone()
+	} else {
+		t.ruri = from.Address
+	}
+	ev := chat.Event{Group: id, Kind: chat.KindMessage, SenderDN: "gchd", Body: text}
+	m := s.eventRequest(ev, from.Address.User, t)
+	m.RemoveHeader("X-GC-MID")
+	m.RemoveHeader("X-GC-From")
+	s.tasks.Go(func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, 35*time.Second)
+		defer cancel()
+		s.metrics.SIPRequestSent(string(sip.MESSAGE))
+		if _, err := s.cli.Do(ctx, m); err != nil {
+			s.log.Debug("answer command", "group", id, "error", err)
+		}
+	})
+}
+
+// deliveryCallID is the Call-ID of one attempt to deliver a group's event:
+// it names the group and MID and is unique per attempt.
+func (s *Sender) deliveryCallID(ev chat.Event) sip.CallIDHeader {
+	return sip.CallIDHeader(fmt.Sprintf("%s%d-%d-%s@%s", chat.GroupUserPrefix, ev.Group, ev.MID, sip.GenerateTagN(12), s.opts.Domain))
 }
