@@ -94,9 +94,9 @@ func (s *Server) refuse(req *sip.Request, err error, what string, args ...any) *
 	return res
 }
 
-// commandAnswers is what a plain phone is told when a command (#join,
+// failedCommandTexts is what a plain phone is told when a command (#join,
 // #subject...) fails, by kind; any other failure is worth a retry.
-var commandAnswers = [...]string{
+var failedCommandTexts = [...]string{
 	chat.NotJoined:  "Join the group first (#join).",
 	chat.NotAllowed: "Only the group's admins may do that.",
 	chat.NotFound:   "You are not a member of this group.",
@@ -104,15 +104,15 @@ var commandAnswers = [...]string{
 	chat.Invalid:    "That is not valid: ",
 }
 
-// commandAnswer is the text answer to a command that failed with err; an
-// invalid one names the reason.
-func commandAnswer(err error) string {
+// failedCommandText is what a phone is told when its command failed with
+// err; an invalid one names the reason.
+func failedCommandText(err error) string {
 	k := chat.ErrorKindOf(err)
-	if int(k) >= len(commandAnswers) || commandAnswers[k] == "" {
+	if int(k) >= len(failedCommandTexts) || failedCommandTexts[k] == "" {
 		return "Something went wrong; try again later."
 	}
 	if k == chat.Invalid {
-		return commandAnswers[k] + strings.TrimPrefix(err.Error(), chat.ErrInvalid.Error()+": ")
+		return failedCommandTexts[k] + strings.TrimPrefix(err.Error(), chat.ErrInvalid.Error()+": ")
 	}
-	return commandAnswers[k]
+	return failedCommandTexts[k]
 }

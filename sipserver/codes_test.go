@@ -77,8 +77,8 @@ func TestCommandAnswer(t *testing.T) {
 		{chat.ErrUnavailable, "Something went wrong; try again later."},
 		{errors.New("disk on fire"), "Something went wrong; try again later."},
 	} {
-		if got := commandAnswer(tt.err); got != tt.want {
-			t.Errorf("commandAnswer(%v) = %q, want %q", tt.err, got, tt.want)
+		if got := failedCommandText(tt.err); got != tt.want {
+			t.Errorf("failedCommandText(%v) = %q, want %q", tt.err, got, tt.want)
 		}
 	}
 }

@@ -183,7 +183,7 @@ func (s *Server) runCommand(req *sip.Request, c chat.Caller, id chat.GroupID, cm
 		answer = commandHelp
 	}
 	if err != nil {
-		answer = commandAnswer(err)
+		answer = failedCommandText(err)
 	}
 	s.send.messageDevice(req, id, answer)
 }

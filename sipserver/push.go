@@ -124,11 +124,11 @@ func pushValue(v string, max int) bool {
 
 func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
 
-// pushAnswer adds to the 200 of a REGISTER what RFC 8599 asks of a server
+// addPushCapabilities adds to the 200 of a REGISTER what RFC 8599 asks of a server
 // that sends pushes: a Feature-Caps naming each push service the phone
 // registered with (or asked about), and forgets the devices that
 // registered again or unregistered: they are awake, or want no pushes.
-func (s *Server) pushAnswer(res *sip.Response, r registrar.RegisterRequest) {
+func (s *Server) addPushCapabilities(res *sip.Response, r registrar.RegisterRequest) {
 	if s.pusher == nil {
 		return
 	}

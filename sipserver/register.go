@@ -85,7 +85,7 @@ func (s *Server) processRegister(ctx context.Context, req *sip.Request) (*sip.Re
 	if outbound && supports(req, "outbound") {
 		res.AppendHeader(sip.NewHeader("Require", "outbound"))
 	}
-	s.pushAnswer(res, r)
+	s.addPushCapabilities(res, r)
 	res.AppendHeader(sip.NewHeader("Date", now.UTC().Format(time.RFC1123)))
 	if out.Changed && s.onRegistered != nil {
 		s.onRegistered(aor)
