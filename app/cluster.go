@@ -16,9 +16,7 @@ import (
 // once the SIP listeners are bound (their port is the node's address). On
 // SQLite the row only keeps a second process off the database.
 func (a *App) joinCluster(ctx context.Context) error {
-	renewal := metrics.RegisterCluster(a.registry,
-		func() int { return len(a.membership.Live()) },
-		func() bool { return a.membership.Fenced() })
+	renewal := metrics.RegisterCluster(a.registry, a.liveNodes, a.fenced)
 	m, err := cluster.Join(ctx, a.db.Nodes(), cluster.Options{
 		Name:      a.node,
 		Address:   a.nodeAddress(),
@@ -49,6 +47,14 @@ func (a *App) nodeAddress() string {
 		host = a.cfg.Domain
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// liveNodes counts the nodes this one sees (none before it joined).
+func (a *App) liveNodes() int {
+	if a.membership == nil {
+		return 0
+	}
+	return len(a.membership.Live())
 }
 
 // fenced reports whether this node must hold back (false before it joined).
