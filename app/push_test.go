@@ -127,6 +127,22 @@ func waitDelivered(t *testing.T, s *server, login string) {
 	})
 }
 
+// sleepingMember makes alice's group with bob, whose UDP phone registers
+// with push, takes what is due to it and goes silent (closed, as a phone
+// the OS put to sleep). It returns the group.
+func sleepingMember(t *testing.T, s *server, push phoneOption) uint32 {
+	t.Helper()
+	s.addAccount("alice", "pw-alice", "Alice")
+	s.addAccount("bob", "pw-bob", "Bob")
+	id := groupOf(t, s, "alice", "bob")
+	s.must("bob", "joinGroup", map[string]any{"id": id})
+	bob := newPhone(t, s, "bob", "UDP", push)
+	bob.register()
+	waitDelivered(t, s, "bob")
+	bob.close()
+	return id
+}
+
 // A phone registers with push parameters over UDP and goes silent. A post
 // makes exactly one push arrive within two seconds, naming the group, the
 // sender and the MID and no text, while another member has the message at
@@ -212,14 +228,7 @@ func TestPushWakesSleepingPhone(t *testing.T) {
 func TestPushBurstAndUnregister(t *testing.T) {
 	g := newPushGateway(t)
 	s := startPush(t, g)
-	s.addAccount("alice", "pw-alice", "Alice")
-	s.addAccount("bob", "pw-bob", "Bob")
-	id := groupOf(t, s, "alice", "bob")
-	s.must("bob", "joinGroup", map[string]any{"id": id})
-	bob := newPhone(t, s, "bob", "UDP", withPush("fcm", "fcm-token-1", ""))
-	bob.register()
-	waitDelivered(t, s, "bob")
-	bob.close()
+	id := sleepingMember(t, s, withPush("fcm", "fcm-token-1", ""))
 
 	var mids []uint64
 	for i := range 50 {
@@ -276,14 +285,7 @@ func TestPushGatewayRetried(t *testing.T) {
 		return 200
 	}
 	s := startPush(t, g)
-	s.addAccount("alice", "pw-alice", "Alice")
-	s.addAccount("bob", "pw-bob", "Bob")
-	id := groupOf(t, s, "alice", "bob")
-	s.must("bob", "joinGroup", map[string]any{"id": id})
-	bob := newPhone(t, s, "bob", "UDP", withPush("apns", "token-2", "TEAM.org.example.app"))
-	bob.register()
-	waitDelivered(t, s, "bob")
-	bob.close()
+	id := sleepingMember(t, s, withPush("apns", "token-2", "TEAM.org.example.app"))
 	sendMID(t, s, "alice", map[string]any{"id": id, "mb": "are you there?"})
 	eventually(t, func() bool { return metricAtLeast(t, s, `gchd_push_requests_total{outcome="sent"}`, 1) })
 	reqs := g.requests()
