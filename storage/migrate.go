@@ -84,16 +84,27 @@ func (db *DB) AppliedVersion(ctx context.Context) (current, known int, err error
 	return current, len(ms), nil
 }
 
+// ensureMigrationTable creates the table of applied migrations. Nodes
+// starting at once on a fresh PostgreSQL database take turns under the
+// migrations' advisory lock: two concurrent CREATE TABLE IF NOT EXISTS
+// collide in PostgreSQL's catalog.
 func (db *DB) ensureMigrationTable(ctx context.Context) error {
-	_, err := db.w.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+	return db.inTx(ctx, "migrate", func(tx *sqlx.Tx) error {
+		if db.engine == Postgres {
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(4242001)"); err != nil {
+				return fmt.Errorf("lock for migration: %w", err)
+			}
+		}
+		_, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 		version    INTEGER PRIMARY KEY,
 		name       TEXT    NOT NULL,
 		applied_at BIGINT  NOT NULL
 	)`)
-	if err != nil {
-		return fmt.Errorf("create schema_migrations: %w", err)
-	}
-	return nil
+		if err != nil {
+			return fmt.Errorf("create schema_migrations: %w", err)
+		}
+		return nil
+	})
 }
 
 // Migrate applies every embedded migration the database lacks, each in its
