@@ -178,6 +178,18 @@ func (m *Membership) Live() []Node {
 	return append([]Node(nil), m.live...)
 }
 
+// Peer returns the live node of that name as last read.
+func (m *Membership) Peer(name string) (Node, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, n := range m.live {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return Node{}, false
+}
+
 // RetryAfter is what a client refused while fenced should wait.
 func (m *Membership) RetryAfter() time.Duration { return m.opts.Lease }
 

@@ -36,6 +36,7 @@ type Binding struct {
 	// than to the Contact's address.
 	NAT       bool
 	Node      string // the gchd node that holds the flow
+	Epoch     int64  // that node's epoch when the binding was written
 	UserAgent string
 	Updated   time.Time
 	// Unreachable is set when the flow closed: the contact stays listed
@@ -85,7 +86,7 @@ func (b Binding) Reliable() bool { return b.Transport != "UDP" }
 // Call-ID/CSeq bookkeeping of b: such a refresh need not wait for the disk.
 func (b Binding) sameFlow(nb Binding) bool {
 	return b.URI == nb.URI && b.Instance == nb.Instance && b.RegID == nb.RegID && b.Q == nb.Q &&
-		b.Transport == nb.Transport && b.Source == nb.Source && b.NAT == nb.NAT && b.Node == nb.Node &&
+		b.Transport == nb.Transport && b.Source == nb.Source && b.NAT == nb.NAT && b.Node == nb.Node && b.Epoch == nb.Epoch &&
 		b.UserAgent == nb.UserAgent && b.Push == nb.Push && !b.Unreachable && !b.Asleep
 }
 
@@ -101,8 +102,13 @@ type BindingStore interface {
 	QueueBindings(put []Binding, del []BindingRef) BindingCommit
 	// SaveBindings queues a change and waits for it.
 	SaveBindings(ctx context.Context, put []Binding, del []BindingRef) error
-	// DeleteExpiredBindings removes bindings that expired before t.
-	DeleteExpiredBindings(ctx context.Context, t time.Time) (int, error)
+	// DeleteExpiredBindings removes the bindings of node that expired
+	// before t, and those of nodes that hold no lease (once for the
+	// cluster: a node that finds another doing it skips that part).
+	DeleteExpiredBindings(ctx context.Context, node string, t time.Time) (int, error)
+	// BindingsOf returns the stored bindings of aors that expire after
+	// now, whichever node wrote them.
+	BindingsOf(ctx context.Context, aors []string, now time.Time) ([]Binding, error)
 	// BindingRemovals lists the bindings an operator removed from the
 	// store lately (gchd registrations del), which a running registrar
 	// still holds in memory.
@@ -142,6 +148,15 @@ type Policy struct {
 	RejectOverflow bool
 	// Node names this gchd process among those sharing a database.
 	Node string
+	// Epoch, when set, is this node's current epoch: bindings record it.
+	Epoch func() int64
+	// Peer, when set, tells which nodes hold their lease: another
+	// node's binding is reachable only while that node is live, and, when
+	// a connection holds it, under the epoch that wrote it (the
+	// connection died with the process before). It returns the node's
+	// epoch and SIP address (host:port). Nil on a database that is for
+	// one node: every binding is this node's to reach.
+	Peer func(name string) (epoch int64, address string, live bool)
 	// Fenced, when set, reports that this node has lost its place among
 	// the nodes (cluster.Membership): it registers nothing until it is
 	// back, since another node may already act for its flows.
@@ -318,6 +333,10 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		return RegisterResult{}, fmt.Errorf("%w: this node is fenced until it renews its lease", ErrUnavailable)
 	}
 	now := b.now()
+	var epoch int64
+	if b.policy.Epoch != nil {
+		epoch = b.policy.Epoch()
+	}
 	if r.Wildcard {
 		if len(r.Contacts) > 0 || r.Expires != 0 {
 			return RegisterResult{}, ErrBadWildcard
@@ -345,7 +364,7 @@ func (b *Bindings) Register(ctx context.Context, r RegisterRequest) (RegisterRes
 		want = append(want, wanted{expiry: d, bd: Binding{
 			AOR: r.AOR, URI: c.URI, Instance: c.Instance, RegID: c.RegID, Q: c.Q,
 			Expires: now.Add(d), CallID: r.CallID, CSeq: r.CSeq, Transport: r.Transport, Source: r.Source, NAT: c.NAT,
-			Node: b.policy.Node, UserAgent: r.UserAgent, Updated: now, Push: c.Push,
+			Node: b.policy.Node, Epoch: epoch, UserAgent: r.UserAgent, Updated: now, Push: c.Push,
 		}})
 	}
 
@@ -633,7 +652,7 @@ func (b *Bindings) expire(ctx context.Context) {
 		}
 		sh.mu.Unlock()
 	}
-	if _, err := b.store.DeleteExpiredBindings(ctx, now); err != nil && ctx.Err() == nil {
+	if _, err := b.store.DeleteExpiredBindings(ctx, b.policy.Node, now); err != nil && ctx.Err() == nil {
 		b.log.Error("delete expired bindings", "error", err)
 	}
 }
@@ -684,7 +703,7 @@ func (b *Bindings) Lookup(aor string) []Binding {
 	defer sh.mu.RUnlock()
 	var out []Binding
 	for _, bd := range sh.aors[aor] {
-		if bd.Expires.After(now) && !bd.Unreachable {
+		if b.reachable(bd, now) {
 			out = append(out, bd)
 		}
 	}
@@ -701,6 +720,9 @@ func (b *Bindings) LookupAll(aor string) []Binding {
 	var out []Binding
 	for _, bd := range sh.aors[aor] {
 		if bd.Expires.After(now) {
+			if !bd.Unreachable && !b.nodeReaches(bd) {
+				bd.Unreachable = true
+			}
 			out = append(out, bd)
 		}
 	}
@@ -734,7 +756,7 @@ func (b *Bindings) LookupURI(uri string) (Binding, bool) {
 		ref, ok := sh.byURI[uri]
 		if ok {
 			for _, bd := range sh.aors[ref.AOR] {
-				if bd.Key() == ref.Key && bd.Expires.After(now) && !bd.Unreachable {
+				if bd.Key() == ref.Key && b.reachable(bd, now) {
 					sh.mu.RUnlock()
 					return bd, true
 				}
@@ -771,7 +793,7 @@ func (b *Bindings) Reachable() []string {
 		sh.mu.RLock()
 		for aor, bs := range sh.aors {
 			for _, bd := range bs {
-				if bd.Expires.After(now) && !bd.Unreachable {
+				if b.reachable(bd, now) {
 					out = append(out, aor)
 					break
 				}
@@ -782,7 +804,8 @@ func (b *Bindings) Reachable() []string {
 	return out
 }
 
-// Stats counts live bindings by transport and AORs with at least one.
+// Stats counts live bindings by transport and AORs with at least one:
+// those this node holds the flows of, when it is one of several.
 func (b *Bindings) Stats() (byTransport map[string]int, aors int) {
 	now := b.now()
 	byTransport = map[string]int{}
@@ -792,7 +815,10 @@ func (b *Bindings) Stats() (byTransport map[string]int, aors int) {
 		for _, bs := range sh.aors {
 			n := 0
 			for _, bd := range bs {
-				if bd.Expires.After(now) && !bd.Unreachable {
+				if b.policy.Peer != nil && bd.Node != b.policy.Node {
+					continue // the node holding it counts it
+				}
+				if b.reachable(bd, now) {
 					byTransport[bd.Transport]++
 					n++
 				}

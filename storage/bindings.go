@@ -40,9 +40,10 @@ type bindingRow struct {
 	PNProvider string `db:"pn_provider"`
 	PNPRID     string `db:"pn_prid"`
 	PNParam    string `db:"pn_param"`
+	Epoch      int64  `db:"epoch"`
 }
 
-const bindingColumns = "aor, binding_key, uri, instance, reg_id, q, expires_at, call_id, cseq, transport, source, nat, node, user_agent, updated_at, pn_provider, pn_prid, pn_param"
+const bindingColumns = "aor, binding_key, uri, instance, reg_id, q, expires_at, call_id, cseq, transport, source, nat, node, user_agent, updated_at, pn_provider, pn_prid, pn_param, epoch"
 
 // bindingColumnCount is the number of bindingColumns: the arguments of
 // one row.
@@ -51,7 +52,7 @@ var bindingColumnCount = strings.Count(bindingColumns, ",") + 1
 func (r bindingRow) binding() registrar.Binding {
 	return registrar.Binding{
 		AOR: r.AOR, URI: r.URI, Instance: r.Instance, RegID: r.RegID, Q: r.Q, Expires: fromMicros(r.Expires),
-		CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node,
+		CallID: r.CallID, CSeq: uint32(r.CSeq), Transport: r.Transport, Source: r.Source, NAT: r.NAT, Node: r.Node, Epoch: r.Epoch,
 		UserAgent: r.UserAgent, Updated: fromMicros(r.Updated),
 		Push: registrar.Push{Provider: r.PNProvider, PRID: r.PNPRID, Param: r.PNParam},
 	}
@@ -74,15 +75,15 @@ const (
 				reg_id = excluded.reg_id, q = excluded.q, expires_at = excluded.expires_at, call_id = excluded.call_id,
 				cseq = excluded.cseq, transport = excluded.transport, source = excluded.source, nat = excluded.nat, node = excluded.node,
 				user_agent = excluded.user_agent, updated_at = excluded.updated_at, pn_provider = excluded.pn_provider,
-				pn_prid = excluded.pn_prid, pn_param = excluded.pn_param`
-	bindingValues = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+				pn_prid = excluded.pn_prid, pn_param = excluded.pn_param, epoch = excluded.epoch`
+	bindingValues = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 	bindingDelete = "DELETE FROM bindings WHERE aor = ? AND binding_key = ?"
 )
 
 func bindingArgs(bd registrar.Binding) []any {
 	return []any{bd.AOR, bd.Key(), bd.URI, bd.Instance, bd.RegID, bd.Q, micros(bd.Expires),
 		bd.CallID, int64(bd.CSeq), bd.Transport, bd.Source, bd.NAT, bd.Node, bd.UserAgent, micros(bd.Updated),
-		bd.Push.Provider, bd.Push.PRID, bd.Push.Param}
+		bd.Push.Provider, bd.Push.PRID, bd.Push.Param, bd.Epoch}
 }
 
 // save upserts and deletes in one transaction: the batch of bindingWrites,
@@ -187,17 +188,66 @@ func (s bindingStore) saveMany(ctx context.Context, put []registrar.Binding, del
 	})
 }
 
-func (s bindingStore) DeleteExpiredBindings(ctx context.Context, t time.Time) (int, error) {
+// DeleteExpiredBindings removes the expired rows of node, and, once for
+// the cluster, those of nodes that hold no lease: a live node's row may
+// look expired while its refresh is still being written behind
+// (registrar.refresh_write), so only its own node removes it. The
+// advisory lock keeps the nodes from all doing the same sweep at once.
+func (s bindingStore) DeleteExpiredBindings(ctx context.Context, node string, t time.Time) (int, error) {
 	var n int64
 	err := s.db.inTx(ctx, "bindings_expire", func(tx *sqlx.Tx) error {
-		res, err := tx.ExecContext(ctx, s.db.sql("DELETE FROM bindings WHERE expires_at <= ?"), micros(t))
+		res, err := tx.ExecContext(ctx, s.db.sql("DELETE FROM bindings WHERE expires_at <= ? AND node = ?"), micros(t), node)
 		if err != nil {
 			return fmt.Errorf("delete expired bindings: %w", err)
 		}
 		n, _ = res.RowsAffected()
+		if s.db.engine == Postgres {
+			var janitor bool
+			if err := tx.GetContext(ctx, &janitor, "SELECT pg_try_advisory_xact_lock($1)", bindingJanitorLock); err != nil {
+				return fmt.Errorf("take the binding janitor's lock: %w", err)
+			}
+			if !janitor {
+				return nil // another node sweeps now
+			}
+		}
+		res, err = tx.ExecContext(ctx, s.db.sql("DELETE FROM bindings WHERE expires_at <= ? AND node <> ? AND node NOT IN (SELECT name FROM nodes WHERE lease_until > "+s.db.clock()+")"),
+			micros(t), node)
+		if err != nil {
+			return fmt.Errorf("delete expired bindings of nodes gone: %w", err)
+		}
+		k, _ := res.RowsAffected()
+		n += k
 		return nil
 	})
 	return int(n), err
+}
+
+// bindingJanitorLock is the advisory lock of the cluster's binding
+// janitor: "gchd" and "bind" in ASCII.
+const bindingJanitorLock = 0x67636864_62696e64
+
+// BindingsOf returns the stored bindings of aors that expire after now:
+// another node changed them.
+func (s bindingStore) BindingsOf(ctx context.Context, aors []string, now time.Time) ([]registrar.Binding, error) {
+	var out []registrar.Binding
+	for len(aors) > 0 {
+		chunk := aors[:min(len(aors), 500)]
+		aors = aors[len(chunk):]
+		q := "SELECT " + bindingColumns + " FROM bindings WHERE expires_at > ? AND aor IN (?" + strings.Repeat(", ?", len(chunk)-1) + ")"
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, micros(now))
+		for _, a := range chunk {
+			args = append(args, a)
+		}
+		var rows []bindingRow
+		if err := s.selectAll(ctx, &rows, q, args...); err != nil {
+			return nil, fmt.Errorf("select bindings of %d AORs: %w", len(chunk), err)
+		}
+		for _, r := range rows {
+			out = append(out, r.binding())
+		}
+	}
+	return out, nil
 }
 
 // Secret returns the named server secret, creating a random one on first

@@ -71,7 +71,23 @@ func (s bindingStore) saveBatch(batch []*bindingWrite) {
 	for _, w := range batch {
 		w.err = err
 	}
+	if fn := s.db.bindingsSaved.Load(); err == nil && fn != nil && (len(put) > 0 || len(del) > 0) {
+		aors := make([]string, 0, len(put)+len(del))
+		for _, bd := range put {
+			aors = append(aors, bd.AOR)
+		}
+		for _, d := range del {
+			aors = append(aors, d.AOR)
+		}
+		(*fn)(aors)
+	}
 }
+
+// OnBindingsSaved has fn told the AORs of each batch of binding changes
+// once it is committed (an AOR may be named more than once): the other
+// nodes are to read them again. fn must not block: it runs before the
+// registrars waiting for the batch are answered.
+func (db *DB) OnBindingsSaved(fn func(aors []string)) { db.bindingsSaved.Store(&fn) }
 
 var errBindingsNotSaved = errors.New("binding save did not complete")
 

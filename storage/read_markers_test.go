@@ -24,6 +24,8 @@ func TestReadMarkerMigration(t *testing.T) {
 		})
 		for _, q := range []string{
 			// Back to version 5: the later migrations first.
+			"ALTER TABLE bindings DROP COLUMN epoch",
+			"DELETE FROM schema_migrations WHERE version = 9",
 			"DROP TABLE nodes",
 			"DELETE FROM schema_migrations WHERE version = 8",
 			"ALTER TABLE bindings DROP COLUMN pn_param",

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -94,11 +95,14 @@ type DB struct {
 	// control carries the node's lease (and the cluster's own traffic) on
 	// connections of its own: a pool busy with deliveries must not delay a
 	// renewal into a fence. For SQLite it is the writer.
-	control      *sqlx.DB
-	source       string // the driver DSN, for connections opened later
-	commits      groupCommit
-	bindings     bindingWrites
-	accountReads accountReads
+	control  *sqlx.DB
+	source   string // the driver DSN, for connections opened later
+	commits  groupCommit
+	bindings bindingWrites
+	// bindingsSaved is told the AORs of each committed batch of bindings
+	// (OnBindingsSaved).
+	bindingsSaved atomic.Pointer[func(aors []string)]
+	accountReads  accountReads
 	// writes spaces the batches of both writers, chat updates and
 	// binding changes: on SQLite they share the one writer connection.
 	writes pace
