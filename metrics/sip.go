@@ -17,6 +17,7 @@ type sipMetrics struct {
 	authFailures      *prometheus.CounterVec
 	registrations     *prometheus.CounterVec
 	requestsDropped   *prometheus.CounterVec
+	relayed           *prometheus.CounterVec
 }
 
 func newSIPMetrics() sipMetrics {
@@ -54,12 +55,16 @@ func newSIPMetrics() sipMetrics {
 			Name: "gchd_sip_requests_dropped_total",
 			Help: "SIP requests dropped unanswered, by method and reason (overload: the REGISTER queue was full; the phone retransmits).",
 		}, []string{"method", "reason"}),
+		relayed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gchd_sip_relayed_total",
+			Help: "Requests between gchd nodes, by method and direction (out: handed to the node holding the flow; in: sent down a flow for another node).",
+		}, []string{"method", "direction"}),
 	}
 }
 
 func (s sipMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.requestsReceived, s.responsesSent, s.requestsSent, s.responsesReceived,
-		s.txDuration, s.authFailures, s.registrations, s.requestsDropped}
+		s.txDuration, s.authFailures, s.registrations, s.requestsDropped, s.relayed}
 }
 
 // sipMethods bounds the method label.
@@ -131,7 +136,16 @@ const (
 	// AuthUserMismatch: the credentials are good, for another user than
 	// the request is from (From, or the REGISTER's To).
 	AuthUserMismatch AuthFailure = "user_mismatch"
+	// AuthNodeSignature: a request names another gchd node as its
+	// sender, with a signature the nodes' secret did not make.
+	AuthNodeSignature AuthFailure = "node_signature"
 )
+
+// SIPRelayed counts a request between nodes: out, handed to the node that
+// holds the target's flow; in, sent down a flow for another node.
+func (m *Metrics) SIPRelayed(method, direction string) {
+	m.sip.relayed.WithLabelValues(methodLabel(method), direction).Inc()
+}
 
 // SIPAuthFailure counts a failed digest authentication.
 func (m *Metrics) SIPAuthFailure(reason AuthFailure) {

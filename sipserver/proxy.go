@@ -3,7 +3,7 @@ package sipserver
 import (
 	"context"
 	"errors"
-	"net"
+
 	"strconv"
 	"strings"
 
@@ -24,6 +24,11 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 	}
 	if looped(req, s.isUs) {
 		return newResponse(req, 482, "Loop Detected")
+	}
+	if t, relayed, refusal := s.relayedFlow(req); refusal != nil {
+		return refusal
+	} else if relayed {
+		return s.proxyRelayed(ctx, req, tx, t)
 	}
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		return s.proxyInDialog(ctx, req, tx)
@@ -70,7 +75,8 @@ func (s *Server) onProxy(ctx context.Context, req *sip.Request, tx sip.ServerTra
 			return s.storeForLater(ctx, req, sender, user)
 		}
 		onFail = func(best *sip.Response) *sip.Response {
-			if best == nil || best.StatusCode == 408 || best.StatusCode == 480 || best.StatusCode == 503 {
+			// 430: the node that held the device's flow has lost it.
+			if best == nil || best.StatusCode == 408 || best.StatusCode == 430 || best.StatusCode == 480 || best.StatusCode == 503 {
 				return s.storeForLater(ctx, req, sender, user)
 			}
 			return nil
@@ -144,8 +150,10 @@ func (s *Server) addVia(key string, from *sip.Request) sipgo.ClientRequestOption
 				via.Params.Add("received", host)
 			}
 		}
+		// With our port: nodes sharing a host tell their Vias apart by it,
+		// or a request handed from one to another would look looped.
 		v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: r.Transport(), Host: s.opts.Advertise,
-			Params: sip.NewParams()}
+			Port: s.ports[strings.ToUpper(r.Transport())], Params: sip.NewParams()}
 		v.Params.Add("branch", s.flows.branch(key, upTransport, upSource, callID(r)))
 		r.PrependHeader(v)
 		return nil
@@ -158,13 +166,6 @@ func (s *Server) addVia(key string, from *sip.Request) sipgo.ClientRequestOption
 func (s *Server) forward(req *sip.Request, t target, recordRoute bool) *sip.Request {
 	f := req.Clone()
 	f.Recipient = *t.ruri.Clone()
-	f.SetTransport(t.transport)
-	f.SetDestination(t.dest)
-	if t.transport == "UDP" && s.udp != nil {
-		// Send from the listening socket, the address the phone's NAT knows.
-		a := s.udp.LocalAddr().(*net.UDPAddr)
-		f.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
-	}
 	// sipgo's Clone shares the Max-Forwards header between copies: replace
 	// it rather than decrement it.
 	mf := sip.MaxForwardsHeader(70)
@@ -175,6 +176,10 @@ func (s *Server) forward(req *sip.Request, t target, recordRoute bool) *sip.Requ
 	if recordRoute {
 		f.PrependHeader(s.recordRoute(strings.ToUpper(req.Transport()), req.Source(), callID(req)))
 		f.PrependHeader(s.recordRoute(t.transport, t.dest, callID(req)))
+	}
+	s.aim(f, t) // after our Record-Route: a relay Route goes on top
+	if t.relay != nil {
+		s.metrics.SIPRelayed(string(req.Method), "out")
 	}
 	return f
 }

@@ -14,7 +14,10 @@ import (
 type target struct {
 	ruri      sip.Uri
 	transport string // UDP, TCP, TLS, WS, WSS
-	dest      string // ip:port of the flow
+	dest      string // ip:port of the flow, or of the node that holds it
+	// relay is set when another node holds the flow: the request goes to
+	// that node (dest, over UDP), which sends it down the flow.
+	relay *relayHop
 }
 
 // router finds where a request goes: the registered devices of a user, or
@@ -55,7 +58,8 @@ func (r router) targetOf(b registrar.Binding) (target, bool) {
 	if err := sip.ParseUri(b.URI, &u); err != nil {
 		return target{}, false
 	}
-	if b.Reliable() && b.Node == r.reg.Policy().Node && !r.alive(b.Transport, b.Source) {
+	policy := r.reg.Policy()
+	if b.Reliable() && b.Node == policy.Node && !r.alive(b.Transport, b.Source) {
 		return target{}, false
 	}
 	dest := b.Source
@@ -65,6 +69,15 @@ func (r router) targetOf(b registrar.Binding) (target, bool) {
 			port = sip.DefaultPort(b.Transport)
 		}
 		dest = net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port))
+	}
+	if policy.Peer != nil && b.Node != policy.Node {
+		// Only the node that holds the flow can use it: a NAT lets in
+		// only what comes from the address the phone registered with.
+		_, address, live := policy.Peer(b.Node)
+		if !live {
+			return target{}, false
+		}
+		return target{ruri: u, transport: "UDP", dest: address, relay: &relayHop{transport: b.Transport, dest: dest}}, true
 	}
 	return target{ruri: u, transport: b.Transport, dest: dest}, true
 }
@@ -85,7 +98,11 @@ func (r router) inDialogTarget(req *sip.Request) (t target, signed bool, refusal
 	if flow != "" {
 		if transport, source, ok := r.flows.openRouteToken(flow, callID(req)); ok {
 			signed = true
-			if req.Route() == nil {
+			if next := req.Route(); next == nil || r.nodeEntry(next.Address, callID(req)) {
+				// Down the flow, or on to the next gchd node of the
+				// dialog, whose own entries come next in the Route: the
+				// flow our entry names is the address that node sent
+				// from.
 				return target{ruri: req.Recipient, transport: transport, dest: source}, true, ""
 			}
 		}
@@ -106,6 +123,18 @@ func (r router) inDialogTarget(req *sip.Request) (t target, signed bool, refusal
 		}
 	}
 	return target{}, signed, "Not Found"
+}
+
+// nodeEntry reports whether a Route URI is another gchd node's
+// Record-Route entry of this dialog: its token opens with the secret the
+// nodes share.
+func (r router) nodeEntry(u sip.Uri, callID string) bool {
+	tok, ok := u.UriParams.Get(flowParam)
+	if !ok {
+		return false
+	}
+	_, _, ok = r.flows.openRouteToken(tok, callID)
+	return ok
 }
 
 // flowAlive reports whether a connection from source over transport is open

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+
 	"slices"
 	"strconv"
 	"strings"
@@ -108,7 +108,7 @@ func (s *Sender) Deliver(ctx context.Context, ev chat.Event, login string) error
 			} else {
 				temporary = fmt.Errorf("deliver %d to %s: %v; the device registered again meanwhile", ev.MID, login, o.err)
 			}
-		case o.err != nil, o.code == 408, o.code == 480, o.code == 503:
+		case o.err != nil, o.code == 408, o.code == 430, o.code == 480, o.code == 503:
 			temporary = fmt.Errorf("deliver %d to %s: %v (status %d)", ev.MID, login, o.err, o.code)
 		}
 		last = o
@@ -329,12 +329,7 @@ func (s *Sender) eventRequest(ev chat.Event, login string, t target) *sip.Reques
 	length := sip.ContentLengthHeader(len(body))
 	req.AppendHeader(&length)
 	req.SetBody([]byte(body))
-	req.SetTransport(t.transport)
-	req.SetDestination(t.dest)
-	if t.transport == "UDP" && s.udp != nil {
-		a := s.udp.LocalAddr().(*net.UDPAddr)
-		req.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
-	}
+	s.aim(req, t)
 	return req
 }
 
