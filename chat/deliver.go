@@ -38,8 +38,12 @@ var (
 	// ErrAsleep: a device did not answer and was sent a push notification
 	// (RFC 8599) to register again; retrying before it does would only
 	// wake it again.
-	ErrAsleep   = errors.New("device asleep: woken by a push, waiting for its registration")
-	ErrRejected = errors.New("rejected by every contact")
+	ErrAsleep = errors.New("device asleep: woken by a push, waiting for its registration")
+	// ErrElsewhere: another node sends the member's deliveries (it holds
+	// the member's newest flow) and was told of this one; the row waits
+	// for it.
+	ErrElsewhere = errors.New("the member's deliveries are another node's to send")
+	ErrRejected  = errors.New("rejected by every contact")
 )
 
 // PendingDelivery is an event still due to a member.

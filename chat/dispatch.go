@@ -71,6 +71,8 @@ const (
 	OutcomeStored    = "stored"
 	OutcomeFailed    = "failed"
 	OutcomeExpired   = "expired"
+	// OutcomeHandedOver: another node sends it (ErrElsewhere).
+	OutcomeHandedOver = "handed_over"
 )
 
 // Dispatcher delivers committed events to members, reliably: every delivery
@@ -204,6 +206,33 @@ func (d *Dispatcher) Publish(ev Event, recipients []string) {
 	if d.opts.CopyToSender != nil && ev.Kind == KindMessage && !stopping {
 		d.opts.CopyToSender(ev)
 	}
+}
+
+// Enqueue queues a committed event for recipients as Publish does, with no
+// copy to its sender: another node committed it and made the copy.
+// Each recipient's job goes in MID order among those queued, as wake-ups
+// from several nodes need not arrive in commit order.
+func (d *Dispatcher) Enqueue(ev Event, recipients []string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, login := range recipients {
+		d.enqueueLocked(job{ev: ev, login: login})
+		mb := d.mailboxes[login]
+		if mb == nil {
+			continue
+		}
+		if n := len(mb.jobs); n > 1 && mb.jobs[n-1].ev.MID == ev.MID && mb.jobs[n-2].ev.MID > ev.MID {
+			slices.SortStableFunc(mb.jobs, func(a, b job) int { return cmp.Compare(a.ev.MID, b.ev.MID) })
+		}
+	}
+}
+
+// Holds reports whether the dispatcher has deliveries of login in memory
+// (queued, in flight, loading or waiting for a retry).
+func (d *Dispatcher) Holds(login string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.mailboxes[login] != nil
 }
 
 // Flush asks for every pending delivery of login to be sent now, in MID
@@ -660,6 +689,10 @@ func (d *Dispatcher) attempt(ctx context.Context, j job, after, sent chan struct
 	case errors.Is(err, ErrUnreachable):
 		// Nothing to write: the row already waits for a registration.
 		d.observe(OutcomeStored, 1, 0)
+		return s, false
+	case errors.Is(err, ErrElsewhere):
+		// Nor here: the row waits for the node that sends it.
+		d.observe(OutcomeHandedOver, 1, 0)
 		return s, false
 	case errors.Is(err, ErrAsleep):
 		// Waits for the device's registration, with no retry time: a

@@ -445,3 +445,94 @@ func TestDispatcherWaitsForSleepingDevice(t *testing.T) {
 		}
 	})
 }
+
+// handing is a Deliverer for a node that sends none of member's
+// deliveries: another node holds the member's newest flow.
+type handing struct {
+	mu     sync.Mutex
+	member string
+	handed []chat.MID
+	next   chat.Deliverer
+}
+
+func (h *handing) Deliver(ctx context.Context, ev chat.Event, login string) error {
+	if login == h.member {
+		h.mu.Lock()
+		h.handed = append(h.handed, ev.MID)
+		h.mu.Unlock()
+		return chat.ErrElsewhere
+	}
+	return h.next.Deliver(ctx, ev, login)
+}
+
+// Two nodes' dispatchers on one database: the committing node hands a
+// member's deliveries over and leaves the rows pending; the node that
+// sends them takes the events in MID order whatever order the wake-ups
+// came in, and settles the rows.
+func TestDispatcherHandsOver(t *testing.T) {
+	eachEngine(t, func(t *testing.T, e env) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		obs := &outcomes{n: map[string]int{}}
+		here := &handing{member: "b", next: newPhones()}
+		d1 := chat.NewDispatcher(e.db.DeliveryStore(), here, slog.New(slog.DiscardHandler), chat.DispatchOptions{
+			Workers: 2, ScanInterval: 10 * time.Millisecond, Observe: obs.observe,
+		})
+		svc := chat.NewService(e.db.ChatStore(), chat.WithPublisher(d1))
+		var runs sync.WaitGroup
+		runs.Add(1)
+		go func() { defer runs.Done(); d1.Run(ctx, context.Background()) }()
+		defer runs.Wait()
+		defer cancel()
+
+		id, err := svc.AddGroup(ctx, caller("a"), "s", "", invitees("b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustJoin(t, env{db: e.db, svc: svc}, id, "b")
+		var mids []chat.MID
+		for i := range 2 {
+			m, err := svc.SendMessage(ctx, caller("a"), chat.Post{Group: id, Text: fmt.Sprint(i)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mids = append(mids, m)
+		}
+		// The NG, the EG of her joining and both texts.
+		eventually(t, "b's deliveries handed over", func() bool { return obs.get(chat.OutcomeHandedOver) >= 4 })
+		ps, err := e.db.DeliveryStore().PendingFor(ctx, "b", 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) < 2 {
+			t.Fatalf("b's rows after the hand-over: %d pending, want them all kept", len(ps))
+		}
+
+		there := newPhones()
+		there.set("b", true)
+		d2 := chat.NewDispatcher(e.db.DeliveryStore(), there, slog.New(slog.DiscardHandler), chat.DispatchOptions{
+			Workers: 2, ScanInterval: 10 * time.Millisecond,
+		})
+		// The wake-ups arrive newest first, before the node delivers.
+		for _, m := range []chat.MID{mids[1], mids[0]} {
+			ev, err := e.db.ChatStore().Event(ctx, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d2.Enqueue(ev, []string{"b"})
+		}
+		if !d2.Holds("b") || d2.Holds("c") {
+			t.Fatal("Holds does not tell the member with queued deliveries")
+		}
+		runs.Add(1)
+		go func() { defer runs.Done(); d2.Run(ctx, context.Background()) }()
+		eventually(t, "b's texts from the other node", func() bool { return len(there.received("b")) == 2 })
+		if got := there.received("b"); !slices.Equal(got, mids) {
+			t.Fatalf("b received %v, want %v in MID order", got, mids)
+		}
+		eventually(t, "rows settled by the other node", func() bool {
+			ps, _ := e.db.DeliveryStore().PendingFor(ctx, "b", mids[0]-1, 10)
+			return len(ps) == 0
+		})
+	})
+}
