@@ -66,16 +66,18 @@ type App struct {
 	node     string // this node's name (registrar.node or the host name)
 	// membership is this node's lease among the nodes sharing the database.
 	membership *cluster.Membership
-	writable   httpapi.Check     // the database's write probe, cached
-	serving    atomic.Bool       // every listener is serving
-	stack      *sipserver.Stack  // the SIP listeners and user agent
-	sender     *sipserver.Sender // deliveries and gchd's own MESSAGEs
-	sip        *sipserver.Server
-	hep        *trace.HEP     // the SIP mirror to Homer; nil: off
-	push       *push.Notifier // pushes to sleeping phones; nil: off
-	chat       *chat.Service
-	dispatch   *chat.Dispatcher
-	api        *httpapi.Server
+	// link keeps this node in step with the others; nil on SQLite.
+	link     *nodeLink
+	writable httpapi.Check     // the database's write probe, cached
+	serving  atomic.Bool       // every listener is serving
+	stack    *sipserver.Stack  // the SIP listeners and user agent
+	sender   *sipserver.Sender // deliveries and gchd's own MESSAGEs
+	sip      *sipserver.Server
+	hep      *trace.HEP     // the SIP mirror to Homer; nil: off
+	push     *push.Notifier // pushes to sleeping phones; nil: off
+	chat     *chat.Service
+	dispatch *chat.Dispatcher
+	api      *httpapi.Server
 
 	httpServers []*httpServer
 }
@@ -136,7 +138,13 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 	if cfg.Delivery.CopyToSender {
 		copyToSender = a.sender.CopyToSender
 	}
-	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), fencedDeliverer{next: a.sender, fenced: a.fenced}, log.With("part", "delivery"), chat.DispatchOptions{
+	deliverer := nodeDeliverer{next: a.sender, fenced: a.fenced}
+	var link *nodeLink // set below, before the dispatcher runs
+	if a.db.Engine() == storage.Postgres {
+		deliverer.owner, deliverer.self = a.bindings.Owner, a.node
+		deliverer.handOver = func(node string, mid chat.MID, login string) { link.handOver(node, mid, login) }
+	}
+	a.dispatch = chat.NewDispatcher(a.db.DeliveryStore(), deliverer, log.With("part", "delivery"), chat.DispatchOptions{
 		Workers:        cfg.Delivery.Workers,
 		Window:         cfg.Delivery.Window,
 		AttemptTimeout: cfg.Delivery.AttemptTimeout,
@@ -147,6 +155,10 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		CopyToSender:   copyToSender,
 		Observe:        a.metrics.Delivery,
 	})
+	if a.db.Engine() == storage.Postgres {
+		link = newNodeLink(a)
+		a.link = link
+	}
 	metrics.RegisterPendingGauges(a.registry, func() (int, int, time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -231,6 +243,10 @@ func (a *App) buildSIP(ctx context.Context) error {
 		node, _ = os.Hostname()
 	}
 	a.node = node
+	var peer func(string) (int64, string, bool)
+	if a.db.Engine() == storage.Postgres {
+		peer = a.peer // SQLite is for one node: every binding is its own
+	}
 	a.bindings = registrar.NewBindings(a.db.BindingStore(), registrar.Policy{
 		MinExpires:     cfg.Registrar.MinExpires,
 		MaxExpires:     cfg.Registrar.MaxExpires,
@@ -240,6 +256,8 @@ func (a *App) buildSIP(ctx context.Context) error {
 		Node:           node,
 		RefreshWrite:   cfg.Registrar.RefreshWrite,
 		Fenced:         a.fenced,
+		Epoch:          a.epoch,
+		Peer:           peer,
 	}, a.log.With("part", "registrar"))
 	n, err := a.bindings.Load(ctx)
 	if err != nil {
@@ -417,6 +435,16 @@ func (a *App) Run(ctx context.Context) error {
 		defer close(memberDone)
 		a.membership.Run(memberCtx)
 	}()
+	// The link to the other nodes runs while this node delivers: the
+	// dispatcher hands deliveries over through it.
+	linkCtx, stopLink := context.WithCancel(context.WithoutCancel(ctx))
+	linkDone := make(chan struct{})
+	go func() {
+		defer close(linkDone)
+		if a.link != nil {
+			a.link.Run(linkCtx)
+		}
+	}()
 	bindingsCtx, stopBindings := context.WithCancel(context.WithoutCancel(ctx))
 	bindingsDone := make(chan struct{})
 	go func() {
@@ -509,6 +537,8 @@ func (a *App) Run(ctx context.Context) error {
 	a.stack.Close()
 	stopBindings()
 	<-bindingsDone
+	stopLink() // after the last binding write: its announcement goes out first
+	<-linkDone
 	stopMembership()
 	<-memberDone
 	a.close()

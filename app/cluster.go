@@ -73,16 +73,46 @@ func (a *App) checkCluster(context.Context) error {
 // fence lifts, or by the node its member registers with.
 var errFenced = errors.New("node fenced: delivery held back")
 
-// fencedDeliverer sends nothing while the node is fenced: another node may
-// already act for the member's flows.
-type fencedDeliverer struct {
+// nodeDeliverer sends nothing while the node is fenced: another node may
+// already act for the member's flows. On a cluster it sends only the
+// deliveries of members whose newest flow this node holds, and hands the
+// others to the node that does.
+type nodeDeliverer struct {
 	next   chat.Deliverer
 	fenced func() bool
+	// owner names the node that sends a member's deliveries; nil on a
+	// database for one node.
+	owner    func(login string) string
+	self     string
+	handOver func(node string, mid chat.MID, login string)
 }
 
-func (d fencedDeliverer) Deliver(ctx context.Context, ev chat.Event, login string) error {
+func (d nodeDeliverer) Deliver(ctx context.Context, ev chat.Event, login string) error {
 	if d.fenced() {
 		return fmt.Errorf("deliver MID %d to %s: %w", ev.MID, login, errFenced)
 	}
+	if d.owner != nil {
+		if node := d.owner(login); node != "" && node != d.self {
+			d.handOver(node, ev.MID, login)
+			return fmt.Errorf("deliver MID %d to %s: %w (%s)", ev.MID, login, chat.ErrElsewhere, node)
+		}
+	}
 	return d.next.Deliver(ctx, ev, login)
+}
+
+// peer is the registrar's view of another node (registrar.Policy.Peer).
+func (a *App) peer(name string) (epoch int64, address string, live bool) {
+	if a.membership == nil {
+		return 0, "", false
+	}
+	n, ok := a.membership.Peer(name)
+	return n.Epoch, n.Address, ok
+}
+
+// epoch is this node's current epoch, 0 before it joined.
+func (a *App) epoch() int64 {
+	if a.membership == nil {
+		return 0
+	}
+	return a.membership.Epoch()
 }

@@ -204,7 +204,7 @@ func newDeliveryMetrics() deliveryMetrics {
 	return deliveryMetrics{
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gchd_delivery_attempts_total",
-			Help: "Delivery attempts of events to members, by outcome (delivered, retried, stored, failed, expired).",
+			Help: "Delivery attempts of events to members, by outcome (delivered, retried, stored, failed, expired, handed_over: another node sends it).",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "gchd_delivery_latency_seconds",

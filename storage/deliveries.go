@@ -219,3 +219,16 @@ func (s deliveryStore) PurgeDeleted(ctx context.Context) (int, error) {
 	})
 	return int(n), err
 }
+
+// WaitingAfter lists the members with a delivery waiting for a
+// registration among the events after MID after: a node's catch-up reads
+// it to find work whose wake-up it may have missed.
+func (db *DB) WaitingAfter(ctx context.Context, after chat.MID, limit int) ([]string, error) {
+	var logins []string
+	err := db.reader().selectAll(ctx, &logins,
+		"SELECT DISTINCT login FROM deliveries WHERE mid > ? AND state = 'p' AND next_at = 0 LIMIT ?", int64(after), limit)
+	if err != nil {
+		return nil, fmt.Errorf("select waiting deliveries after %d: %w", after, err)
+	}
+	return logins, nil
+}

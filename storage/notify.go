@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/lib/pq"
@@ -31,6 +33,25 @@ func (db *DB) Notify(ctx context.Context, channel, payload string) error {
 	return nil
 }
 
+// listenerName is the application_name of the listening session, so that
+// an operator finds it in pg_stat_activity.
+const listenerName = "gchd listener"
+
+// withApplicationName sets application_name in a DSN of either form (URL
+// or key=value), unless it names one already.
+func withApplicationName(dsn, name string) string {
+	if strings.Contains(dsn, "application_name") {
+		return dsn
+	}
+	if u, err := url.Parse(dsn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
+		q := u.Query()
+		q.Set("application_name", name)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " application_name='" + name + "'"
+}
+
 // Notification is one wake-up received.
 type Notification struct {
 	Channel, Payload string
@@ -47,7 +68,7 @@ func (db *DB) Listen(ctx context.Context, channels []string, fn func(Notificatio
 		return ctx.Err()
 	}
 	events := make(chan pq.ListenerEventType, 4)
-	l := pq.NewListener(db.source, 100*time.Millisecond, 2*time.Second, func(ev pq.ListenerEventType, err error) {
+	l := pq.NewListener(withApplicationName(db.source, listenerName), 100*time.Millisecond, 2*time.Second, func(ev pq.ListenerEventType, err error) {
 		select {
 		case events <- ev:
 		default: // a reconnection already waits to be reported

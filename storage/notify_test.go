@@ -60,8 +60,11 @@ func TestListenNotify(t *testing.T) {
 	receive("one")
 
 	admin := testkit.PostgresAdmin(t)
-	if _, err := admin.Exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name); err != nil {
-		t.Fatal(err)
+	// The listening session is the one an operator finds by its name.
+	var cut int
+	if err := admin.QueryRow("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'gchd listener'",
+		name).Scan(&cut); err != nil || cut != 1 {
+		t.Fatalf("listener sessions cut: %d, %v; want 1", cut, err)
 	}
 	wait("catch-up after the session was cut", caughtUp)
 	receive("two")

@@ -98,7 +98,7 @@ func (c *cluster) run(n *node) {
 	cmd.Env = append(os.Environ(),
 		"GCHD_DATABASE="+c.dsn, "GCHD_DOMAIN="+domain, "GCHD_REGISTRAR_NODE="+n.name,
 		fmt.Sprintf("GCHD_SIP_ADDR=127.0.0.1:%d", n.sip), fmt.Sprintf("GCHD_HTTP_ADDR=127.0.0.1:%d", n.http),
-		"GCHD_SIP_ADVERTISE=127.0.0.1", "GCHD_LOG_LEVEL=info")
+		"GCHD_SIP_ADVERTISE=127.0.0.1", "GCHD_LOG_LEVEL="+logLevel())
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
@@ -259,4 +259,12 @@ func TestMembership(t *testing.T) {
 			within(t, 15*time.Second, n.name+" serving and seeing 3 nodes again", func() bool { return n.ready() == 200 && c.sees(t, n, 3)() })
 		}
 	})
+}
+
+// logLevel is the nodes' log level: GCHD_TEST_LOG_LEVEL, else info.
+func logLevel() string {
+	if l := os.Getenv("GCHD_TEST_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "info"
 }
