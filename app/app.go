@@ -181,8 +181,12 @@ func New(ctx context.Context, cfg configs.Config, log *slog.Logger) (_ *App, err
 		}),
 		chat.WithQuotaObserver(a.metrics.QuotaRefused),
 	)
+	registered := a.dispatch.Flush
+	if a.link != nil {
+		registered = a.link.registered
+	}
 	if a.sip, err = sipserver.New(a.stack, sipserver.Config{
-		Accounts: a.accounts, Chat: a.chat, Sender: a.sender, Registered: a.dispatch.Flush,
+		Accounts: a.accounts, Chat: a.chat, Sender: a.sender, Registered: registered,
 	}); err != nil {
 		return nil, err
 	}

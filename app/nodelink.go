@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,11 @@ const (
 	// sendDelay: wake-ups and announcements wait this long for company,
 	// so that one notification carries many.
 	sendDelay = 2 * time.Millisecond
+	// takeOverDelay: a registration that may make this node the one to
+	// send a member's deliveries reads the member's backlog this much
+	// later, when the other nodes have learnt of it and hand it what they
+	// committed meanwhile; the member's deliveries wait behind the read.
+	takeOverDelay = 250 * time.Millisecond
 )
 
 // nodeLink keeps this node in step with the others sharing the database:
@@ -54,7 +60,7 @@ const (
 // notifications are hints; the tables are the truth.
 type nodeLink struct {
 	db         *storage.DB
-	chat       chat.Reader
+	chat       chat.Reader // for the newest MID, which the sweep starts from
 	bindings   *registrar.Bindings
 	dispatch   *chat.Dispatcher
 	membership *cluster.Membership
@@ -197,8 +203,15 @@ func (l *nodeLink) send(ctx context.Context) {
 			l.notify(ctx, bindingsChannel, p)
 		}
 		for node, byMID := range wakes {
-			for mid, logins := range byMID {
-				for _, p := range payloads(node+"\n"+strconv.FormatUint(uint64(mid), 10), logins) {
+			// In MID order: a node queues what it is woken for as it
+			// arrives.
+			order := make([]chat.MID, 0, len(byMID))
+			for mid := range byMID {
+				order = append(order, mid)
+			}
+			slices.Sort(order)
+			for _, mid := range order {
+				for _, p := range payloads(node+"\n"+strconv.FormatUint(uint64(mid), 10), byMID[mid]) {
 					l.notify(ctx, wakeChannel, p)
 				}
 			}
@@ -282,20 +295,24 @@ func (l *nodeLink) applyNotifications(ctx context.Context) {
 		}
 		l.flushOwned(changed)
 	}
-	for mid, logins := range woken {
-		ev, err := l.chat.Event(ctx, mid)
-		if err != nil {
-			// Deleted since, or the database is away: the rows wait,
-			// and the sweep or a registration brings them.
-			l.log.Debug("read event to deliver", "mid", mid, "error", err)
-			continue
+	// In MID order: each member's deliveries are queued in the order
+	// they committed.
+	order := make([]chat.MID, 0, len(woken))
+	for mid := range woken {
+		order = append(order, mid)
+	}
+	slices.Sort(order)
+	for _, mid := range order {
+		if err := l.dispatch.Wake(ctx, mid, woken[mid]); err != nil && ctx.Err() == nil {
+			// The rows wait: the sweep or a registration brings them.
+			l.log.Warn("read deliveries handed over", "mid", mid, "error", err)
 		}
-		if ev.Deleted {
-			continue
-		}
-		l.dispatch.Enqueue(ev, logins)
 	}
 }
+
+// registered sends a member who registered with this node its pending
+// deliveries.
+func (l *nodeLink) registered(login string) { l.dispatch.FlushAfter(login, takeOverDelay) }
 
 // flushOwned sends the pending deliveries of those of logins whose
 // deliveries this node sends now: their newest flow may have become ours.

@@ -92,6 +92,9 @@ type DeliveryStore interface {
 	// PendingFor lists a member's pending deliveries in MID order, after
 	// the given MID.
 	PendingFor(ctx context.Context, login string, after MID, limit int) ([]PendingDelivery, error)
+	// PendingOf lists the deliveries of event mid to those of logins that
+	// are still pending.
+	PendingOf(ctx context.Context, mid MID, logins []string) ([]PendingDelivery, error)
 	// WithPending returns those of logins that have a pending delivery: a
 	// burst of registrations costs one read, not one per member.
 	WithPending(ctx context.Context, logins []string) ([]string, error)

@@ -208,23 +208,29 @@ func (d *Dispatcher) Publish(ev Event, recipients []string) {
 	}
 }
 
-// Enqueue queues a committed event for recipients as Publish does, with no
-// copy to its sender: another node committed it and made the copy.
-// Each recipient's job goes in MID order among those queued, as wake-ups
-// from several nodes need not arrive in commit order.
-func (d *Dispatcher) Enqueue(ev Event, recipients []string) {
+// Wake queues the deliveries of event mid to those of logins that are
+// still pending: another node committed it and handed them over. It reads
+// the rows, so that a delivery this node sent meanwhile (found by a sweep
+// or a registration before the wake-up came) is not sent again. Each
+// member's job goes in MID order among those queued, as wake-ups from
+// several nodes need not arrive in commit order.
+func (d *Dispatcher) Wake(ctx context.Context, mid MID, logins []string) error {
+	ps, err := d.loadPending(func() ([]PendingDelivery, error) { return d.store.PendingOf(ctx, mid, logins) })
+	if err != nil {
+		return err
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, login := range recipients {
-		d.enqueueLocked(job{ev: ev, login: login})
-		mb := d.mailboxes[login]
+	for _, p := range ps {
+		mb := d.mailboxes[p.Login]
 		if mb == nil {
 			continue
 		}
-		if n := len(mb.jobs); n > 1 && mb.jobs[n-1].ev.MID == ev.MID && mb.jobs[n-2].ev.MID > ev.MID {
+		if n := len(mb.jobs); n > 1 && mb.jobs[n-1].ev.MID == mid && mb.jobs[n-2].ev.MID > mid {
 			slices.SortStableFunc(mb.jobs, func(a, b job) int { return cmp.Compare(a.ev.MID, b.ev.MID) })
 		}
 	}
+	return nil
 }
 
 // Holds reports whether the dispatcher has deliveries of login in memory
@@ -233,6 +239,20 @@ func (d *Dispatcher) Holds(login string) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.mailboxes[login] != nil
+}
+
+// FlushAfter is Flush with the read of the member's backlog put off by
+// delay; the member's new deliveries wait behind it meanwhile. A node that
+// has just become the one to send a member's deliveries uses it: others
+// may hand it deliveries for a moment longer before they learn of it, and
+// the backlog read after that moment holds them too, in MID order.
+func (d *Dispatcher) FlushAfter(login string, delay time.Duration) {
+	d.mu.Lock()
+	mb := d.mailbox(login)
+	mb.loading = true
+	mb.flushes++
+	d.mu.Unlock()
+	time.AfterFunc(delay, func() { d.Flush(login) })
 }
 
 // Flush asks for every pending delivery of login to be sent now, in MID

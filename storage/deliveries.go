@@ -47,6 +47,27 @@ func (s deliveryStore) PendingFor(ctx context.Context, login string, after chat.
 	return pendingList(rows), nil
 }
 
+func (s deliveryStore) PendingOf(ctx context.Context, mid chat.MID, logins []string) ([]chat.PendingDelivery, error) {
+	var out []chat.PendingDelivery
+	for len(logins) > 0 {
+		chunk := logins[:min(len(logins), 500)]
+		logins = logins[len(chunk):]
+		query := "SELECT " + pendingColumns + ` FROM deliveries d JOIN events e ON e.mid = d.mid
+			WHERE d.mid = ? AND d.state = 'p' AND d.login IN (?` + strings.Repeat(", ?", len(chunk)-1) + ") ORDER BY d.login"
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, int64(mid))
+		for _, l := range chunk {
+			args = append(args, l)
+		}
+		var rows []pendingRow
+		if err := s.selectAll(ctx, &rows, query, args...); err != nil {
+			return nil, fmt.Errorf("select pending deliveries of MID %d: %w", mid, err)
+		}
+		out = append(out, pendingList(rows)...)
+	}
+	return out, nil
+}
+
 func (s deliveryStore) WithPending(ctx context.Context, logins []string) ([]string, error) {
 	var out []string
 	for len(logins) > 0 {

@@ -67,6 +67,13 @@ func testDeliveryBookkeeping(t *testing.T, stores Stores) {
 	if ps, _ := ds.PendingFor(ctx, "b", 0, 10); len(ps) != 2 || ps[0].Event.MID != mids[2] || ps[0].Attempts != 3 {
 		t.Fatalf("pending after settle = %+v", ps)
 	}
+	// PendingOf names only those still due the event: b took it.
+	if ps, err := ds.PendingOf(ctx, mids[0], []string{"b", "c", "nobody"}); err != nil || len(ps) != 1 || ps[0].Login != "c" || ps[0].Event.MID != mids[0] {
+		t.Fatalf("pending of the first event = %+v, %v; want c's only", ps, err)
+	}
+	if ps, err := ds.PendingOf(ctx, mids[2], []string{"b"}); err != nil || len(ps) != 1 || ps[0].Attempts != 3 || ps[0].Event.Body != "m" {
+		t.Fatalf("pending of a retried event = %+v, %v", ps, err)
+	}
 	rs, _ := cs.Receipts(ctx, mids[0])
 	if len(rs) != 2 || rs[0].Login != "b" || rs[0].Confirmed != cf {
 		t.Fatalf("receipts after delivery = %+v", rs)
