@@ -201,14 +201,8 @@ func (s bindingStore) DeleteExpiredBindings(ctx context.Context, node string, t 
 			return fmt.Errorf("delete expired bindings: %w", err)
 		}
 		n, _ = res.RowsAffected()
-		if s.db.engine == Postgres {
-			var janitor bool
-			if err := tx.GetContext(ctx, &janitor, "SELECT pg_try_advisory_xact_lock($1)", bindingJanitorLock); err != nil {
-				return fmt.Errorf("take the binding janitor's lock: %w", err)
-			}
-			if !janitor {
-				return nil // another node sweeps now
-			}
+		if ok, err := s.db.janitor(ctx, tx, bindingJanitorLock); !ok {
+			return err // nil when another node sweeps now
 		}
 		res, err = tx.ExecContext(ctx, s.db.sql("DELETE FROM bindings WHERE expires_at <= ? AND node <> ? AND node NOT IN (SELECT name FROM nodes WHERE lease_until > "+s.db.clock()+")"),
 			micros(t), node)
@@ -223,8 +217,8 @@ func (s bindingStore) DeleteExpiredBindings(ctx context.Context, node string, t 
 }
 
 // bindingJanitorLock is the advisory lock of the cluster's binding
-// janitor: "gchd" and "bind" in ASCII.
-const bindingJanitorLock = 0x67636864_62696e64
+// janitor (janitor).
+const bindingJanitorLock = 0x67636864_62696e64 // "bind"
 
 // BindingsOf returns the stored bindings of aors that expire after now:
 // another node changed them.

@@ -196,6 +196,9 @@ func (s deliveryStore) settleChunk(ctx context.Context, tx *sqlx.Tx, rows []chat
 func (s deliveryStore) Expire(ctx context.Context, before time.Time) (int, error) {
 	var n int64
 	err := s.db.inTx(ctx, "delivery_expire", func(tx *sqlx.Tx) error {
+		if ok, err := s.db.janitor(ctx, tx, deliveryJanitorLock); !ok {
+			return err
+		}
 		res, err := tx.ExecContext(ctx, s.db.sql(`UPDATE deliveries SET state = 'x', next_at = 0
 			WHERE state = 'p' AND mid IN (SELECT d.mid FROM deliveries d JOIN events e ON e.mid = d.mid
 				WHERE d.state = 'p' AND e.created_at < ?)`), micros(before))
@@ -227,6 +230,9 @@ func (s deliveryStore) PendingSummary(ctx context.Context) (chat.PendingCounts, 
 func (s deliveryStore) PurgeDeleted(ctx context.Context) (int, error) {
 	var n int64
 	err := s.db.inTx(ctx, "chat_purge", func(tx *sqlx.Tx) error {
+		if ok, err := s.db.janitor(ctx, tx, purgeJanitorLock); !ok {
+			return err
+		}
 		// DG events exist only for deleted groups (the partial index holds
 		// just those); the group check guards against any other.
 		res, err := tx.ExecContext(ctx, s.db.sql(`DELETE FROM events WHERE kind = 'DG'
@@ -252,4 +258,26 @@ func (db *DB) WaitingAfter(ctx context.Context, after chat.MID, limit int) ([]st
 		return nil, fmt.Errorf("select waiting deliveries after %d: %w", after, err)
 	}
 	return logins, nil
+}
+
+// Advisory locks of the janitor work that one node does for the cluster
+// at a time: "gchd" and a name of four letters, in ASCII.
+const (
+	deliveryJanitorLock = 0x67636864_64656c76 // "delv"
+	purgeJanitorLock    = 0x67636864_70757267 // "purg"
+)
+
+// janitor takes the advisory lock of a piece of janitor work for the
+// transaction, and reports false when another node holds it: that node
+// does the work now. SQLite is for one node: there is nobody to share
+// with.
+func (db *DB) janitor(ctx context.Context, tx *sqlx.Tx, lock int64) (bool, error) {
+	if db.engine != Postgres {
+		return true, nil
+	}
+	var ok bool
+	if err := tx.GetContext(ctx, &ok, "SELECT pg_try_advisory_xact_lock($1)", lock); err != nil {
+		return false, fmt.Errorf("take the janitor's lock: %w", err)
+	}
+	return ok, nil
 }

@@ -54,11 +54,15 @@ func newCluster(t *testing.T) *cluster {
 	if testing.Short() {
 		t.Skip("builds gchd and runs real processes")
 	}
+	return newClusterOn(t, testkit.DSN(t, storage.Postgres))
+}
+
+// newClusterOn is a cluster on the database dsn.
+func newClusterOn(t *testing.T, dsn string) *cluster {
 	bin := filepath.Join(t.TempDir(), "gchd")
 	if out, err := exec.Command("go", "build", "-o", bin, "gchd").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	dsn := testkit.DSN(t, storage.Postgres)
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
 		t.Fatal(err)
