@@ -274,6 +274,10 @@ func (a *App) buildSIP(ctx context.Context) error {
 		return err
 	}
 	trusted, _ := cfg.SIP.TrustedNetworks() // validated with the configuration
+	var peerAddress func(string) bool
+	if peer != nil {
+		peerAddress = a.isPeerAddress
+	}
 	var tlsConf *tls.Config
 	if cfg.SIP.TLSAddr != "" || cfg.SIP.WSSAddr != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
@@ -323,6 +327,7 @@ func (a *App) buildSIP(ctx context.Context) error {
 		IdleTimeout:       cfg.SIP.IdleTimeout,
 		TransactionLinger: cfg.SIP.TransactionLinger,
 		Secret:            secret,
+		Peer:              peerAddress,
 		Guards: sipserver.Guards{
 			Rate: a.guards.sipRate, AuthSource: a.guards.authSource, AuthAccount: a.guards.authAccount, Conns: a.guards.sipConns,
 		},

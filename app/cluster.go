@@ -116,3 +116,34 @@ func (a *App) epoch() int64 {
 	}
 	return a.membership.Epoch()
 }
+
+// isPeerAddress reports whether address (ip:port, as a dialer sees it) is
+// a live node's SIP address: the one place this node opens a connection
+// to. A node advertised by name is resolved.
+func (a *App) isPeerAddress(address string) bool {
+	if a.membership == nil {
+		return false
+	}
+	for _, n := range a.membership.Live() {
+		if n.Name == a.node {
+			continue
+		}
+		if n.Address == address {
+			return true
+		}
+		host, port, err := net.SplitHostPort(n.Address)
+		if err != nil || net.ParseIP(host) != nil {
+			continue
+		}
+		ips, err := net.LookupHost(host)
+		if err != nil {
+			continue
+		}
+		for _, ip := range ips {
+			if net.JoinHostPort(ip, port) == address {
+				return true
+			}
+		}
+	}
+	return false
+}

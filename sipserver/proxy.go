@@ -174,7 +174,11 @@ func (s *Server) forward(req *sip.Request, t target, recordRoute bool) *sip.Requ
 	}
 	f.ReplaceHeader(&mf)
 	if recordRoute {
-		f.PrependHeader(s.recordRoute(strings.ToUpper(req.Transport()), req.Source(), callID(req)))
+		upTransport, upSource := strings.ToUpper(req.Transport()), req.Source()
+		if t.back != nil {
+			upTransport, upSource = t.back.transport, t.back.dest
+		}
+		f.PrependHeader(s.recordRoute(upTransport, upSource, callID(req)))
 		f.PrependHeader(s.recordRoute(t.transport, t.dest, callID(req)))
 	}
 	s.aim(f, t) // after our Record-Route: a relay Route goes on top

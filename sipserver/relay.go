@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"net"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -64,6 +65,11 @@ func (f flowSigner) relayMAC(payload, callID string) []byte {
 // aim points a request built or copied for t at its next hop: the flow
 // itself, or the node that holds it, through a signed Route.
 func (s *Stack) aim(req *sip.Request, t target) {
+	if t.relay != nil && t.transport == "UDP" && len(req.String()) > maxRelayDatagram {
+		// Too large for a datagram once the Via is on (RFC 3261 18.1.1):
+		// the node listens on TCP at the same address.
+		t.transport = "TCP"
+	}
 	req.SetTransport(t.transport)
 	req.SetDestination(t.dest)
 	if t.transport == "UDP" && s.udp != nil {
@@ -90,6 +96,11 @@ func (s *Stack) aim(req *sip.Request, t target) {
 			{K: relayParam, V: s.flows.relayToken(t.relay.transport, t.relay.dest, callID(req))},
 		}}})
 }
+
+// maxRelayDatagram is the largest request handed to another node over
+// UDP before its Via is added: RFC 3261 18.1.1 sends more than 1300 bytes
+// over a congestion-controlled transport.
+const maxRelayDatagram = 1100
 
 // relayedFlow reports whether req was handed over by another node: its top
 // Route is ours and carries a relay token. It removes that Route and
@@ -126,6 +137,16 @@ func (s *Server) proxyRelayed(ctx context.Context, req *sip.Request, tx sip.Serv
 	recordRoute := dialogCreating(req.Method)
 	if to := req.To(); to != nil && to.Params.Has("tag") {
 		recordRoute = false
+	}
+	if via := req.Via(); via != nil && !strings.EqualFold(req.Transport(), "UDP") {
+		// Handed over on a connection (a request too large for a
+		// datagram): the dialog comes back to the node's address over
+		// UDP, which outlives the connection.
+		port := via.Port
+		if port == 0 {
+			port = 5060
+		}
+		t.back = &relayHop{transport: "UDP", dest: net.JoinHostPort(via.Host, strconv.Itoa(port))}
 	}
 	return s.fork(ctx, req, tx, []target{t}, recordRoute, nil)
 }

@@ -18,6 +18,10 @@ type target struct {
 	// relay is set when another node holds the flow: the request goes to
 	// that node (dest, over UDP), which sends it down the flow.
 	relay *relayHop
+	// back, when set, is the flow our Record-Route facing the sender
+	// names instead of the request's own: the node that handed over a
+	// request over a connection is reached at its address over UDP.
+	back *relayHop
 }
 
 // router finds where a request goes: the registered devices of a user, or

@@ -74,6 +74,10 @@ type Options struct {
 	TransactionLinger time.Duration
 	// Secret signs nonces; nodes sharing a database share it.
 	Secret []byte
+	// Peer, when set, reports whether address (ip:port) is another gchd
+	// node's: the only place gchd opens a TCP connection to, for a request
+	// handed over that is too large for a datagram.
+	Peer func(address string) bool
 	// Guards are the abuse limits; nil fields are off.
 	Guards Guards
 	// Mirror, if not nil, gets a copy of every message read and written

@@ -245,7 +245,7 @@ func (s *Stack) buildStack() error {
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.rateFilter),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{
-				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout, DialerCreate: noDialer},
+				TCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout, DialerCreate: s.peerDialer},
 				TLS: &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout, DialerCreate: noDialer}},
 				WS:  &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout, DialerCreate: noWSDialer},
 				WSS: &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: s.opts.IdleTimeout, WriteTimeout: ingress.StreamWriteTimeout}},
@@ -267,7 +267,8 @@ func (s *Stack) buildStack() error {
 	return nil
 }
 
-// errNoDial refuses every connection sipgo would open. gchd speaks over
+// errNoDial refuses every connection sipgo would open but those to the
+// other nodes (peerDialer). gchd speaks to phones over
 // TCP, TLS and WS only on connections the other side opened (its flows):
 // a reliable binding is reached over its connection or not at all
 // (targetOf), and an answer goes on the connection its request came on or
@@ -283,6 +284,23 @@ var errNoDial = errors.New("gchd opens no connections: answers and requests go o
 func noDialer(laddr net.Addr) net.Dialer {
 	return net.Dialer{Timeout: 3 * time.Second, LocalAddr: laddr,
 		Control: func(string, string, syscall.RawConn) error { return errNoDial }}
+}
+
+// peerDialer is sipgo's TCP dialer: it refuses like noDialer, but for the
+// addresses of the other nodes (Options.Peer).
+func (s *Stack) peerDialer(laddr net.Addr) net.Dialer {
+	d := noDialer(laddr)
+	if s.opts.Peer == nil {
+		return d
+	}
+	d.LocalAddr = nil // an ephemeral port: the listening one is taken
+	d.Control = func(_, address string, _ syscall.RawConn) error {
+		if s.opts.Peer(address) {
+			return nil
+		}
+		return errNoDial
+	}
+	return d
 }
 
 // noWSDialer is sipgo's WS dialer, refusing like noDialer. sipgo's WSS

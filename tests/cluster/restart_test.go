@@ -31,7 +31,9 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	if len(matches) == 0 {
 		t.Skip("SKIPPED: no PostgreSQL server binaries (initdb) to run a private server with")
 	}
-	p := &privatePostgres{t: t, bin: filepath.Dir(matches[len(matches)-1]), port: freePort(t)}
+	// It listens on a Unix socket in its own directory only: no port of
+	// the machine's can be taken by another test while it is down.
+	p := &privatePostgres{t: t, bin: filepath.Dir(matches[len(matches)-1]), port: 5432}
 	dir, err := os.MkdirTemp("", "gchd-pg-")
 	if err != nil {
 		t.Fatal(err)
@@ -56,11 +58,23 @@ func startPrivatePostgres(t *testing.T) *privatePostgres {
 	if out, err := p.run("initdb", "-D", p.dir, "-A", "trust", "-U", "postgres", "--no-sync"); err != nil {
 		t.Fatalf("initdb: %v\n%s", err, out)
 	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", p.port, p.dir)
-	if out, err := p.run("pg_ctl", "-D", p.dir, "-o", opts, "-l", filepath.Join(p.dir, "log"), "-w", "start"); err != nil {
-		t.Fatalf("pg_ctl start: %v\n%s", err, out)
+	if err := p.start(); err != nil {
+		t.Fatal(err)
 	}
 	return p
+}
+
+func (p *privatePostgres) start() error {
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses='' -c fsync=off -c max_connections=200", p.port, p.dir)
+	if out, err := p.run("pg_ctl", "-D", p.dir, "-o", opts, "-l", filepath.Join(p.dir, "log"), "-w", "start"); err != nil {
+		return fmt.Errorf("pg_ctl start: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// dsn is the DSN of database name.
+func (p *privatePostgres) dsn(name string) string {
+	return fmt.Sprintf("postgres://postgres@/%s?host=%s&port=%d&sslmode=disable", name, p.dir, p.port)
 }
 
 func (p *privatePostgres) run(name string, args ...string) ([]byte, error) {
@@ -73,7 +87,7 @@ func (p *privatePostgres) run(name string, args ...string) ([]byte, error) {
 
 // database creates a database and returns its DSN.
 func (p *privatePostgres) database(name string) string {
-	admin, err := sql.Open("postgres", fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", p.port))
+	admin, err := sql.Open("postgres", p.dsn("postgres"))
 	if err != nil {
 		p.t.Fatal(err)
 	}
@@ -81,19 +95,16 @@ func (p *privatePostgres) database(name string) string {
 	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
 		p.t.Fatal(err)
 	}
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, name)
+	return p.dsn(name)
 }
 
 // restart stops the server, waits down, and starts it again.
-func (p *privatePostgres) restart(down time.Duration) {
+func (p *privatePostgres) restart(down time.Duration) error {
 	if out, err := p.run("pg_ctl", "-D", p.dir, "-m", "fast", "-w", "stop"); err != nil {
-		p.t.Fatalf("pg_ctl stop: %v\n%s", err, out)
+		return fmt.Errorf("pg_ctl stop: %v\n%s", err, out)
 	}
 	time.Sleep(down)
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", p.port, p.dir)
-	if out, err := p.run("pg_ctl", "-D", p.dir, "-o", opts, "-l", filepath.Join(p.dir, "log"), "-w", "start"); err != nil {
-		p.t.Fatalf("pg_ctl start: %v\n%s", err, out)
-	}
+	return p.start()
 }
 
 // The database restarts in a burst: every node fences itself while it is
@@ -115,15 +126,14 @@ func TestDatabaseRestart(t *testing.T) {
 	dan.register()
 	time.Sleep(time.Second)
 	id := groupWith(t, n1, "pat", "ann", "dan")
-	restarted := make(chan struct{})
+	restarted := make(chan error, 1)
 	b := startBurst(n1, "pat", id, 400, 20*time.Millisecond, 50, func() {
-		go func() { // the posts go on meanwhile, and fail
-			defer close(restarted)
-			pg.restart(6 * time.Second)
-		}()
+		go func() { restarted <- pg.restart(6 * time.Second) }() // the posts go on meanwhile, and fail
 	})
 	answered := b.wait(t)
-	<-restarted
+	if err := <-restarted; err != nil {
+		t.Fatal(err)
+	}
 	for _, n := range []*node{n1, n2, n3} {
 		within(t, 30*time.Second, n.name+" ready and seeing 3 nodes after the restart", func() bool { return n.ready() == 200 && c.sees(t, n, 3)() })
 		if v, _ := n.metric(`gchd_cluster_lease_renewals_total{outcome="failed"}`); v < 1 {

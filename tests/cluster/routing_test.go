@@ -53,6 +53,13 @@ func TestMessagesAcrossNodes(t *testing.T) {
 		within(t, 5*time.Second, m.to.login+" has "+body, m.to.has(body))
 	}
 
+	// Too large for a datagram: the nodes hand it over on TCP.
+	big := strings.Repeat("x", 2000)
+	if code := dave.message("bob", big); code != 200 {
+		t.Fatalf("a 2000-byte MESSAGE across nodes: %d", code)
+	}
+	within(t, 5*time.Second, "bob has the large MESSAGE", bob.has(big))
+
 	// A request from outside with a relay Route it made up.
 	forged := sip.NewRequest(sip.MESSAGE, carol.contact)
 	forged.AppendHeader(&sip.RouteHeader{Address: sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: n2.sip,
@@ -80,11 +87,12 @@ func TestMessagesAcrossNodes(t *testing.T) {
 	within(t, 5*time.Second, "bob, now on n3, has the stored message", bob3.has("while you were away"))
 }
 
-// A call from a phone on n1 to a phone on n2: both nodes stay on its
-// route, so the ACK and BYE find their way, and a call cancelled while
-// ringing is cancelled across the nodes.
+// Calls from phones on n1 (UDP) and n3 (TCP, an offer too large for a
+// datagram) to a phone on n2: both nodes stay on the route, so the ACK and
+// BYE find their way, and a call cancelled while ringing is cancelled
+// across the nodes.
 func TestCallAcrossNodes(t *testing.T) {
-	_, n1, n2, _ := threeNodes(t, "alice", "bob")
+	_, n1, n2, n3 := threeNodes(t, "alice", "bob", "carol")
 	acked, byes := make(chan struct{}, 1), make(chan struct{}, 1)
 	var answered atomic.Bool
 	bob := newPhone(t, n2, "bob", "TCP", func(b *phone) {
@@ -121,49 +129,62 @@ func TestCallAcrossNodes(t *testing.T) {
 	bob.register()
 	alice := newPhone(t, n1, "alice", "UDP")
 	alice.register()
+	carol := newPhone(t, n3, "carol", "TCP")
+	carol.register()
 	time.Sleep(time.Second)
 
-	ua := &sipgo.DialogUA{Client: alice.sip.Client, ContactHDR: sip.ContactHeader{Address: alice.contact}}
-	invite := func(body string) (*sipgo.DialogClientSession, error) {
-		req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: domain})
-		req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: "alice", Host: domain}, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
-		req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
-		req.SetBody([]byte(body))
-		alice.sip.Prepare(req)
-		return ua.WriteInvite(t.Context(), req)
+	callFrom := func(caller *phone, sdp string) func(body string) (*sipgo.DialogClientSession, error) {
+		ua := &sipgo.DialogUA{Client: caller.sip.Client, ContactHDR: sip.ContactHeader{Address: caller.contact}}
+		return func(body string) (*sipgo.DialogClientSession, error) {
+			req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "bob", Host: domain})
+			req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: caller.login, Host: domain}, Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
+			req.AppendHeader(sip.NewHeader("Content-Type", "application/sdp"))
+			req.SetBody([]byte(body + sdp))
+			caller.sip.Prepare(req)
+			return ua.WriteInvite(t.Context(), req)
+		}
 	}
-	d, err := invite("v=0\r\n")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{Username: "alice", Password: testkit.Password("alice")}); err != nil {
-		t.Fatalf("call not answered: %v", err)
-	}
-	if rr := d.InviteResponse.GetHeaders("Record-Route"); len(rr) != 4 {
-		t.Fatalf("Record-Route = %v, want both entries of each node", rr)
-	}
-	if err := d.Ack(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-acked:
-	case <-time.After(5 * time.Second):
-		t.Fatal("bob never got the ACK")
-	}
-	if err := d.Bye(ctx); err != nil {
-		t.Fatalf("BYE across the nodes: %v", err)
-	}
-	select {
-	case <-byes:
-	case <-time.After(5 * time.Second):
-		t.Fatal("bob never got the BYE")
+	// carol's offer is too large for a datagram: n3 hands it to n2 on TCP,
+	// and the dialog still finds both nodes.
+	for _, c := range []struct {
+		caller *phone
+		sdp    string
+	}{{alice, ""}, {carol, strings.Repeat("a=x-padding:0123456789abcdef\r\n", 50)}} {
+		invite := callFrom(c.caller, c.sdp)
+		d, err := invite("v=0\r\n")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		defer cancel()
+		if err := d.WaitAnswer(ctx, sipgo.AnswerOptions{Username: c.caller.login, Password: testkit.Password(c.caller.login)}); err != nil {
+			t.Fatalf("call from %s not answered: %v", c.caller.login, err)
+		}
+		if rr := d.InviteResponse.GetHeaders("Record-Route"); len(rr) != 4 {
+			t.Fatalf("Record-Route = %v, want both entries of each node", rr)
+		}
+		if err := d.Ack(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-acked:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("bob never got the ACK of %s's call", c.caller.login)
+		}
+		if err := d.Bye(ctx); err != nil {
+			t.Fatalf("BYE across the nodes: %v", err)
+		}
+		select {
+		case <-byes:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("bob never got the BYE of %s's call", c.caller.login)
+		}
 	}
 	if !answered.Load() {
 		t.Fatal("bob's phone did not answer")
 	}
 
+	invite := callFrom(alice, "")
 	d2, err := invite("v=0\r\nring only\r\n")
 	if err != nil {
 		t.Fatal(err)
