@@ -205,12 +205,7 @@ func (l *nodeLink) send(ctx context.Context) {
 		for node, byMID := range wakes {
 			// In MID order: a node queues what it is woken for as it
 			// arrives.
-			order := make([]chat.MID, 0, len(byMID))
-			for mid := range byMID {
-				order = append(order, mid)
-			}
-			slices.Sort(order)
-			for _, mid := range order {
+			for _, mid := range sortedMIDs(byMID) {
 				for _, p := range payloads(node+"\n"+strconv.FormatUint(uint64(mid), 10), byMID[mid]) {
 					l.notify(ctx, wakeChannel, p)
 				}
@@ -224,6 +219,16 @@ func (l *nodeLink) notify(ctx context.Context, channel, payload string) {
 		// The sweeps of the others find it within a few seconds.
 		l.log.Warn("notify other nodes", "channel", channel, "error", err)
 	}
+}
+
+// sortedMIDs returns the events of a wake-up set in MID order.
+func sortedMIDs(m map[chat.MID][]string) []chat.MID {
+	out := make([]chat.MID, 0, len(m))
+	for mid := range m {
+		out = append(out, mid)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // payloads splits items into notifications that each begin with head.
@@ -297,12 +302,7 @@ func (l *nodeLink) applyNotifications(ctx context.Context) {
 	}
 	// In MID order: each member's deliveries are queued in the order
 	// they committed.
-	order := make([]chat.MID, 0, len(woken))
-	for mid := range woken {
-		order = append(order, mid)
-	}
-	slices.Sort(order)
-	for _, mid := range order {
+	for _, mid := range sortedMIDs(woken) {
 		if err := l.dispatch.Wake(ctx, mid, woken[mid]); err != nil && ctx.Err() == nil {
 			// The rows wait: the sweep or a registration brings them.
 			l.log.Warn("read deliveries handed over", "mid", mid, "error", err)

@@ -2,11 +2,8 @@ package app
 
 import (
 	"context"
-	"gchd/internal/testkit"
-	"gchd/storage"
 	"net"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +11,9 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/configs"
+	"gchd/internal/testkit"
+	"gchd/internal/testkit/sipua"
+	"gchd/storage"
 )
 
 // A MESSAGE to a user with two devices reaches both (parallel forking) and
@@ -177,40 +177,8 @@ func TestCall(t *testing.T) {
 	s := startSIP(t)
 	s.addAccount("alice", "pw-alice", "")
 	s.addAccount("bob", "pw-bob", "")
-	acked, byes := make(chan struct{}, 1), make(chan struct{}, 1)
-	var answered atomic.Bool
-	b := newPhone(t, s, "bob", "TCP", withHandlers(func(b *phone) {
-		bdlg := sipgo.NewDialogServerCache(b.cli, sip.ContactHeader{Address: b.contact})
-		b.srv.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-			d, err := bdlg.ReadInvite(req, tx)
-			if err != nil {
-				t.Errorf("ReadInvite: %v", err)
-				return
-			}
-			d.Respond(180, "Ringing", nil)
-			if strings.Contains(string(req.Body()), "ring only") {
-				<-d.Context().Done()
-				return
-			}
-			answered.Store(true)
-			// Respond waits for the ACK of the 2xx, which must cross gchd.
-			if err := d.Respond(200, "OK", []byte("v=0\r\n"), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
-				t.Errorf("answer: %v", err)
-			}
-			<-d.Context().Done()
-		})
-		b.srv.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
-			if bdlg.ReadAck(req, tx) == nil {
-				acked <- struct{}{}
-			}
-		})
-		b.srv.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-			if err := bdlg.ReadBye(req, tx); err != nil {
-				t.Errorf("BYE: %v", err)
-			}
-			byes <- struct{}{}
-		})
-	}))
+	var callee *sipua.Callee
+	b := newPhone(t, s, "bob", "TCP", withHandlers(func(b *phone) { callee = sipua.AnswerCalls(b.sip, b.contact) }))
 	b.register()
 
 	a := newPhone(t, s, "alice", "UDP")
@@ -240,7 +208,7 @@ func TestCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-acked:
+	case <-callee.Acked:
 	case <-time.After(5 * time.Second):
 		t.Fatal("bob never got the ACK")
 	}
@@ -248,12 +216,17 @@ func TestCall(t *testing.T) {
 		t.Fatalf("BYE through gchd: %v", err)
 	}
 	select {
-	case <-byes:
+	case <-callee.Byes:
 	case <-time.After(5 * time.Second):
 		t.Fatal("bob never got the BYE")
 	}
-	if !answered.Load() {
+	if !callee.Answered() {
 		t.Fatal("bob's phone did not answer")
+	}
+	select {
+	case err := <-callee.Errs:
+		t.Fatalf("bob's phone: %v", err)
+	default:
 	}
 
 	// Cancelled while ringing: alice hangs up before bob answers.

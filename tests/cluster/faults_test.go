@@ -192,6 +192,17 @@ func groupWith(t *testing.T, n *node, owner string, logins ...string) int {
 	return id
 }
 
+// annAndDan registers ann over TCP with n2 and dan over UDP with n3, and
+// makes pat's group with them on n1.
+func annAndDan(t *testing.T, n1, n2, n3 *node) (ann, dan *phone, group int) {
+	t.Helper()
+	ann, dan = newPhone(t, n2, "ann", "TCP"), newPhone(t, n3, "dan", "UDP")
+	ann.register()
+	dan.register()
+	time.Sleep(time.Second) // every node knows them
+	return ann, dan, groupWith(t, n1, "pat", "ann", "dan")
+}
+
 // kill9 kills a node's process without letting it stop.
 func kill9(n *node) {
 	n.cmd.Process.Kill()
@@ -251,11 +262,7 @@ func TestKillMemberNode(t *testing.T) {
 // wake-up was never sent.
 func TestKillPostingNode(t *testing.T) {
 	_, n1, n2, n3 := threeNodes(t, "pat", "ann", "dan")
-	ann, dan := newPhone(t, n2, "ann", "TCP"), newPhone(t, n3, "dan", "UDP")
-	ann.register()
-	dan.register()
-	time.Sleep(time.Second)
-	id := groupWith(t, n1, "pat", "ann", "dan")
+	ann, dan, id := annAndDan(t, n1, n2, n3)
 	b := startBurst(n1, "pat", id, 300, 2*time.Millisecond, 80, func() { kill9(n1) })
 	answered := b.wait(t)
 	if len(answered) < 80 {
@@ -270,11 +277,7 @@ func TestKillPostingNode(t *testing.T) {
 // again, catch up from the tables, and every post arrives.
 func TestListenersCut(t *testing.T) {
 	c, n1, n2, n3 := threeNodes(t, "pat", "ann", "dan")
-	ann, dan := newPhone(t, n2, "ann", "TCP"), newPhone(t, n3, "dan", "UDP")
-	ann.register()
-	dan.register()
-	time.Sleep(time.Second)
-	id := groupWith(t, n1, "pat", "ann", "dan")
+	ann, dan, id := annAndDan(t, n1, n2, n3)
 	admin := testkit.PostgresAdmin(t)
 	var name string
 	if err := c.db.QueryRow("SELECT current_database()").Scan(&name); err != nil {
@@ -300,11 +303,7 @@ func TestListenersCut(t *testing.T) {
 // sends nothing stale to the member's old connection.
 func TestFrozenNode(t *testing.T) {
 	c, n1, n2, n3 := threeNodes(t, "pat", "ann", "dan")
-	ann, dan := newPhone(t, n2, "ann", "TCP"), newPhone(t, n3, "dan", "UDP")
-	ann.register()
-	dan.register()
-	time.Sleep(time.Second)
-	id := groupWith(t, n1, "pat", "ann", "dan")
+	ann, dan, id := annAndDan(t, n1, n2, n3)
 	before := c.epoch("n2")
 	var frozenAt uint64
 	b := startBurst(n1, "pat", id, 400, 10*time.Millisecond, 40, func() {

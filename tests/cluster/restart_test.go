@@ -121,11 +121,7 @@ func TestDatabaseRestart(t *testing.T) {
 		within(t, 30*time.Second, n.name+" ready and seeing 3 nodes", func() bool { return n.ready() == 200 && c.sees(t, n, 3)() })
 	}
 	testkit.AddAccounts(t, c.dsn, domain, "pat", "ann", "dan")
-	ann, dan := newPhone(t, n2, "ann", "TCP"), newPhone(t, n3, "dan", "UDP")
-	ann.register()
-	dan.register()
-	time.Sleep(time.Second)
-	id := groupWith(t, n1, "pat", "ann", "dan")
+	ann, dan, id := annAndDan(t, n1, n2, n3)
 	restarted := make(chan error, 1)
 	b := startBurst(n1, "pat", id, 400, 20*time.Millisecond, 50, func() {
 		go func() { restarted <- pg.restart(6 * time.Second) }() // the posts go on meanwhile, and fail

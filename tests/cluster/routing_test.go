@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"gchd/internal/testkit"
+	"gchd/internal/testkit/sipua"
 )
 
 // threeNodes starts n1, n2 and n3 on one database with accounts for
@@ -93,39 +93,8 @@ func TestMessagesAcrossNodes(t *testing.T) {
 // across the nodes.
 func TestCallAcrossNodes(t *testing.T) {
 	_, n1, n2, n3 := threeNodes(t, "alice", "bob", "carol")
-	acked, byes := make(chan struct{}, 1), make(chan struct{}, 1)
-	var answered atomic.Bool
-	bob := newPhone(t, n2, "bob", "TCP", func(b *phone) {
-		dlg := sipgo.NewDialogServerCache(b.sip.Client, sip.ContactHeader{Address: b.contact})
-		b.sip.Server.OnInvite(func(req *sip.Request, tx sip.ServerTransaction) {
-			d, err := dlg.ReadInvite(req, tx)
-			if err != nil {
-				t.Errorf("ReadInvite: %v", err)
-				return
-			}
-			d.Respond(180, "Ringing", nil)
-			if strings.Contains(string(req.Body()), "ring only") {
-				<-d.Context().Done()
-				return
-			}
-			answered.Store(true)
-			if err := d.Respond(200, "OK", []byte("v=0\r\n"), sip.NewHeader("Content-Type", "application/sdp")); err != nil {
-				t.Errorf("answer: %v", err)
-			}
-			<-d.Context().Done()
-		})
-		b.sip.Server.OnAck(func(req *sip.Request, tx sip.ServerTransaction) {
-			if dlg.ReadAck(req, tx) == nil {
-				acked <- struct{}{}
-			}
-		})
-		b.sip.Server.OnBye(func(req *sip.Request, tx sip.ServerTransaction) {
-			if err := dlg.ReadBye(req, tx); err != nil {
-				t.Errorf("BYE: %v", err)
-			}
-			byes <- struct{}{}
-		})
-	})
+	var callee *sipua.Callee
+	bob := newPhone(t, n2, "bob", "TCP", func(b *phone) { callee = sipua.AnswerCalls(b.sip, b.contact) })
 	bob.register()
 	alice := newPhone(t, n1, "alice", "UDP")
 	alice.register()
@@ -167,7 +136,7 @@ func TestCallAcrossNodes(t *testing.T) {
 			t.Fatal(err)
 		}
 		select {
-		case <-acked:
+		case <-callee.Acked:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("bob never got the ACK of %s's call", c.caller.login)
 		}
@@ -175,13 +144,18 @@ func TestCallAcrossNodes(t *testing.T) {
 			t.Fatalf("BYE across the nodes: %v", err)
 		}
 		select {
-		case <-byes:
+		case <-callee.Byes:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("bob never got the BYE of %s's call", c.caller.login)
 		}
 	}
-	if !answered.Load() {
+	if !callee.Answered() {
 		t.Fatal("bob's phone did not answer")
+	}
+	select {
+	case err := <-callee.Errs:
+		t.Fatalf("bob's phone: %v", err)
+	default:
 	}
 
 	invite := callFrom(alice, "")
