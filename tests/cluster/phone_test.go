@@ -108,6 +108,21 @@ func (p *phone) message(to, body string) int {
 	return res.StatusCode
 }
 
+// options sends an OPTIONS to a user and returns the status.
+func (p *phone) options(to string) int {
+	p.t.Helper()
+	target := sip.Uri{Scheme: "sip", User: to, Host: domain}
+	req := sip.NewRequest(sip.OPTIONS, target)
+	req.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", User: p.login, Host: domain},
+		Params: sip.HeaderParams{{K: "tag", V: sip.GenerateTagN(8)}}})
+	req.AppendHeader(&sip.ToHeader{Address: target})
+	res, err := p.do(req)
+	if err != nil {
+		p.t.Fatalf("OPTIONS %s to %s: %v", p.login, to, err)
+	}
+	return res.StatusCode
+}
+
 func (p *phone) received() []*sip.Request {
 	p.mu.Lock()
 	defer p.mu.Unlock()
