@@ -94,10 +94,12 @@ type Dispatcher struct {
 	queued    map[deliveryKey]bool
 	flushes   map[string]bool // logins whose pending rows are to be loaded
 	stopping  bool
-	// reading is set while a load reads pending rows from the store.
-	// Jobs forgotten meanwhile go in settledDuringRead: the rows the load
-	// read may predate their settlement, and must not be queued again.
-	reading           bool
+	// reading counts the loads reading pending rows from the store now
+	// (the loop's, and wake-ups from other nodes). Jobs forgotten
+	// meanwhile go in settledDuringRead, kept until the last load ends:
+	// the rows a load read may predate their settlement, and must not be
+	// queued again.
+	reading           int
 	settledDuringRead map[deliveryKey]bool
 
 	settle chan settleItem
@@ -466,14 +468,15 @@ func (d *Dispatcher) loadDue(ctx context.Context) {
 // already) and is skipped.
 func (d *Dispatcher) loadPending(read func() ([]PendingDelivery, error)) ([]PendingDelivery, error) {
 	d.mu.Lock()
-	d.reading = true
+	d.reading++
 	d.mu.Unlock()
 	ps, err := read()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	defer func() {
-		d.reading = false
-		clear(d.settledDuringRead)
+		if d.reading--; d.reading == 0 {
+			clear(d.settledDuringRead)
+		}
 	}()
 	if err != nil {
 		return nil, err
@@ -632,7 +635,7 @@ func (d *Dispatcher) forget(ss []settleItem, written bool) {
 		if !s.keep {
 			k := deliveryKey{s.MID, s.Login}
 			delete(d.queued, k)
-			if written && d.reading {
+			if written && d.reading > 0 {
 				d.settledDuringRead[k] = true
 			}
 		}
