@@ -97,6 +97,7 @@ type DB struct {
 	control      *sqlx.DB
 	source       string // the driver DSN, for connections opened later
 	commits      groupCommit
+	groupCommits groupBatches // PostgreSQL: chat updates batched per group
 	bindings     bindingWrites
 	accountReads accountReads
 	// writes spaces the batches of both writers, chat updates and
