@@ -84,12 +84,16 @@ func (q queries) Members(ctx context.Context, id chat.GroupID) ([]chat.Member, e
 	}
 	out := make([]chat.Member, len(rows))
 	for i, r := range rows {
-		out[i] = chat.Member{
-			Group: chat.GroupID(r.GroupID), Login: r.Login, DisplayName: r.DisplayName,
-			Status: chat.Status(r.Status), Admin: r.Admin, Since: fromMicros(r.Since), HasAccount: r.HasAccount,
-		}
+		out[i] = r.member()
 	}
 	return out, nil
+}
+
+func (r memberRow) member() chat.Member {
+	return chat.Member{
+		Group: chat.GroupID(r.GroupID), Login: r.Login, DisplayName: r.DisplayName,
+		Status: chat.Status(r.Status), Admin: r.Admin, Since: fromMicros(r.Since), HasAccount: r.HasAccount,
+	}
 }
 
 type eventRow struct {

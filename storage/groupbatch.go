@@ -81,13 +81,15 @@ func (db *DB) updateGroup(ctx context.Context, op string, id chat.GroupID, fn fu
 // heldGroup is the group of a batch's transaction. It holds the group's
 // row lock from before the first update, so that a failing update cannot
 // be what took it; and since nobody else may change the group or its
-// members meanwhile, the batch reads them once for all its updates, which
-// a post would otherwise pay two of its three round trips for. An update
-// that writes either forgets what was read.
+// members meanwhile, the batch reads them with the lock, once for all its
+// updates, which a post would otherwise pay two of its three round trips
+// for. An update that writes either forgets what was read. (Whether a
+// member has an account may change without the group's lock; a change
+// shows from the next batch, as it did from the next transaction.)
 type heldGroup struct {
 	id      chat.GroupID
-	group   *chat.Group   // nil: not known (no such group)
-	members []chat.Member // nil: not read yet
+	group   *chat.Group   // nil: not known (no such group, or written since)
+	members []chat.Member // nil: not known
 }
 
 // forget drops what was read of the group: an update wrote it.
@@ -95,6 +97,40 @@ func (h *heldGroup) forget() {
 	if h != nil {
 		h.group, h.members = nil, nil
 	}
+}
+
+// groupMembersRow is a group with one of its members, or none.
+type groupMembersRow struct {
+	groupRow
+	memberRow
+	HasMember bool `db:"has_member"`
+}
+
+// lockGroup locks group id for a batch and reads it with its members, in
+// one round trip: the members as Members orders them.
+func (q queries) lockGroup(ctx context.Context, id chat.GroupID) (*heldGroup, error) {
+	var rows []groupMembersRow
+	err := q.selectAll(ctx, &rows, `SELECT g.id, g.subject, g.owner, g.created_at, g.avatar_at, g.video_at,
+		       (m.login IS NOT NULL) AS has_member, g.id AS group_id, COALESCE(m.login, '') AS login,
+		       COALESCE(m.display_name, '') AS display_name, COALESCE(m.status, '') AS status,
+		       COALESCE(m.admin, FALSE) AS admin, COALESCE(m.since, 0) AS since, (a.login IS NOT NULL) AS has_account
+		FROM chat_groups g LEFT JOIN members m ON m.group_id = g.id LEFT JOIN accounts a ON a.login = m.login
+		WHERE g.id = ? ORDER BY m.since, m.login FOR UPDATE OF g`, int64(id))
+	if err != nil {
+		return nil, fmt.Errorf("lock group %d: %w", id, err)
+	}
+	h := &heldGroup{id: id}
+	if len(rows) == 0 {
+		return h, nil // no such group: each update finds out for itself
+	}
+	g := rows[0].group()
+	h.group, h.members = &g, []chat.Member{}
+	for _, r := range rows {
+		if r.HasMember {
+			h.members = append(h.members, r.member())
+		}
+	}
+	return h, nil
 }
 
 // errUndo rolls back a batch's transaction to undo one of its updates.
@@ -137,13 +173,9 @@ func (db *DB) runGroupTx(ctx context.Context, op string, id chat.GroupID, batch 
 			// Its failure rolls the transaction back: nothing to track.
 			return batch[0].run(q)
 		}
-		held := &heldGroup{id: id}
-		g, err := q.group(ctx, id, " FOR UPDATE")
-		switch {
-		case err == nil:
-			held.group = &g
-		case !errors.Is(err, chat.ErrNoGroup):
-			return fmt.Errorf("lock group %d: %w", id, err)
+		held, err := q.lockGroup(ctx, id)
+		if err != nil {
+			return err
 		}
 		q.held = held
 		for i, u := range batch {

@@ -3,6 +3,7 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -15,15 +16,28 @@ import (
 	"gchd/storage/storagetest"
 )
 
-// postTo appends a message to group id as chat's sendMessage does.
+// postTo appends a message to group id as chat's sendMessage does. The
+// group and members it reads are what a read outside would.
 func postTo(ctx context.Context, s chat.Store, id chat.GroupID, body string) error {
 	return s.UpdateIn(ctx, id, func(tx chat.Tx) error {
-		if _, err := tx.LockGroup(ctx, id); err != nil {
+		g, err := tx.LockGroup(ctx, id)
+		if err != nil {
 			return err
 		}
 		members, err := tx.Members(ctx, id)
 		if err != nil {
 			return err
+		}
+		wantG, err := s.Group(ctx, id)
+		if err != nil {
+			return err
+		}
+		want, err := s.Members(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !reflect.DeepEqual(g, wantG) || !reflect.DeepEqual(members, want) {
+			return fmt.Errorf("in the update, group %+v and members %+v; outside, %+v and %+v", g, members, wantG, want)
 		}
 		to := make([]string, 0, len(members))
 		for _, m := range members {
@@ -39,7 +53,9 @@ func postTo(ctx context.Context, s chat.Store, id chat.GroupID, body string) err
 func TestGroupUpdatesShareCommits(t *testing.T) {
 	testkit.Each(t, func(t *testing.T, e storage.Engine) {
 		var updates atomic.Int64
-		db, err := storage.Open(context.Background(), testkit.DSN(t, e), storage.Options{Observe: func(op string, _ time.Duration, _ error) {
+		dsn := testkit.DSN(t, e)
+		testkit.AddAccounts(t, dsn, "test", "a", "c") // b is a guest
+		db, err := storage.Open(context.Background(), dsn, storage.Options{Observe: func(op string, _ time.Duration, _ error) {
 			if op == "chat_update" {
 				updates.Add(1)
 			}

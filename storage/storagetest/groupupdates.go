@@ -256,6 +256,31 @@ func testUpdateInFailsAlone(t *testing.T, stores Stores) {
 	}
 }
 
+// Concurrent updates of a group that does not exist find it missing, each.
+func testUpdateInMissingGroup(t *testing.T, stores Stores) {
+	ctx := context.Background()
+	s := stores.Chat
+	g := NewLog(t, s, 0).ID + 100
+	errs := make([]error, 20)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.UpdateIn(ctx, g, func(tx chat.Tx) error {
+				_, err := post(ctx, tx, g, "lost")
+				return err
+			})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, chat.ErrNoGroup) {
+			t.Errorf("update %d of a missing group: %v", i, err)
+		}
+	}
+}
+
 // An update of one group may lock nothing else: the store may share its
 // transaction with other updates of the group.
 func testUpdateInLocksOneGroup(t *testing.T, stores Stores) {

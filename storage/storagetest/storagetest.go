@@ -38,6 +38,7 @@ var conformance = []struct {
 	{"UpdateInCommitsInOrder", testUpdateInCommitsInOrder},
 	{"UpdateInFailsAlone", testUpdateInFailsAlone},
 	{"UpdateInLocksOneGroup", testUpdateInLocksOneGroup},
+	{"UpdateInMissingGroup", testUpdateInMissingGroup},
 	{"EventsFor", testEventsFor},
 	{"EventsBefore", testEventsBefore},
 	{"ReadMarkers", testReadMarkers},
