@@ -29,7 +29,7 @@ func (s *Service) SendMessage(ctx context.Context, c Caller, p Post) (MID, error
 		return 0, err
 	}
 	var mid MID
-	err := s.update(ctx, func(ch *change) error {
+	err := s.updateIn(ctx, p.Group, func(ch *change) error {
 		st, err := s.lock(ctx, ch.tx, p.Group, c.Login, true)
 		if err != nil {
 			return err
@@ -136,7 +136,7 @@ func (s *Service) DeleteMessage(ctx context.Context, c Caller, id GroupID, mid M
 	if err := checkDisplayName(dn); err != nil {
 		return err
 	}
-	return s.update(ctx, func(ch *change) error {
+	return s.updateIn(ctx, id, func(ch *change) error {
 		st, err := s.lock(ctx, ch.tx, id, c.Login, true)
 		if err != nil {
 			return err

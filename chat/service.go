@@ -144,6 +144,21 @@ func (c *change) emit(ctx context.Context, ev Event, recipients []string) (MID, 
 // The streams' ticket ends either way, so that later events are not held
 // back for it.
 func (s *Service) update(ctx context.Context, fn func(*change) error) error {
+	return s.transact(ctx, s.store.Update, fn)
+}
+
+// updateIn is update for a change that locks group id and nothing else
+// (Store.UpdateIn): the store may batch it with the group's other changes.
+// A change runs again after a neighbour's failure as it does after its
+// own: it starts afresh each time, only its ticket kept.
+func (s *Service) updateIn(ctx context.Context, id GroupID, fn func(*change) error) error {
+	return s.transact(ctx, func(ctx context.Context, body func(Tx) error) error {
+		return s.store.UpdateIn(ctx, id, body)
+	}, fn)
+}
+
+// transact runs fn through run, one of the store's updates.
+func (s *Service) transact(ctx context.Context, run func(context.Context, func(Tx) error) error, fn func(*change) error) error {
 	var (
 		c         change
 		tk        *ticket
@@ -155,7 +170,7 @@ func (s *Service) update(ctx context.Context, fn func(*change) error) error {
 			s.events.abort(tk)
 		}
 	}()
-	err := s.store.Update(ctx, func(tx Tx) error {
+	err := run(ctx, func(tx Tx) error {
 		c = change{tx: tx, hub: s.events, ticket: &tk}
 		return fn(&c)
 	})

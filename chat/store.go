@@ -99,6 +99,14 @@ type Store interface {
 	Reader
 	// Update runs fn in one transaction and commits it when fn returns nil.
 	Update(ctx context.Context, fn func(Tx) error) error
+	// UpdateIn is Update for a change that locks group id and nothing
+	// else (LockGroup of id; no other group, no LockSender, both of which
+	// fail): the store may run it in one transaction with other changes of
+	// that group, so that they share the lock and the commit, each still
+	// committed or undone alone. fn may then run more than once, each time
+	// in a new transaction that only the last run commits: it must keep
+	// nothing of an earlier run.
+	UpdateIn(ctx context.Context, id GroupID, fn func(Tx) error) error
 }
 
 // Publisher learns of every committed event and the logins it is due to.

@@ -22,7 +22,11 @@ func (db *DB) ChatStore() chat.Store { return chatStore{db.reader()} }
 type chatStore struct{ queries }
 
 func (s chatStore) Update(ctx context.Context, fn func(chat.Tx) error) error {
-	return s.db.update(ctx, "chat_update", func(q queries) error { return fn(&chatTx{q}) })
+	return s.db.update(ctx, "chat_update", func(q queries) error { return fn(&chatTx{queries: q}) })
+}
+
+func (s chatStore) UpdateIn(ctx context.Context, id chat.GroupID, fn func(chat.Tx) error) error {
+	return s.db.updateGroup(ctx, "chat_update", id, func(q queries) error { return fn(&chatTx{queries: q, only: id}) })
 }
 
 type groupRow struct {
@@ -80,12 +84,16 @@ func (q queries) Members(ctx context.Context, id chat.GroupID) ([]chat.Member, e
 	}
 	out := make([]chat.Member, len(rows))
 	for i, r := range rows {
-		out[i] = chat.Member{
-			Group: chat.GroupID(r.GroupID), Login: r.Login, DisplayName: r.DisplayName,
-			Status: chat.Status(r.Status), Admin: r.Admin, Since: fromMicros(r.Since), HasAccount: r.HasAccount,
-		}
+		out[i] = r.member()
 	}
 	return out, nil
+}
+
+func (r memberRow) member() chat.Member {
+	return chat.Member{
+		Group: chat.GroupID(r.GroupID), Login: r.Login, DisplayName: r.DisplayName,
+		Status: chat.Status(r.Status), Admin: r.Admin, Since: fromMicros(r.Since), HasAccount: r.HasAccount,
+	}
 }
 
 type eventRow struct {
@@ -330,14 +338,54 @@ func (q queries) Media(ctx context.Context, id chat.GroupID, kind chat.MediaKind
 }
 
 // chatTx is chat.Tx over one SQL transaction.
-type chatTx struct{ queries }
+type chatTx struct {
+	queries
+	// only is the group an update of UpdateIn may lock: on PostgreSQL it
+	// shares its transaction with other updates of that group, and a lock
+	// of anything else could deadlock with another node's batch.
+	only chat.GroupID
+}
+
+// errOtherLock refuses a lock outside the one group of an UpdateIn.
+var errOtherLock = errors.New("an update of one group takes a lock outside it")
 
 func (t *chatTx) LockGroup(ctx context.Context, id chat.GroupID) (chat.Group, error) {
+	if t.only != 0 && id != t.only {
+		return chat.Group{}, fmt.Errorf("lock group %d in an update of group %d: %w", id, t.only, errOtherLock)
+	}
+	if h := t.held; h != nil && h.id == id {
+		if h.group != nil {
+			return *h.group, nil
+		}
+		// Locked already; read again after a write.
+		g, err := t.group(ctx, id, "")
+		if err == nil {
+			h.group = &g
+		}
+		return g, err
+	}
 	// SQLite transactions are already exclusive (BEGIN IMMEDIATE).
 	if t.db.engine == Postgres {
 		return t.group(ctx, id, " FOR UPDATE")
 	}
 	return t.group(ctx, id, "")
+}
+
+// Members reads the members of the batch's group once for the batch
+// (heldGroup); each caller gets a copy of its own.
+func (t *chatTx) Members(ctx context.Context, id chat.GroupID) ([]chat.Member, error) {
+	h := t.held
+	if h == nil || h.id != id {
+		return t.queries.Members(ctx, id)
+	}
+	if h.members == nil {
+		m, err := t.queries.Members(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		h.members = m
+	}
+	return append([]chat.Member(nil), h.members...), nil
 }
 
 func (t *chatTx) CreateGroup(ctx context.Context, g chat.Group) (chat.GroupID, error) {
@@ -351,12 +399,14 @@ func (t *chatTx) CreateGroup(ctx context.Context, g chat.Group) (chat.GroupID, e
 }
 
 func (t *chatTx) UpdateGroup(ctx context.Context, g chat.Group) error {
+	t.held.forget()
 	_, err := t.exec(ctx, `UPDATE chat_groups SET subject = ?, owner = ?, avatar_at = ?, video_at = ? WHERE id = ?`,
 		g.Subject, g.Owner, micros(g.AvatarAt), micros(g.VideoAt), int64(g.ID))
 	return err
 }
 
 func (t *chatTx) DeleteGroup(ctx context.Context, id chat.GroupID) error {
+	t.held.forget()
 	// Deliveries and receipts go with their events, members and media with
 	// the group (ON DELETE CASCADE). A group has one DG, the one just
 	// appended: it stays to be delivered.
@@ -368,6 +418,7 @@ func (t *chatTx) DeleteGroup(ctx context.Context, id chat.GroupID) error {
 }
 
 func (t *chatTx) PutMember(ctx context.Context, m chat.Member) error {
+	t.held.forget()
 	_, err := t.exec(ctx, `INSERT INTO members (group_id, login, display_name, status, admin, since, read_mid)
 		VALUES (?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(mid), 0) FROM events WHERE group_id = ?))
 		ON CONFLICT (group_id, login) DO UPDATE SET display_name = excluded.display_name,
@@ -513,6 +564,9 @@ func (t *chatTx) PutMedia(ctx context.Context, m chat.Media) error {
 const quotaLockSpace = 0x67636864
 
 func (t *chatTx) LockSender(ctx context.Context, login string) error {
+	if t.only != 0 {
+		return fmt.Errorf("lock the quotas of %s in an update of group %d: %w", login, t.only, errOtherLock)
+	}
 	// SQLite transactions are exclusive already (BEGIN IMMEDIATE).
 	if t.db.engine != Postgres {
 		return nil

@@ -20,7 +20,7 @@ const maxGroupCommit = 64
 // PostgreSQL runs updates concurrently on its own connections instead:
 // there, gchd nodes sharing the database could lock two groups of one
 // batch in opposite orders and deadlock, and each savepoint would cost a
-// round trip.
+// round trip. It batches only the updates of one group (groupbatch.go).
 type groupCommit = batcher[*queuedUpdate]
 
 type queuedUpdate struct {
@@ -56,6 +56,14 @@ func (u *queuedUpdate) result() error {
 // needs no savepoint: its failure rolls back the transaction.
 func (db *DB) runBatch(ctx context.Context, op string, batch []*queuedUpdate) {
 	ctx = context.WithoutCancel(ctx) // the leader's caller giving up must not undo the others
+	defer func() {
+		// A panic outside the updates (the driver's, say) must not leave
+		// the others to report a commit that did not happen.
+		if p := recover(); p != nil {
+			settle(batch, fmt.Errorf("group commit: panic: %v", p))
+			panic(p)
+		}
+	}()
 	err := db.inTxPrepared(ctx, op, func(q queries) error {
 		q.txCtx = ctx // nor any other caller's
 		if len(batch) == 1 {
@@ -76,13 +84,7 @@ func (db *DB) runBatch(ctx context.Context, op string, batch []*queuedUpdate) {
 		}
 		return nil
 	})
-	if err != nil {
-		for _, u := range batch {
-			if u.err == nil && u.panicked == nil {
-				u.err = err
-			}
-		}
-	}
+	settle(batch, err)
 }
 
 // run runs the update's function and records its outcome; a panic is kept

@@ -26,6 +26,14 @@ type queries struct {
 	// giving up must not interrupt a statement, which would make SQLite
 	// roll back the others' work with its own.
 	txCtx context.Context
+	// effects, when set, learns what each statement did: an update that
+	// shares a PostgreSQL transaction without a savepoint (groupbatch.go)
+	// is undone by running its neighbours again, which is needed only when
+	// it wrote or a statement of it failed.
+	effects *effects
+	// held, in a batch of one chat group's updates, is that group: the
+	// transaction holds its row lock, and what was read of it (groupbatch.go).
+	held *heldGroup
 }
 
 // ctx returns the context a statement runs with.
@@ -109,9 +117,9 @@ func (q queries) get(ctx context.Context, dest any, query string, args ...any) e
 		return err
 	}
 	if st == nil {
-		return classify(sqlx.GetContext(ctx, q.ext(), dest, q.db.sql(query), args...))
+		return q.effects.note(query, classify(sqlx.GetContext(ctx, q.ext(), dest, q.db.sql(query), args...)))
 	}
-	return classify(st.GetContext(ctx, dest, args...))
+	return q.effects.note(query, classify(st.GetContext(ctx, dest, args...)))
 }
 
 // scan reads one row into dest in column order. It skips sqlx's
@@ -123,9 +131,9 @@ func (q queries) scan(ctx context.Context, query string, args []any, dest ...any
 		return err
 	}
 	if st == nil {
-		return classify(q.ext().QueryRowxContext(ctx, q.db.sql(query), args...).Scan(dest...))
+		return q.effects.note(query, classify(q.ext().QueryRowxContext(ctx, q.db.sql(query), args...).Scan(dest...)))
 	}
-	return classify(st.QueryRowContext(ctx, args...).Scan(dest...))
+	return q.effects.note(query, classify(st.QueryRowContext(ctx, args...).Scan(dest...)))
 }
 
 func (q queries) selectAll(ctx context.Context, dest any, query string, args ...any) error {
@@ -137,7 +145,7 @@ func (q queries) selectAll(ctx context.Context, dest any, query string, args ...
 	if st == nil {
 		return q.selectOnce(ctx, dest, query, args...)
 	}
-	return classify(st.SelectContext(ctx, dest, args...))
+	return q.effects.note(query, classify(st.SelectContext(ctx, dest, args...)))
 }
 
 func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -150,7 +158,7 @@ func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Resul
 		return q.execOnce(ctx, query, args...)
 	}
 	res, err := st.ExecContext(ctx, args...)
-	return res, classify(err)
+	return res, q.effects.note(query, classify(err))
 }
 
 // ext runs statements whose text varies (IN lists, multi-row VALUES):
@@ -164,11 +172,11 @@ func (q queries) ext() sqlx.ExtContext {
 
 func (q queries) selectOnce(ctx context.Context, dest any, query string, args ...any) error {
 	ctx = q.ctx(ctx)
-	return classify(sqlx.SelectContext(ctx, q.ext(), dest, q.db.sql(query), args...))
+	return q.effects.note(query, classify(sqlx.SelectContext(ctx, q.ext(), dest, q.db.sql(query), args...)))
 }
 
 func (q queries) execOnce(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	ctx = q.ctx(ctx)
 	res, err := q.ext().ExecContext(ctx, q.db.sql(query), args...)
-	return res, classify(err)
+	return res, q.effects.note(query, classify(err))
 }

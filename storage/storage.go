@@ -95,10 +95,11 @@ type DB struct {
 	// control carries the node's lease (and the cluster's own traffic) on
 	// connections of its own: a pool busy with deliveries must not delay a
 	// renewal into a fence. For SQLite it is the writer.
-	control  *sqlx.DB
-	source   string // the driver DSN, for connections opened later
-	commits  groupCommit
-	bindings bindingWrites
+	control      *sqlx.DB
+	source       string // the driver DSN, for connections opened later
+	commits      groupCommit
+	groupCommits groupBatches // PostgreSQL: chat updates batched per group
+	bindings     bindingWrites
 	// bindingsSaved is told the AORs of each committed batch of bindings
 	// (OnBindingsSaved).
 	bindingsSaved atomic.Pointer[func(aors []string)]
