@@ -6,6 +6,8 @@
 //	sipload uas    [flags]   register users, answer MESSAGE, count them
 //	sipload fanout [flags]   register a group's members, post to the group
 //	                         over the API at fixed rates, count deliveries
+//	sipload relay  [flags]   MESSAGEs from one phone to users registered at
+//	                         fixed rates, through one node or two
 //
 // Run "sipload uas -h" or "sipload fanout -h" for the flags. See
 // bench/sip/README.md.
@@ -46,6 +48,8 @@ func main() {
 		err = runUAS(os.Args[2:])
 	case "fanout":
 		err = runFanout(os.Args[2:])
+	case "relay":
+		err = runRelay(os.Args[2:])
 	default:
 		usage()
 	}
@@ -56,7 +60,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: sipload uas|fanout [flags] (-h for the flags)")
+	fmt.Fprintln(os.Stderr, "usage: sipload uas|fanout|relay [flags] (-h for the flags)")
 	os.Exit(2)
 }
 
@@ -193,9 +197,19 @@ func (p *phones) registerOne(ctx context.Context, user, password string) error {
 	return nil
 }
 
-// registerAll registers users first..first+count-1, at most regRate a
-// second, and fails on the first refusal.
-func (p *phones) registerAll(userPattern, passPattern string, count int) error {
+// numbers returns first..first+count-1.
+func numbers(first, count int) []int {
+	ns := make([]int, count)
+	for i := range ns {
+		ns[i] = first + i
+	}
+	return ns
+}
+
+// registerAll registers the users numbered nums, at most regRate a second,
+// and fails on the first refusal.
+func (p *phones) registerAll(userPattern, passPattern string, nums []int) error {
+	count := len(nums)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(count/max(1, p.f.regRate)+60)*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -207,7 +221,7 @@ func (p *phones) registerAll(userPattern, passPattern string, count int) error {
 		<-tick.C
 		sem <- struct{}{}
 		wg.Add(1)
-		n := p.f.first + i
+		n := nums[i]
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
@@ -253,7 +267,7 @@ func runUAS(args []string) error {
 	}
 	defer p.close()
 	start := time.Now()
-	if err := p.registerAll(*users, *passwords, *count); err != nil {
+	if err := p.registerAll(*users, *passwords, numbers(f.first, *count)); err != nil {
 		return err
 	}
 	fmt.Printf("# registered %d users over %s from %s in %.1fs\n", *count, strings.ToUpper(f.transport), f.listen,
@@ -368,7 +382,9 @@ type fanoutFlags struct {
 	drain      time.Duration
 	cooldown   time.Duration
 	minAch     float64
-	pid        int
+	pids       string
+	dbProc     string
+	servers    string
 	out        string
 	label      string
 	conns      int
@@ -378,8 +394,11 @@ func runFanout(args []string) error {
 	fs := flag.NewFlagSet("fanout", flag.ExitOnError)
 	var f fanoutFlags
 	f.register(fs)
-	fs.StringVar(&f.api, "api", "http://127.0.0.1:18080/gch.ashx", "gchd API URL")
-	fs.StringVar(&f.metricsURL, "metrics", "http://127.0.0.1:18080/metrics", "gchd metrics URL (empty: not read)")
+	fs.StringVar(&f.servers, "servers", "", "comma-separated SIP servers (cluster nodes): member i registers with the (i mod n)-th, "+
+		"each server's members from their own socket, -listen's port + the server's index (empty: -server)")
+	fs.StringVar(&f.api, "api", "http://127.0.0.1:18080/gch.ashx", "gchd API URL, or a comma-separated list that posts go to in turn")
+	fs.StringVar(&f.metricsURL, "metrics", "http://127.0.0.1:18080/metrics", "gchd metrics URL or comma-separated URLs, "+
+		"delivery outcomes summed (empty: not read)")
 	fs.StringVar(&f.sender, "sender", "sender:x", "login:password of the member who posts")
 	fs.IntVar(&f.group, "group", 1, "group id")
 	fs.StringVar(&f.members, "members", "member%02d", "members' login pattern; they are registered at -listen")
@@ -397,7 +416,8 @@ func runFanout(args []string) error {
 	fs.DurationVar(&f.drain, "drain", 2*time.Second, "time after the last answer for the deliveries to arrive")
 	fs.DurationVar(&f.cooldown, "cooldown", 2*time.Second, "pause between steps")
 	fs.Float64Var(&f.minAch, "min-achieved", 0.97, "a step passes only if this share of the target rate was answered")
-	fs.IntVar(&f.pid, "pid", 0, "gchd's process id, for its CPU")
+	fs.StringVar(&f.pids, "pid", "", "gchd's process id, or comma-separated ids, for the server CPU (summed, and each)")
+	fs.StringVar(&f.dbProc, "db-proc", "", "also count the CPU of every process of this name (postgres)")
 	fs.StringVar(&f.out, "out", "", "append one TSV row per step to this file")
 	fs.StringVar(&f.label, "label", "fanout", "label of the TSV rows")
 	fs.IntVar(&f.conns, "conns", 256, "most HTTP connections")
@@ -414,17 +434,41 @@ func runFanout(args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := newPhones(f.phoneFlags, rec.add)
+	servers := splitList(f.servers)
+	if len(servers) == 0 {
+		servers = []string{f.server}
+	}
+	listens, err := listenAddrs(f.listen, len(servers))
 	if err != nil {
 		return err
 	}
-	defer p.close()
-	if err := p.registerAll(f.members, f.memberPass, f.count); err != nil {
+	nums := make([][]int, len(servers))
+	for i := 0; i < f.count; i++ {
+		nums[i%len(servers)] = append(nums[i%len(servers)], f.first+i)
+	}
+	for k, server := range servers {
+		pf := f.phoneFlags
+		pf.server, pf.listen = server, listens[k]
+		p, err := newPhones(pf, rec.add)
+		if err != nil {
+			return err
+		}
+		defer p.close()
+		if err := p.registerAll(f.members, f.memberPass, nums[k]); err != nil {
+			return err
+		}
+		if len(servers) == 1 {
+			fmt.Printf("# registered %d members over %s at %s\n", f.count, strings.ToUpper(f.transport), f.listen)
+		} else {
+			fmt.Printf("# registered %d members over %s at %s with %s\n", len(nums[k]), strings.ToUpper(f.transport), pf.listen, server)
+		}
+	}
+	pids, err := parsePIDs(f.pids)
+	if err != nil {
 		return err
 	}
-	fmt.Printf("# registered %d members over %s at %s\n", f.count, strings.ToUpper(f.transport), f.listen)
 
-	d := &driver{f: f, rec: rec, client: &http.Client{
+	d := &driver{f: f, rec: rec, apis: splitList(f.api), metrics: splitList(f.metricsURL), cpu: newCPUMeter(pids, f.dbProc), client: &http.Client{
 		Timeout: 30 * time.Second,
 		Transport: &http.Transport{MaxIdleConns: f.conns, MaxIdleConnsPerHost: f.conns, MaxConnsPerHost: f.conns,
 			IdleConnTimeout: time.Minute},
@@ -515,6 +559,10 @@ func runFanout(args []string) error {
 type driver struct {
 	f          fanoutFlags
 	rec        *receipts
+	apis       []string
+	metrics    []string
+	cpu        *cpuMeter
+	next       atomic.Uint64 // the API of the next post, in turn
 	client     *http.Client
 	user, pass string
 	seq        int
@@ -536,6 +584,7 @@ type result struct {
 	pmax           time.Duration
 	api50, api99   time.Duration
 	srvCPU, myCPU  float64
+	cpu            cpuUse
 	rcvbufErr      int64
 	outcomes       map[string]float64
 	pass           bool
@@ -546,10 +595,12 @@ type result struct {
 // expired. "stored" is not one: it is a delivery waiting for a member to
 // register (gchd older than the rule that the sender is no recipient of her
 // own text stored one for the sender, who has no device here, per message).
+// Nor is "handed_over": in a cluster, a delivery passed to the node that
+// holds the member's flow, which counts it as delivered.
 func (r result) failures() float64 {
 	n := 0.0
 	for k, v := range r.outcomes {
-		if k != "delivered" && k != "stored" {
+		if k != "delivered" && k != "stored" && k != "handed_over" {
 			n += v
 		}
 	}
@@ -563,6 +614,7 @@ func (r result) String() string {
 		"last-receipt-after-200 p50=%.1fms p90=%.1fms p99=%.1fms max=%.1fms api p50=%.1fms p99=%.1fms srvCPU=%5.1f%% loadCPU=%5.1f%% udpRcvbufErr=%d",
 		r.rate, r.achieved, r.ok, r.fail, r.delivered, r.expected, r.dups, r.delivRate, r.drainMS,
 		ms(r.p50), ms(r.p90), ms(r.p99), ms(r.pmax), ms(r.api50), ms(r.api99), r.srvCPU, r.myCPU, r.rcvbufErr)
+	s += r.cpu.perTransaction("deliv", r.delivered)
 	if len(r.outcomes) > 0 {
 		var keys []string
 		for k := range r.outcomes {
@@ -614,7 +666,7 @@ func (d *driver) run(rate int, dur time.Duration) result {
 	d.rec.mu.Lock()
 	unmatched0 := d.rec.unmatched
 	d.rec.mu.Unlock()
-	cpu0, my0, rb0 := procTicks(d.f.pid), procTicks(os.Getpid()), rcvbufErrors()
+	cpu0, my0, rb0 := d.cpu.read(), procTicks(os.Getpid()), rcvbufErrors()
 	calls := make([]sent, n)
 	var wg sync.WaitGroup
 	t0 := time.Now()
@@ -667,7 +719,7 @@ func (d *driver) run(rate int, dur time.Duration) result {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t1 := time.Now()
-	cpu1, my1, rb1 := procTicks(d.f.pid), procTicks(os.Getpid()), rcvbufErrors()
+	cpu1, my1, rb1 := d.cpu.read(), procTicks(os.Getpid()), rcvbufErrors()
 	var lastReceipt time.Time
 	res.delivered, res.dups, lastReceipt = d.count(mids)
 	d.rec.mu.Lock()
@@ -695,14 +747,15 @@ func (d *driver) run(rate int, dur time.Duration) result {
 	res.api50, res.api99 = pct(apiLat, 0.5), pct(apiLat, 0.99)
 	wall := t1.Sub(t0).Seconds()
 	hz := 100.0
-	res.srvCPU = 100 * float64(cpu1-cpu0) / hz / wall
+	res.cpu = d.cpu.use(cpu0, cpu1, wall)
+	res.srvCPU = res.cpu.total
 	res.myCPU = 100 * float64(my1-my0) / hz / wall
 	res.rcvbufErr = rb1 - rb0
 	// Let the settlements (written in batches) land before reading them.
 	time.Sleep(200 * time.Millisecond)
-	if outcomes0 != nil {
+	if outcomes1 := d.outcomes(); outcomes0 != nil && outcomes1 != nil {
 		res.outcomes = map[string]float64{}
-		for k, v := range d.outcomes() {
+		for k, v := range outcomes1 {
 			if dv := v - outcomes0[k]; dv != 0 {
 				res.outcomes[k] = dv
 			}
@@ -741,7 +794,8 @@ func (d *driver) post(text string) sent {
 	form := url.Values{}
 	form.Set("gm", "sendMessage")
 	form.Set("pm", fmt.Sprintf(`{"id":%d,"mb":%q}`, d.f.group, text))
-	req, err := http.NewRequest("POST", d.f.api, strings.NewReader(form.Encode()))
+	api := d.apis[(d.next.Add(1)-1)%uint64(len(d.apis))]
+	req, err := http.NewRequest("POST", api, strings.NewReader(form.Encode()))
 	if err != nil {
 		s.err = err
 		return s
@@ -761,36 +815,11 @@ func (d *driver) post(text string) sent {
 	return s
 }
 
-// outcomes reads gchd_delivery_attempts_total by outcome.
+// outcomes reads gchd_delivery_attempts_total by outcome, summed over the
+// servers; nil if one of them did not answer (a partial sum would read as
+// a drop).
 func (d *driver) outcomes() map[string]float64 {
-	if d.f.metricsURL == "" {
-		return nil
-	}
-	resp, err := http.Get(d.f.metricsURL)
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil
-	}
-	out := map[string]float64{}
-	const prefix = `gchd_delivery_attempts_total{outcome="`
-	for _, line := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(line, prefix) {
-			continue
-		}
-		rest := line[len(prefix):]
-		name, value, ok := strings.Cut(rest, `"} `)
-		if !ok {
-			continue
-		}
-		if v, err := strconv.ParseFloat(strings.TrimSpace(value), 64); err == nil {
-			out[name] = v
-		}
-	}
-	return out
+	return sumCounters(d.metrics, `gchd_delivery_attempts_total{outcome="`, `"} `)
 }
 
 // pct returns the q-quantile (nearest rank) of ds; it sorts ds.
