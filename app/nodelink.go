@@ -365,7 +365,19 @@ func (l *nodeLink) sweep(ctx context.Context, all bool) {
 	if all {
 		low = 0
 	}
-	logins, err := l.db.WaitingAfter(ctx, low, 100000)
+	// Only the members whose deliveries this node sends are its to find;
+	// the deliveries of offline members wait for a registration, which
+	// reads them.
+	var mine []string
+	for _, login := range l.bindings.OnNode(l.self) {
+		if l.bindings.Owner(login) == l.self && !l.dispatch.Holds(login) {
+			mine = append(mine, login)
+		}
+	}
+	if len(mine) == 0 {
+		return
+	}
+	logins, err := l.db.WaitingAfter(ctx, low, mine, 100000)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("sweep waiting deliveries", "error", err)

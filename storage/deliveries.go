@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -247,18 +248,55 @@ func (s deliveryStore) PurgeDeleted(ctx context.Context) (int, error) {
 	return int(n), err
 }
 
-// WaitingAfter lists the members with a delivery waiting for a
-// registration among the events after MID after: a node's catch-up reads
-// it to find work whose wake-up it may have missed.
-func (db *DB) WaitingAfter(ctx context.Context, after chat.MID, limit int) ([]string, error) {
-	var logins []string
-	err := db.reader().selectAll(ctx, &logins,
-		"SELECT DISTINCT login FROM deliveries WHERE mid > ? AND state = 'p' AND next_at = 0 LIMIT ?", int64(after), limit)
-	if err != nil {
-		return nil, fmt.Errorf("select waiting deliveries after %d: %w", after, err)
+// WaitingAfter lists the members among logins with a delivery waiting for
+// a registration among the events after MID after: a node's catch-up
+// reads it to find work whose wake-up it may have missed, for the members
+// whose deliveries it sends. Nil logins asks for every member; so does a
+// list longer than a few chunks, for which one range scan is cheaper
+// than the probes.
+//
+// The list matters where members are offline: their deliveries stay
+// waiting, and a scan of every waiting row of the last seconds' events
+// cost PostgreSQL about a tenth of a core at 1,500 posts/s with nobody
+// online, every second.
+func (db *DB) WaitingAfter(ctx context.Context, after chat.MID, logins []string, limit int) ([]string, error) {
+	r := db.reader()
+	if logins == nil || len(logins) > maxWaitingProbes {
+		var found []string
+		if err := r.selectAll(ctx, &found,
+			"SELECT DISTINCT login FROM deliveries WHERE mid > ? AND state = 'p' AND next_at = 0 LIMIT ?", int64(after), limit); err != nil {
+			return nil, fmt.Errorf("select waiting deliveries after %d: %w", after, err)
+		}
+		return found, nil
 	}
-	return logins, nil
+	var out []string
+	for chunk := range slices.Chunk(logins, 500) {
+		var found []string
+		var err error
+		if db.engine == Postgres {
+			err = r.selectAll(ctx, &found, "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login = ANY(?) AND mid > ? AND next_at = 0",
+				pq.Array(chunk), int64(after))
+		} else {
+			query := "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login IN (?" + strings.Repeat(", ?", len(chunk)-1) + ") AND mid > ? AND next_at = 0"
+			args := make([]any, 0, len(chunk)+1)
+			for _, l := range chunk {
+				args = append(args, l)
+			}
+			err = r.selectOnce(ctx, &found, query, append(args, int64(after))...)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("select waiting deliveries after %d: %w", after, err)
+		}
+		out = append(out, found...)
+		if len(out) >= limit {
+			return out[:limit], nil
+		}
+	}
+	return out, nil
 }
+
+// maxWaitingProbes bounds the logins WaitingAfter looks up one by one.
+const maxWaitingProbes = 4096
 
 // Advisory locks of the janitor work that one node does for the cluster
 // at a time: "gchd" and a name of four letters, in ASCII.

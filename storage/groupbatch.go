@@ -169,15 +169,17 @@ func (db *DB) runGroupTx(ctx context.Context, op string, id chat.GroupID, batch 
 	undo := -1
 	err := db.inTxPrepared(ctx, op, func(q queries) error {
 		q.txCtx = ctx // nor any other caller's
-		if len(batch) == 1 {
-			// Its failure rolls the transaction back: nothing to track.
-			return batch[0].run(q)
-		}
+		// A lone update too: the group and its members in one round trip
+		// instead of two.
 		held, err := q.lockGroup(ctx, id)
 		if err != nil {
 			return err
 		}
 		q.held = held
+		if len(batch) == 1 {
+			// Its failure rolls the transaction back: nothing to track.
+			return batch[0].run(q)
+		}
 		for i, u := range batch {
 			var e effects
 			q.effects = &e
