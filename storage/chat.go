@@ -440,6 +440,19 @@ func (t *chatTx) AppendEvent(ctx context.Context, e chat.Event, recipients []str
 	if e.Kind.Unsolicited() {
 		quotaSender = e.Sender
 	}
+	if b := t.appends; b != nil {
+		mid, ok, err := b.take(ctx, t.queries)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			b.add(mid, e, ct, recipients, quotaSender)
+			if t.effects != nil {
+				t.effects.wrote = true // undone, should it fail, by a rerun without it
+			}
+			return chat.MID(mid), nil
+		}
+	}
 	if t.db.engine == Postgres {
 		// One round trip for the event and its fan-out: the group is locked
 		// meanwhile, so every round trip here is time other senders wait.

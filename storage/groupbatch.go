@@ -150,6 +150,14 @@ func (db *DB) runGroupBatch(ctx context.Context, op string, id chat.GroupID, bat
 	}()
 	for len(batch) > 0 {
 		undo, err := db.runGroupTx(ctx, op, id, batch)
+		if undo == splitBatch {
+			for _, u := range batch {
+				u.err, u.panicked = nil, nil
+				_, err := db.runGroupTx(ctx, op, id, []*queuedUpdate{u})
+				settle([]*queuedUpdate{u}, err)
+			}
+			return
+		}
 		if undo < 0 {
 			settle(batch, err)
 			return
@@ -180,10 +188,16 @@ func (db *DB) runGroupTx(ctx context.Context, op string, id chat.GroupID, batch 
 			// Its failure rolls the transaction back: nothing to track.
 			return batch[0].run(q)
 		}
+		appends := &appendBuffer{want: len(batch)}
+		q.appends = appends
 		for i, u := range batch {
 			var e effects
 			q.effects = &e
 			err := u.run(q)
+			if appends.failed != nil {
+				undo = splitBatch
+				return appends.failed
+			}
 			if e.failed != nil || (err != nil && e.wrote) {
 				if u.err == nil && u.panicked == nil {
 					u.err = e.failed // it went on after a failed statement
@@ -192,13 +206,23 @@ func (db *DB) runGroupTx(ctx context.Context, op string, id chat.GroupID, batch 
 				return errUndo
 			}
 		}
+		q.effects = nil
+		if err := q.flushAppends(ctx); err != nil {
+			undo = splitBatch
+			return err
+		}
 		return nil
 	})
-	if undo >= 0 {
+	if undo >= 0 || undo == splitBatch {
 		return undo, nil
 	}
 	return -1, err
 }
+
+// splitBatch is runGroupTx's answer when the batch's events failed to be
+// written together: which update's event failed is not known, so each
+// runs again in a transaction of its own.
+const splitBatch = -2
 
 // settle gives err to every update of batch that has no outcome of its
 // own: one that succeeded is not committed.

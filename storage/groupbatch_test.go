@@ -201,3 +201,115 @@ func TestGroupUpdatesOfTwoNodes(t *testing.T) {
 		t.Errorf("the logs hold %d posts, want %d", total, 16*perWorker)
 	}
 }
+
+// The events a batch appends are written together on PostgreSQL: each
+// post gets its own MID with its deliveries, an update that reads after
+// appending sees what the batch appended before it, and an event the
+// database refuses (a NUL byte: PostgreSQL's text has none; SQLite takes
+// it) fails its post alone.
+func TestGroupBatchWritesEventsTogether(t *testing.T) {
+	testkit.Each(t, func(t *testing.T, e storage.Engine) {
+		dsn := testkit.DSN(t, e)
+		testkit.AddAccounts(t, dsn, "test", "a", "b", "c")
+		db, err := storage.Open(context.Background(), dsn, storage.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		ctx := context.Background()
+		s := db.ChatStore()
+		g := storagetest.NewLog(t, s, 0).ID
+
+		held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+		go func() {
+			done <- s.UpdateIn(ctx, g, func(tx chat.Tx) error {
+				close(held)
+				<-release
+				return nil
+			})
+		}()
+		<-held
+		const n = 12
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		mids := make([]chat.MID, n)
+		bodies := make([]string, n)
+		for i := range n {
+			bodies[i] = fmt.Sprintf("post %d", i)
+			if i == 5 {
+				bodies[i] = "nul \x00 byte"
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = s.UpdateIn(ctx, g, func(tx chat.Tx) error {
+					mid, err := tx.AppendEvent(ctx, chat.Event{Group: g, Kind: chat.KindMessage, Sender: "a", Body: bodies[i], Time: storagetest.T0}, []string{"b", "c"})
+					if err != nil {
+						return err
+					}
+					mids[i] = mid
+					if i%3 != 0 {
+						return nil
+					}
+					// This update reads its group's log: it must find its
+					// own event, written before the read.
+					evs, err := tx.Events(ctx, g, mid-1, 10)
+					if err != nil {
+						return err
+					}
+					if len(evs) == 0 || evs[0].MID != mid || evs[0].Body != bodies[i] {
+						return fmt.Errorf("after appending MID %d, the log from there holds %+v", mid, evs)
+					}
+					return nil
+				})
+			}()
+		}
+		time.Sleep(100 * time.Millisecond)
+		close(release)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		want := n
+		if e == storage.Postgres {
+			want = n - 1
+		}
+		seen := map[chat.MID]bool{}
+		for i, err := range errs {
+			if i == 5 && e == storage.Postgres {
+				if err == nil {
+					t.Errorf("the post with a NUL byte succeeded")
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("post %d: %v", i, err)
+				continue
+			}
+			if seen[mids[i]] {
+				t.Errorf("MID %d given twice", mids[i])
+			}
+			seen[mids[i]] = true
+			ev, err := s.Event(ctx, mids[i])
+			if err != nil || ev.Body != bodies[i] {
+				t.Errorf("post %d: MID %d holds %+v (%v)", i, mids[i], ev, err)
+			}
+		}
+		evs, err := s.Events(ctx, g, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) != want {
+			t.Errorf("the log holds %d events, want %d", len(evs), want)
+		}
+		for _, login := range []string{"b", "c"} {
+			pending, err := db.DeliveryStore().PendingFor(ctx, login, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(pending) != want {
+				t.Errorf("%s has %d pending deliveries, want %d", login, len(pending), want)
+			}
+		}
+	})
+}

@@ -34,6 +34,10 @@ type queries struct {
 	// held, in a batch of one chat group's updates, is that group: the
 	// transaction holds its row lock, and what was read of it (groupbatch.go).
 	held *heldGroup
+	// appends, in such a batch on PostgreSQL, holds the events appended
+	// and not written yet (appendbatch.go): every statement writes them
+	// first.
+	appends *appendBuffer
 }
 
 // ctx returns the context a statement runs with.
@@ -87,6 +91,9 @@ type stmtKey struct {
 // prepared returns the statement for query, prepared on q's pool and bound
 // to q's transaction; nil inside a transaction when it is not prepared yet.
 func (q queries) prepared(ctx context.Context, query string) (*sqlx.Stmt, error) {
+	if err := q.flushAppends(ctx); err != nil {
+		return nil, err
+	}
 	key := stmtKey{q.pool, query}
 	v, ok := q.db.stmts.Load(key)
 	if !ok && q.tx != nil {
@@ -172,11 +179,17 @@ func (q queries) ext() sqlx.ExtContext {
 
 func (q queries) selectOnce(ctx context.Context, dest any, query string, args ...any) error {
 	ctx = q.ctx(ctx)
+	if err := q.flushAppends(ctx); err != nil {
+		return err
+	}
 	return q.effects.note(query, classify(sqlx.SelectContext(ctx, q.ext(), dest, q.db.sql(query), args...)))
 }
 
 func (q queries) execOnce(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	ctx = q.ctx(ctx)
+	if err := q.flushAppends(ctx); err != nil {
+		return nil, err
+	}
 	res, err := q.ext().ExecContext(ctx, q.db.sql(query), args...)
 	return res, q.effects.note(query, classify(err))
 }
