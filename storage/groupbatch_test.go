@@ -48,6 +48,28 @@ func postTo(ctx context.Context, s chat.Store, id chat.GroupID, body string) err
 	})
 }
 
+// holdGroup runs an update of group g that holds its transaction open,
+// so that the updates started meanwhile queue behind it; release lets it
+// commit and waits for that.
+func holdGroup(t *testing.T, s chat.Store, g chat.GroupID) (release func()) {
+	held, let, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- s.UpdateIn(context.Background(), g, func(tx chat.Tx) error {
+			close(held)
+			<-let
+			return nil
+		})
+	}()
+	<-held
+	return func() {
+		t.Helper()
+		close(let)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // Posts that queue behind a busy group share transactions: far fewer
 // commits than posts.
 func TestGroupUpdatesShareCommits(t *testing.T) {
@@ -68,15 +90,7 @@ func TestGroupUpdatesShareCommits(t *testing.T) {
 		s := db.ChatStore()
 		g := storagetest.NewLog(t, s, 0).ID
 
-		held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-		go func() {
-			done <- s.UpdateIn(ctx, g, func(tx chat.Tx) error {
-				close(held)
-				<-release
-				return nil
-			})
-		}()
-		<-held
+		release := holdGroup(t, s, g)
 		before := updates.Load()
 		const n = 40
 		var wg sync.WaitGroup
@@ -86,10 +100,7 @@ func TestGroupUpdatesShareCommits(t *testing.T) {
 			go func() { defer wg.Done(); errs[i] = postTo(ctx, s, g, fmt.Sprint(i)) }()
 		}
 		time.Sleep(100 * time.Millisecond)
-		close(release)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		release()
 		wg.Wait()
 		for i, err := range errs {
 			if err != nil {
@@ -220,15 +231,7 @@ func TestGroupBatchWritesEventsTogether(t *testing.T) {
 		s := db.ChatStore()
 		g := storagetest.NewLog(t, s, 0).ID
 
-		held, release, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
-		go func() {
-			done <- s.UpdateIn(ctx, g, func(tx chat.Tx) error {
-				close(held)
-				<-release
-				return nil
-			})
-		}()
-		<-held
+		release := holdGroup(t, s, g)
 		const n = 12
 		var wg sync.WaitGroup
 		errs := make([]error, n)
@@ -265,10 +268,7 @@ func TestGroupBatchWritesEventsTogether(t *testing.T) {
 			}()
 		}
 		time.Sleep(100 * time.Millisecond)
-		close(release)
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		release()
 		wg.Wait()
 		want := n
 		if e == storage.Postgres {
