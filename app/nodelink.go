@@ -368,14 +368,19 @@ func (l *nodeLink) sweep(ctx context.Context, all bool) {
 	// Only the members whose deliveries this node sends are its to find;
 	// the deliveries of offline members wait for a registration, which
 	// reads them.
+	// A node holding more flows than are worth naming reads for everyone
+	// (nil) and keeps its own from the answer.
 	var mine []string
-	for _, login := range l.bindings.OnNode(l.self) {
-		if l.bindings.Owner(login) == l.self && !l.dispatch.Holds(login) {
-			mine = append(mine, login)
+	if here, ok := l.bindings.OnNodeUpTo(l.self, storage.MaxWaitingLogins); ok {
+		mine = []string{}
+		for _, login := range here {
+			if l.bindings.Owner(login) == l.self && !l.dispatch.Holds(login) {
+				mine = append(mine, login)
+			}
 		}
-	}
-	if len(mine) == 0 {
-		return
+		if len(mine) == 0 {
+			return
+		}
 	}
 	logins, err := l.db.WaitingAfter(ctx, low, mine, 100000)
 	if err != nil {

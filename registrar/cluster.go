@@ -57,6 +57,14 @@ func (b *Bindings) Owner(login string) string {
 // OnNode lists the AORs with a binding held by node: their owner may
 // change when that node goes.
 func (b *Bindings) OnNode(node string) []string {
+	out, _ := b.OnNodeUpTo(node, -1)
+	return out
+}
+
+// OnNodeUpTo is OnNode that gives up past limit AORs (a negative limit:
+// none), reporting false: a caller with a use only for a short list need
+// not walk a million bindings every second.
+func (b *Bindings) OnNodeUpTo(node string, limit int) ([]string, bool) {
 	var out []string
 	for i := range b.shards {
 		sh := &b.shards[i]
@@ -68,10 +76,14 @@ func (b *Bindings) OnNode(node string) []string {
 					break
 				}
 			}
+			if limit >= 0 && len(out) > limit {
+				sh.mu.RUnlock()
+				return nil, false
+			}
 		}
 		sh.mu.RUnlock()
 	}
-	return out
+	return out, true
 }
 
 // Refresh reads the bindings of aors from the store again: another node

@@ -134,6 +134,13 @@ func TestBindingsAcrossNodes(t *testing.T) {
 		if on := b1.OnNode("n2"); !slices.Equal(on, []string{"alice"}) {
 			t.Fatalf("OnNode(n2) = %v", on)
 		}
+		// n1 holds flows of alice and bob: a limit of one gives up.
+		if on, ok := b1.OnNodeUpTo("n1", 1); ok || on != nil {
+			t.Fatalf("OnNodeUpTo(n1, 1) = %v, %v; want nil, false", on, ok)
+		}
+		if on, ok := b1.OnNodeUpTo("n1", 2); !ok || len(on) != 2 {
+			t.Fatalf("OnNodeUpTo(n1, 2) = %v, %v; want two AORs", on, ok)
+		}
 
 		// The device of n1 moves to n2 (same Contact): n1 drops its own.
 		time.Sleep(2 * time.Millisecond)

@@ -261,7 +261,7 @@ func (s deliveryStore) PurgeDeleted(ctx context.Context) (int, error) {
 // online, every second.
 func (db *DB) WaitingAfter(ctx context.Context, after chat.MID, logins []string, limit int) ([]string, error) {
 	r := db.reader()
-	if logins == nil || len(logins) > maxWaitingProbes {
+	if logins == nil || len(logins) > MaxWaitingLogins {
 		var found []string
 		if err := r.selectAll(ctx, &found,
 			"SELECT DISTINCT login FROM deliveries WHERE mid > ? AND state = 'p' AND next_at = 0 LIMIT ?", int64(after), limit); err != nil {
@@ -295,8 +295,8 @@ func (db *DB) WaitingAfter(ctx context.Context, after chat.MID, logins []string,
 	return out, nil
 }
 
-// maxWaitingProbes bounds the logins WaitingAfter looks up one by one.
-const maxWaitingProbes = 4096
+// MaxWaitingLogins bounds the logins WaitingAfter looks up one by one.
+const MaxWaitingLogins = 4096
 
 // Advisory locks of the janitor work that one node does for the cluster
 // at a time: "gchd" and a name of four letters, in ASCII.
