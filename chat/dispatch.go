@@ -133,6 +133,8 @@ type mailbox struct {
 	// wait with it rather than overtake it.
 	sleeping bool
 	wakeup   *time.Timer
+	// delayedFlush is FlushAfter's timer, stopped with the dispatcher.
+	delayedFlush *time.Timer
 	// flushes counts the member's flushes (registrations) while the
 	// mailbox lives; it lives at least while a job is in flight.
 	flushes uint64
@@ -253,8 +255,15 @@ func (d *Dispatcher) FlushAfter(login string, delay time.Duration) {
 	mb := d.mailbox(login)
 	mb.loading = true
 	mb.flushes++
+	if d.stopping {
+		d.mu.Unlock()
+		return
+	}
+	if mb.delayedFlush != nil {
+		mb.delayedFlush.Stop() // the newer one reads the backlog
+	}
+	mb.delayedFlush = time.AfterFunc(delay, func() { d.Flush(login) })
 	d.mu.Unlock()
-	time.AfterFunc(delay, func() { d.Flush(login) })
 }
 
 // Flush asks for every pending delivery of login to be sent now, in MID
@@ -345,6 +354,9 @@ func (d *Dispatcher) Run(ctx context.Context, stopCtx context.Context) {
 	for _, mb := range d.mailboxes {
 		if mb.wakeup != nil {
 			mb.wakeup.Stop()
+		}
+		if mb.delayedFlush != nil {
+			mb.delayedFlush.Stop()
 		}
 	}
 	d.cond.Broadcast()
