@@ -593,18 +593,9 @@ func (t *chatTx) PendingFrom(ctx context.Context, sender string, recipients []st
 		Login string `db:"login"`
 		N     int    `db:"n"`
 	}
-	var err error
 	// sender <> '' spelled out lets both engines use the partial index.
-	const q = "SELECT login, COUNT(*) AS n FROM deliveries WHERE sender = ? AND sender <> '' AND state = 'p' AND login "
-	if t.db.engine == Postgres {
-		err = t.selectAll(ctx, &rows, q+"= ANY(?) GROUP BY login", sender, pq.Array(recipients))
-	} else {
-		args := []any{sender}
-		for _, l := range recipients {
-			args = append(args, l)
-		}
-		err = t.selectOnce(ctx, &rows, q+"IN (?"+strings.Repeat(", ?", len(recipients)-1)+") GROUP BY login", args...)
-	}
+	err := t.selectAmongLogins(ctx, &rows, "SELECT login, COUNT(*) AS n FROM deliveries WHERE sender = ? AND sender <> '' AND state = 'p' AND login",
+		" GROUP BY login", recipients, sender)
 	if err != nil {
 		return nil, err
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"gchd/chat"
 )
@@ -50,18 +49,10 @@ func (s deliveryStore) PendingFor(ctx context.Context, login string, after chat.
 
 func (s deliveryStore) PendingOf(ctx context.Context, mid chat.MID, logins []string) ([]chat.PendingDelivery, error) {
 	var out []chat.PendingDelivery
-	for len(logins) > 0 {
-		chunk := logins[:min(len(logins), 500)]
-		logins = logins[len(chunk):]
-		query := "SELECT " + pendingColumns + ` FROM deliveries d JOIN events e ON e.mid = d.mid
-			WHERE d.mid = ? AND d.state = 'p' AND d.login IN (?` + strings.Repeat(", ?", len(chunk)-1) + ") ORDER BY d.login"
-		args := make([]any, 0, len(chunk)+1)
-		args = append(args, int64(mid))
-		for _, l := range chunk {
-			args = append(args, l)
-		}
+	for chunk := range slices.Chunk(logins, loginChunk) {
 		var rows []pendingRow
-		if err := s.selectAll(ctx, &rows, query, args...); err != nil {
+		if err := s.selectAmongLogins(ctx, &rows, "SELECT "+pendingColumns+` FROM deliveries d JOIN events e ON e.mid = d.mid
+			WHERE d.mid = ? AND d.state = 'p' AND d.login`, " ORDER BY d.login", chunk, int64(mid)); err != nil {
 			return nil, fmt.Errorf("select pending deliveries of MID %d: %w", mid, err)
 		}
 		out = append(out, pendingList(rows)...)
@@ -71,22 +62,9 @@ func (s deliveryStore) PendingOf(ctx context.Context, mid chat.MID, logins []str
 
 func (s deliveryStore) WithPending(ctx context.Context, logins []string) ([]string, error) {
 	var out []string
-	for len(logins) > 0 {
-		chunk := logins[:min(len(logins), 500)]
-		logins = logins[len(chunk):]
+	for chunk := range slices.Chunk(logins, loginChunk) {
 		var found []string
-		var err error
-		if s.db.engine == Postgres {
-			err = s.selectAll(ctx, &found, "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login = ANY(?)", pq.Array(chunk))
-		} else {
-			query := "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login IN (?" + strings.Repeat(", ?", len(chunk)-1) + ")"
-			args := make([]any, len(chunk))
-			for i, l := range chunk {
-				args[i] = l
-			}
-			err = s.selectOnce(ctx, &found, query, args...)
-		}
-		if err != nil {
+		if err := s.selectAmongLogins(ctx, &found, "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login", "", chunk); err != nil {
 			return nil, fmt.Errorf("select members with pending deliveries: %w", err)
 		}
 		out = append(out, found...)
@@ -270,21 +248,10 @@ func (db *DB) WaitingAfter(ctx context.Context, after chat.MID, logins []string,
 		return found, nil
 	}
 	var out []string
-	for chunk := range slices.Chunk(logins, 500) {
+	for chunk := range slices.Chunk(logins, loginChunk) {
 		var found []string
-		var err error
-		if db.engine == Postgres {
-			err = r.selectAll(ctx, &found, "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login = ANY(?) AND mid > ? AND next_at = 0",
-				pq.Array(chunk), int64(after))
-		} else {
-			query := "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND login IN (?" + strings.Repeat(", ?", len(chunk)-1) + ") AND mid > ? AND next_at = 0"
-			args := make([]any, 0, len(chunk)+1)
-			for _, l := range chunk {
-				args = append(args, l)
-			}
-			err = r.selectOnce(ctx, &found, query, append(args, int64(after))...)
-		}
-		if err != nil {
+		if err := r.selectAmongLogins(ctx, &found, "SELECT DISTINCT login FROM deliveries WHERE state = 'p' AND mid > ? AND next_at = 0 AND login", "",
+			chunk, int64(after)); err != nil {
 			return nil, fmt.Errorf("select waiting deliveries after %d: %w", after, err)
 		}
 		out = append(out, found...)

@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 // queries runs SQL over a pool or inside a transaction; its errors are
@@ -154,6 +157,30 @@ func (q queries) selectAll(ctx context.Context, dest any, query string, args ...
 	}
 	return q.effects.note(query, classify(st.SelectContext(ctx, dest, args...)))
 }
+
+// selectAmongLogins runs query, whose last condition is on a login
+// column, for those of logins, then tail; args are query's own. On
+// PostgreSQL the logins are one array parameter, so one prepared
+// statement serves any number of them; SQLite has no arrays and gets a
+// placeholder each, in a statement not kept prepared. No logins select
+// nothing.
+func (q queries) selectAmongLogins(ctx context.Context, dest any, query, tail string, logins []string, args ...any) error {
+	if len(logins) == 0 {
+		return nil
+	}
+	if q.db.engine == Postgres {
+		return q.selectAll(ctx, dest, query+" = ANY(?)"+tail, append(slices.Clip(args), pq.Array(logins))...)
+	}
+	all := slices.Grow(slices.Clip(args), len(logins))
+	for _, l := range logins {
+		all = append(all, l)
+	}
+	return q.selectOnce(ctx, dest, query+" IN (?"+strings.Repeat(", ?", len(logins)-1)+")"+tail, all...)
+}
+
+// loginChunk bounds the logins of one statement: SQLite's limit on
+// placeholders, and the size of PostgreSQL's array, stay far away.
+const loginChunk = 500
 
 func (q queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	ctx = q.ctx(ctx)
