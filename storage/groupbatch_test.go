@@ -77,15 +77,11 @@ func TestGroupUpdatesShareCommits(t *testing.T) {
 		var updates atomic.Int64
 		dsn := testkit.DSN(t, e)
 		testkit.AddAccounts(t, dsn, "test", "a", "c") // b is a guest
-		db, err := storage.Open(context.Background(), dsn, storage.Options{Observe: func(op string, _ time.Duration, _ error) {
+		db := testkit.OpenDSN(t, dsn, storage.Options{Observe: func(op string, _ time.Duration, _ error) {
 			if op == "chat_update" {
 				updates.Add(1)
 			}
 		}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
 		ctx := context.Background()
 		s := db.ChatStore()
 		g := storagetest.NewLog(t, s, 0).ID
@@ -123,12 +119,7 @@ func TestGroupUpdatesOfTwoNodes(t *testing.T) {
 	ctx := context.Background()
 	var nodes [2]*storage.DB
 	for i := range nodes {
-		db, err := storage.Open(ctx, dsn, storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		nodes[i] = db
+		nodes[i] = testkit.OpenDSN(t, dsn, storage.Options{})
 	}
 	var groups []chat.GroupID
 	for range 3 {
@@ -222,11 +213,7 @@ func TestGroupBatchWritesEventsTogether(t *testing.T) {
 	testkit.Each(t, func(t *testing.T, e storage.Engine) {
 		dsn := testkit.DSN(t, e)
 		testkit.AddAccounts(t, dsn, "test", "a", "b", "c")
-		db, err := storage.Open(context.Background(), dsn, storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := testkit.OpenDSN(t, dsn, storage.Options{})
 		ctx := context.Background()
 		s := db.ChatStore()
 		g := storagetest.NewLog(t, s, 0).ID

@@ -17,17 +17,12 @@ import (
 // asked about, and not for deliveries that are done or have a retry time.
 func TestWaitingAfter(t *testing.T) {
 	testkit.Each(t, func(t *testing.T, e storage.Engine) {
-		dsn := testkit.DSN(t, e)
-		db, err := storage.Open(context.Background(), dsn, storage.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
+		db := testkit.Open(t, e)
 		ctx := context.Background()
 		f := storagetest.NewLog(t, db.ChatStore(), 3) // to a, b and c each
 		ds := db.DeliveryStore()
 		// MID 2: a's is done, b's waits for a retry time; c's waits.
-		err = ds.Settle(ctx, []chat.Settlement{
+		err := ds.Settle(ctx, []chat.Settlement{
 			{MID: f.MIDs[1], Login: "a", State: chat.DeliveryDone, At: storagetest.T0},
 			{MID: f.MIDs[1], Login: "b", State: chat.DeliveryPending, At: storagetest.T0, Next: storagetest.T0.Add(time.Minute), Attempts: 1},
 		})

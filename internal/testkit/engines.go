@@ -36,9 +36,16 @@ func Each(t *testing.T, fn func(t *testing.T, engine storage.Engine)) {
 // Open opens a migrated, empty database of the engine for one test.
 func Open(t testing.TB, e storage.Engine) *storage.DB {
 	t.Helper()
-	db, err := storage.Open(context.Background(), DSN(t, e), storage.Options{})
+	return OpenDSN(t, DSN(t, e), storage.Options{})
+}
+
+// OpenDSN opens the database of dsn (from DSN, with accounts added, say)
+// with opts, closed at the test's cleanup.
+func OpenDSN(t testing.TB, dsn string, opts storage.Options) *storage.DB {
+	t.Helper()
+	db, err := storage.Open(context.Background(), dsn, opts)
 	if err != nil {
-		t.Fatalf("open %s: %v", e, err)
+		t.Fatalf("open %s: %v", dsn, err)
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
